@@ -1,0 +1,124 @@
+"""HTTP checks of the engine and the proxy, each in its own thread.
+
+Each check has a timeout, so a stuck server costs one timeout and never
+freezes anything; the two threads never wait for each other. A thread only
+checks while its program is alive, and every result is tagged with the
+start it belongs to, so the monitor can ignore results from before a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import requests
+
+from .keys import Secret
+
+# While a program has not passed a check yet, poll this often: "ready" should
+# follow the moment it can answer, not up to a whole interval later.
+STARTUP_POLL = 0.25
+
+Check = Callable[[requests.Session, float], tuple[bool, str]]
+
+
+def engine_check(port: int) -> Check:
+    """vLLM's /health: 200 while the engine core lives, 503 once it died."""
+    url = f"http://127.0.0.1:{port}/health"
+
+    def check(session: requests.Session, timeout: float) -> tuple[bool, str]:
+        response = session.get(url, timeout=timeout)
+        if response.status_code == 200:
+            return True, "/health 200"
+        return False, f"/health answered {response.status_code}"
+
+    return check
+
+
+def proxy_check(port: int, master_key: Secret, served_model_name: str) -> Check:
+    """Readiness, then one authenticated request that never reaches the model:
+    a proxy that lost its config or its key fails here, not at a user."""
+    base = f"http://127.0.0.1:{port}"
+
+    def check(session: requests.Session, timeout: float) -> tuple[bool, str]:
+        response = session.get(base + "/health/readiness", timeout=timeout)
+        if response.status_code != 200:
+            return False, f"/health/readiness answered {response.status_code}"
+        response = session.get(
+            base + "/v1/models", timeout=timeout,
+            headers={"Authorization": "Bearer " + master_key.reveal()},
+        )
+        if response.status_code != 200:
+            return False, f"/v1/models with the master key answered {response.status_code}"
+        ids = [model.get("id") for model in response.json().get("data", [])]
+        if served_model_name not in ids:
+            return False, f"/v1/models does not list {served_model_name!r}"
+        return True, "/health/readiness and /v1/models 200"
+
+    return check
+
+
+def describe_failure(error: Exception) -> str:
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(error, requests.exceptions.ReadTimeout):
+        return "no answer within the check timeout"
+    if isinstance(error, requests.exceptions.ConnectionError):
+        text = str(error)
+        return "connection refused (still loading?)" if "refused" in text.lower() else "connection failed"
+    return f"{type(error).__name__}: {error}"
+
+
+class Checker:
+    """Runs one program's check every interval while that program is alive."""
+
+    def __init__(self, name: str, check: Check, interval: float, timeout: float,
+                 report: Callable[[str, int, bool, str, float], None]):
+        self.name = name
+        self._check = check
+        self._interval = interval
+        self._timeout = timeout
+        self._report = report
+        self._generation = 0
+        self._alive = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"check-{name}", daemon=True)
+
+    def start(self) -> "Checker":
+        self._thread.start()
+        return self
+
+    def follow(self, generation: int, alive: bool) -> None:
+        """The monitor says which start of the program is current, and whether it runs."""
+        with self._lock:
+            changed = generation != self._generation or alive != self._alive
+            self._generation, self._alive = generation, alive
+        if changed:
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        session = requests.Session()
+        passed = -1  # the latest generation that has passed a check
+        while not self._stop.is_set():
+            with self._lock:
+                generation, alive = self._generation, self._alive
+            if alive:
+                try:
+                    ok, detail = self._check(session, self._timeout)
+                except (requests.RequestException, ValueError) as error:
+                    ok, detail = False, describe_failure(error)
+                    session.close()  # a half-read connection must not be reused
+                    session = requests.Session()
+                self._report(self.name, generation, ok, detail, time.monotonic())
+                if ok:
+                    passed = generation
+            self._wake.wait(self._interval if passed == generation else STARTUP_POLL)
+            self._wake.clear()
+        session.close()

@@ -1,0 +1,107 @@
+"""The command line: parse, hand over, turn EntryError into one line and a code.
+
+Every option can also come from an environment variable LLM_ENTRY_<OPTION>
+(shown in --help); the master key also from LITELLM_MASTER_KEY.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import Options, build_config
+from .console import Console
+from .errors import EXIT_BAD_CONFIG, EntryError
+from .gpus import query_node_gpus
+from .render import dry_run_text
+
+PATH = click.Path(path_type=Path)
+SECONDS = click.FLOAT
+
+
+@click.command(context_settings={"auto_envvar_prefix": "LLM_ENTRY", "show_default": True,
+                                 "help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--model", required=True,
+              help="Model folder (holds config.json), a hub id (org/name, passed to vLLM as is), "
+                   "or 'demo' for a tiny built-in model.")
+@click.option("--master-key", envvar=["LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY"], show_envvar=True,
+              help="Key clients must present. Prefer the variable or --master-key-file: "
+                   "a flag shows in `ps`.")
+@click.option("--master-key-file", type=PATH, help="File holding the master key (a mounted secret).")
+@click.option("--api-keys-file", type=PATH,
+              help="More keys, one per line (# comments allowed); edits apply without a restart.")
+@click.option("--served-model-name", help="Model name clients ask for.  [default: the model folder's name]")
+@click.option("--host", default="0.0.0.0", help="Address the public proxy listens on.")
+@click.option("--port", type=click.INT,
+              help="Public port of the proxy.  [default: 8080, or 80 when OPENBAYES_SERVING_PRODUCTION is set]")
+@click.option("--engine-port", type=click.INT, default=3000, help="Internal engine port, on 127.0.0.1 only.")
+@click.option("--probe-dir", type=PATH, default=Path("/etc/probe"), help="Folder of the probe files.")
+@click.option("--tensor-parallel-size", type=click.INT,
+              help="GPUs to split the model over.  [default: the largest size the GPUs and heads allow]")
+@click.option("--max-model-len", type=click.INT, help="Context length passed to vLLM.")
+@click.option("--gpu-memory-utilization", type=click.FLOAT, help="Fraction of GPU memory vLLM may use.")
+@click.option("--engine-cmd",
+              help="Command that starts the engine, split like a shell line; llm-entry appends the vLLM "
+                   "arguments.  [default: this Python -m vllm.entrypoints.openai.api_server]")
+@click.option("--proxy-workers", type=click.INT, default=1, help="LiteLLM worker processes.")
+@click.option("--cache-dir", type=PATH, help="Where the demo model is built.  [default: ~/.cache/llm-entry]")
+@click.option("--startup-timeout", type=SECONDS, default=1800.0, help="Seconds to become ready before giving up.")
+@click.option("--check-interval", type=SECONDS, default=2.0, help="Seconds between health checks of each process.")
+@click.option("--check-timeout", type=SECONDS, default=3.0, help="Seconds one health check may take.")
+@click.option("--unready-after", type=click.INT, default=2, help="Failed checks in a row that make the container not ready.")
+@click.option("--hang-timeout", type=SECONDS, default=30.0,
+              help="Seconds without a passing check, once ready, before the container is declared not healthy.")
+@click.option("--heartbeat-ttl", type=SECONDS, default=15.0,
+              help="Seconds the probe scripts trust the probe files without a new heartbeat.")
+@click.option("--grace-period", type=SECONDS, default=25.0,
+              help="Seconds the whole shutdown may take (keep it below terminationGracePeriodSeconds).")
+@click.option("--drain-delay", type=SECONDS,
+              help="Seconds to stay up, not ready, after SIGTERM before stopping.  "
+                   "[default: 2 in Kubernetes, else 0]")
+@click.option("--engine-restart", type=click.Choice(["never", "always"]), default="never",
+              help="Restart the engine in place when it exits (a fresh container frees GPU memory best).")
+@click.option("--max-restarts", type=click.INT, default=3,
+              help="Restarts of a process allowed within --restart-window before giving up.")
+@click.option("--restart-window", type=SECONDS, default=300.0, help="Seconds over which restarts are counted.")
+@click.option("--dry-run", is_flag=True, help="Print the engine command and the rendered configs; start nothing.")
+@click.version_option(__version__, prog_name="llm-entry")
+@click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
+def command(engine_args: tuple[str, ...], **options) -> None:
+    """Serve a model with vLLM behind a LiteLLM proxy that requires a key.
+
+    Arguments after `--` are passed to the engine unchanged.
+    """
+    console = Console()
+    opts = Options(engine_args=tuple(engine_args), **options)
+    try:
+        config = build_config(opts, os.environ, query_node_gpus)
+        if config.dry_run:
+            click.echo(dry_run_text(config, sys.executable, Path("<run-dir>")), nl=False)
+            return
+        from .run import serve  # heavy imports only when serving
+        code = serve(config, os.environ, console)
+    except EntryError as error:
+        console.error(error.message)
+        sys.exit(error.exit_code)
+    sys.exit(code)
+
+
+def main() -> None:
+    try:
+        command.main(prog_name="llm-entry", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        # click's own usage errors: one line, the same exit code as ours.
+        Console().error(error.format_message() + " (see llm-entry --help)")
+        sys.exit(EXIT_BAD_CONFIG)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_BAD_CONFIG)
+
+
+if __name__ == "__main__":
+    main()

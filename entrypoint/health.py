@@ -1,0 +1,73 @@
+"""What the check results mean: ready, still starting, hung, timed out.
+
+Pure functions over the results and a clock reading, so every threshold in
+the README is a unit test. One `Vitals` per program per start: a restart
+begins a new one, so results from before it can never make it look ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Timing
+from .errors import EXIT_HUNG, EXIT_STARTUP_TIMEOUT
+
+
+@dataclass
+class Vitals:
+    """The check history of one program since its latest start."""
+
+    name: str
+    started_at: float
+    last_ok: float | None = None
+    failures: int = 0             # consecutive failed checks since the last good one
+    detail: str = "not checked yet"
+
+    def record(self, ok: bool, detail: str, at: float) -> None:
+        self.detail = detail
+        if ok:
+            self.last_ok, self.failures = at, 0
+        else:
+            self.failures += 1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ready: bool
+    waiting_for: str = ""          # why not ready, for the not-ready file and the log
+    fatal: str = ""                # why only a restart helps; empty while there is hope
+    exit_code: int = 0
+
+
+def assess(vitals: Vitals, now: float, timing: Timing) -> Verdict:
+    """One program's verdict from its checks since it (re)started."""
+    if vitals.last_ok is None:
+        waited = now - vitals.started_at
+        if waited > timing.startup_timeout:
+            return Verdict(
+                False, f"{vitals.name} did not start",
+                fatal=(f"{vitals.name} was not ready after {waited:.0f} s (--startup-timeout "
+                       f"{timing.startup_timeout:g} s); last check: {vitals.detail}"),
+                exit_code=EXIT_STARTUP_TIMEOUT,
+            )
+        return Verdict(False, f"{vitals.name} starting ({waited:.0f} s): {vitals.detail}")
+    silent = now - vitals.last_ok
+    if silent > timing.hang_timeout:
+        return Verdict(
+            False, f"{vitals.name} not answering",
+            fatal=(f"{vitals.name} has not passed a check for {silent:.0f} s (--hang-timeout "
+                   f"{timing.hang_timeout:g} s): it looks hung; last check: {vitals.detail}"),
+            exit_code=EXIT_HUNG,
+        )
+    if vitals.failures >= timing.unready_after:
+        return Verdict(False, f"{vitals.name} failing checks ({vitals.failures} in a row): {vitals.detail}")
+    return Verdict(True)
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """The container is ready only when every program is; the first fatal wins."""
+    for verdict in verdicts:
+        if verdict.fatal:
+            return verdict
+    waiting = [v.waiting_for for v in verdicts if not v.ready]
+    return Verdict(not waiting, "; ".join(waiting))

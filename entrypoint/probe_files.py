@@ -1,0 +1,85 @@
+"""The probe-file contract Kubernetes exec probes read.
+
+- `not-ready`: present whenever the endpoint cannot serve (start-up, a failing
+  check, a restart, shutdown); its text says why.
+- `not-healthy`: present when only a container restart will help.
+- `heartbeat`: the Unix time until which the monitor vouches for the two
+  files above; the probe scripts fail once it has passed, so a frozen or dead
+  monitor cannot leave a stale "ready" behind.
+
+`ProbeFiles.show` is the only writer: the state is derived in one place and
+every write is atomic (temp file + os.replace).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from .errors import EntryError
+
+NOT_READY = "not-ready"
+NOT_HEALTHY = "not-healthy"
+HEARTBEAT = "heartbeat"
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+
+
+def remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+class ProbeFiles:
+    def __init__(self, probe_dir: Path, heartbeat_ttl: float, clock: Callable[[], float] = time.time):
+        self.dir = probe_dir
+        self._ttl = heartbeat_ttl
+        self._clock = clock
+        self._shown: tuple[str | None, str | None] | None = None
+        self._beat_until = 0
+
+    def prepare(self) -> None:
+        """Create the folder and prove we can write there, before anything starts."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.dir / HEARTBEAT, "0\n")
+        except OSError as error:
+            raise EntryError(
+                f"probe dir {self.dir} is not writable ({error.strerror}): run as a user who can "
+                "write it, or pass --probe-dir (LLM_ENTRY_PROBE_DIR) to a writable folder."
+            )
+
+    def show(self, not_ready: str | None, not_healthy: str | None) -> None:
+        """Make the files say this: a reason string means present, None absent.
+
+        not-ready is written before not-healthy is removed, so a reader never
+        sees a moment where a broken container looks servable.
+        """
+        state = (not_ready, not_healthy)
+        if state != self._shown:
+            for name, reason in ((NOT_READY, not_ready), (NOT_HEALTHY, not_healthy)):
+                if reason is not None:
+                    write_atomically(self.dir / name, reason.rstrip("\n") + "\n")
+            for name, reason in ((NOT_HEALTHY, not_healthy), (NOT_READY, not_ready)):
+                if reason is None:
+                    remove(self.dir / name)
+            self._shown = state
+        self.beat()
+
+    def beat(self) -> None:
+        until = int(self._clock() + self._ttl)
+        if until != self._beat_until:
+            write_atomically(self.dir / HEARTBEAT, f"{until}\n")
+            self._beat_until = until

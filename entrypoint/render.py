@@ -1,0 +1,140 @@
+"""The command lines and files one run needs, rendered as text.
+
+Nothing here writes or starts anything: functions return text (or argv lists)
+and the caller decides where it goes, so tests compare whole rendered files
+and `--dry-run` prints exactly what a real start would use.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from .config import Config
+
+AUTH_MODULE = "llm_entry_auth"
+LITELLM_CONFIG = "litellm.yaml"
+SUPERVISORD_CONFIG = "supervisord.conf"
+PROXY_LOGGING = "proxy-logging.json"
+ENGINE = "engine"
+PROXY = "proxy"
+
+# Variables that carry keys. The engine never sees the master key or the
+# extra keys: its command strips them from the environment it inherits.
+MASTER_KEY_VAR = "LLM_ENTRY_MASTER_KEY"
+ENGINE_KEY_VAR = "LLM_ENTRY_ENGINE_KEY"
+API_KEYS_FILE_VAR = "LLM_ENTRY_API_KEYS_FILE"
+KEY_VARS_HIDDEN_FROM_ENGINE = (MASTER_KEY_VAR, "LITELLM_MASTER_KEY", API_KEYS_FILE_VAR)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    name: str
+    content: str
+
+
+def template(name: str) -> Template:
+    return Template(resources.files("entrypoint.templates").joinpath(name).read_text())
+
+
+def engine_shutdown_timeout(config: Config) -> int:
+    """Seconds vLLM may drain on SIGTERM. The proxy has drained first, so the
+    engine rarely has work left; a fifth of the grace period is plenty."""
+    return max(1, int(config.timing.grace_period // 5))
+
+
+def engine_command(config: Config) -> list[str]:
+    """The vLLM command line. No key is on it: vLLM reads VLLM_API_KEY."""
+    args = [
+        *config.engine_cmd,
+        "--model", config.model,
+        "--served-model-name", config.served_model_name,
+        "--host", "127.0.0.1",
+        "--port", str(config.engine_port),
+        "--tensor-parallel-size", str(config.parallel.tensor_parallel_size),
+        "--shutdown-timeout", str(engine_shutdown_timeout(config)),
+        # Every health check would otherwise write an access log line.
+        "--disable-uvicorn-access-log",
+    ]
+    if config.max_model_len is not None:
+        args += ["--max-model-len", str(config.max_model_len)]
+    if config.gpu_memory_utilization is not None and not config.on_cpu:
+        args += ["--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}"]
+    return args + list(config.engine_args)
+
+
+def engine_launch_command(config: Config) -> list[str]:
+    """engine_command behind `env`, which drops the proxy's keys from the
+    environment the engine inherits and adds the engine's own settings."""
+    strip = [arg for var in KEY_VARS_HIDDEN_FROM_ENGINE for arg in ("-u", var)]
+    settings = [f"{name}={value}" for name, value in config.engine_env]
+    return ["env", *strip, *settings, *engine_command(config)]
+
+
+def proxy_command(config: Config, python: str, run_dir: Path) -> list[str]:
+    # `-m litellm.proxy.proxy_cli` warns about a double import; the console
+    # script may not sit beside every interpreter. This is what it runs.
+    return [
+        python, "-c", "from litellm import run_server; run_server()",
+        "--config", str(run_dir / LITELLM_CONFIG),
+        "--host", config.host,
+        "--port", str(config.port),
+        "--num_workers", str(config.proxy_workers),
+        "--log_config", str(run_dir / PROXY_LOGGING),
+    ]
+
+
+def supervisor_command_line(argv: list[str]) -> str:
+    """argv as one supervisord `command=` value (it splits like a shell and
+    expands %(...)s, so a literal % is doubled)."""
+    return shlex.join(argv).replace("%", "%%")
+
+
+def render_litellm_config(config: Config) -> str:
+    # JSON strings are valid YAML scalars: any model name is quoted safely.
+    return template(LITELLM_CONFIG).substitute(
+        served_model_name=json.dumps(config.served_model_name),
+        backend_model=json.dumps("hosted_vllm/" + config.served_model_name),
+        engine_url=json.dumps(f"http://127.0.0.1:{config.engine_port}/v1"),
+        request_timeout=600,
+    )
+
+
+def render_supervisord_config(config: Config, python: str, run_dir: Path) -> str:
+    return template(SUPERVISORD_CONFIG).substitute(
+        run_dir=run_dir,
+        engine_command=supervisor_command_line(engine_launch_command(config)),
+        proxy_command=supervisor_command_line(proxy_command(config, python, run_dir)),
+        stop_wait=max(1, int(config.timing.grace_period)),
+    )
+
+
+def render_run_files(config: Config, python: str, run_dir: Path) -> list[RenderedFile]:
+    """Every file the run folder holds before supervisord starts."""
+    return [
+        RenderedFile(SUPERVISORD_CONFIG, render_supervisord_config(config, python, run_dir)),
+        RenderedFile(LITELLM_CONFIG, render_litellm_config(config)),
+        RenderedFile(PROXY_LOGGING, template(PROXY_LOGGING).template),
+        RenderedFile(AUTH_MODULE + ".py", template(AUTH_MODULE + ".py.tmpl").template),
+    ]
+
+
+def dry_run_text(config: Config, python: str, run_dir: Path) -> str:
+    """What --dry-run prints: the plan and every rendered file, and no key."""
+    lines = [
+        f"# GPUs: {config.visible_gpus} visible of {config.gpus.count} on the node ({config.gpus.source})",
+        f"# {config.parallel.reason}",
+        "# engine command:",
+        shlex.join(engine_command(config)),
+        "# engine settings: " + (" ".join(f"{n}={v}" for n, v in config.engine_env) or "none")
+        + " (VLLM_API_KEY is generated at every start)",
+        "# proxy command:",
+        shlex.join(proxy_command(config, python, run_dir)),
+    ]
+    for file in render_run_files(config, python, run_dir)[:2]:
+        lines += [f"# {file.name}:", file.content.rstrip("\n")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,156 @@
+"""One run of llm-entry, from pre-flight checks to the last reaped child.
+
+Order matters: every check that can fail on bad input runs before the first
+process starts; once supervisord runs, every way out goes through the one
+shutdown routine and the private run folder is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+from . import demo_model, ports
+from .checks import Checker, engine_check, proxy_check
+from .config import Config
+from .console import Console
+from .errors import EXIT_OK, EntryError
+from .keys import Secret, new_internal_key
+from .logs import LogForwarder, LogTail
+from .monitor import Monitor, Outcome
+from .probe_files import ProbeFiles
+from .processes import Reaper, become_subreaper
+from .proxy_auth import parse_keys_file
+from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, MASTER_KEY_VAR, PROXY,
+                     engine_shutdown_timeout, render_run_files)
+from .shutdown import Shutdown
+from .signals import SignalQueue
+from .supervision import Supervisor
+
+
+def preflight(config: Config) -> None:
+    """Everything that can be wrong with the input, checked before any start."""
+    ports.check_free(config.host, config.port, "--port")
+    ports.check_free("127.0.0.1", config.engine_port, "--engine-port")
+    if not shutil.which(config.engine_cmd[0]):
+        raise EntryError(
+            f"engine command {config.engine_cmd[0]!r} was not found: install vLLM "
+            "(pip install 'llm-entry[gpu]' or scripts/install-cpu-engine.sh) or fix --engine-cmd."
+        )
+    if config.engine_cmd[1:3] == ("-m", "vllm.entrypoints.openai.api_server") and not _has_module(config.engine_cmd[0], "vllm"):
+        raise EntryError(
+            "vLLM is not installed for " + config.engine_cmd[0] + ": install it with "
+            "pip install 'llm-entry[gpu]' (CUDA) or scripts/install-cpu-engine.sh (CPU), "
+            "or point --engine-cmd at another engine."
+        )
+
+
+def _has_module(python: str, module: str) -> bool:
+    if os.path.realpath(shutil.which(python) or python) == os.path.realpath(sys.executable):
+        import importlib.util
+        return importlib.util.find_spec(module) is not None
+    return True  # another interpreter: let the engine's own error speak
+
+
+def child_environment(config: Config, env: Mapping[str, str], internal_key: Secret) -> dict[str, str]:
+    """supervisord's environment, which both programs inherit (the engine's
+    command drops the proxy's keys from it)."""
+    child = dict(env)
+    child.pop("LITELLM_MASTER_KEY", None)
+    child.update({
+        MASTER_KEY_VAR: config.master_key.reveal(),
+        ENGINE_KEY_VAR: internal_key.reveal(),
+        "VLLM_API_KEY": internal_key.reveal(),
+        # No fetches from the internet at start (the cost map): both spellings,
+        # LiteLLM 1.103 reads the second.
+        "LITELLM_OFFLINE_MODE": "true",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "PYTHONUNBUFFERED": "1",
+        # The proxy's own drain must end before ours gives up on it.
+        "GRACEFUL_SHUTDOWN_TIMEOUT": str(max(1, int(config.timing.grace_period - engine_shutdown_timeout(config) - 2))),
+    })
+    if config.api_keys_file is not None:
+        child[API_KEYS_FILE_VAR] = str(config.api_keys_file.resolve())
+    return child
+
+
+def write_private(folder: Path, name: str, content: str) -> None:
+    fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(content)
+
+
+def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
+    preflight(config)
+    probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl)
+    probes.prepare()
+    probes.show("starting", None)
+    console.say(f"GPUs: {config.visible_gpus} visible ({config.gpus.count} on the node, via {config.gpus.source})")
+    if config.gpus.warning:
+        console.say(config.gpus.warning)
+    console.say(config.parallel.reason)
+    if config.demo:
+        console.say(f"demo model: {config.model} (tiny, random weights: it answers gibberish)")
+        demo_model.ensure_demo_model(Path(config.model).parent)
+
+    internal_key = new_internal_key()
+    console.hide(config.master_key.reveal(), internal_key.reveal())
+    if config.api_keys_file is not None:
+        console.hide(*parse_keys_file(config.api_keys_file.read_text()))
+    signals = SignalQueue().install()
+    reaper = Reaper()
+    become_subreaper()
+
+    run_dir = Path(tempfile.mkdtemp(prefix="llm-entry-"))
+    supervisor = Supervisor(run_dir)
+    forwarder = LogForwarder([LogTail(name, run_dir / f"{name}.log", console) for name in (ENGINE, PROXY)])
+    checkers: dict[str, Checker] = {}
+    try:
+        for file in render_run_files(config, sys.executable, run_dir):
+            write_private(run_dir, file.name, file.content)
+        supervisor.start(sys.executable, child_environment(config, env, internal_key))
+        forwarder.start()
+        console.say(f"starting engine (127.0.0.1:{config.engine_port}) and proxy "
+                    f"({config.host}:{config.port}) together")
+        monitor = Monitor(config, supervisor, probes, console, forwarder, signals, reaper)
+        timing = config.timing
+        checkers = {
+            ENGINE: Checker(ENGINE, engine_check(config.engine_port), timing.check_interval,
+                            timing.check_timeout, monitor.report),
+            PROXY: Checker(PROXY, proxy_check(config.port, config.master_key, config.served_model_name),
+                           timing.check_interval, timing.check_timeout, monitor.report),
+        }
+        monitor.attach(checkers)
+        for checker in checkers.values():
+            checker.start()
+        outcome = monitor.run()
+        return finish(outcome, config, supervisor, monitor, probes, console, signals, reaper, checkers)
+    finally:
+        for checker in checkers.values():
+            checker.stop()
+        forwarder.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Monitor,
+           probes: ProbeFiles, console: Console, signals: SignalQueue, reaper: Reaper,
+           checkers: dict[str, Checker]) -> int:
+    if outcome.requested:
+        probes.show(f"shutting down: {outcome.summary}", None)
+        console.say(f"{outcome.summary}: shutting down")
+    else:
+        console.error(outcome.summary)
+    for checker in checkers.values():
+        checker.stop()
+    Shutdown(config, supervisor, console, signals, reaper).run(
+        proxy_pgids=monitor.programs[PROXY].pgids,
+        engine_pgids=monitor.programs[ENGINE].pgids,
+        drain=outcome.requested, was_ready=outcome.was_ready,
+    )
+    probes.beat()
+    console.say(f"stopped; exit code {outcome.exit_code}" + ("" if outcome.exit_code == EXIT_OK else f" ({outcome.summary})"))
+    return outcome.exit_code

@@ -1,0 +1,1 @@
+"""Text templates for the files llm-entry renders (see entrypoint.render)."""

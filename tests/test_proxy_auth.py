@@ -1,0 +1,400 @@
+"""Unit tests of the proxy's key check: keys-file parsing, the key ring and header parsing.
+
+The coroutine LiteLLM calls (proxy_authenticator) needs litellm, which takes
+seconds to import: the integration tests against the real proxy cover it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from entrypoint.proxy_auth import (
+    KEYS_FILE_VARIABLE,
+    MASTER_KEY_VARIABLE,
+    CredentialError,
+    KeyRing,
+    KeySource,
+    parse_keys_file,
+    presented_key,
+)
+
+MASTER = "sk-master-0123456789"
+KEY_A = "key-alpha-7f3c"
+KEY_B = "sk-key-bravo-91d2"
+KEYS_FILE = Path("/run/secrets/api-keys")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass(frozen=True)
+class FakeStatus:
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime_ns: int
+
+
+class FakeFiles:
+    """A one-directory file system whose stat and read calls are counted."""
+
+    def __init__(self) -> None:
+        self.contents: dict[Path, bytes] = {}
+        self.inodes: dict[Path, int] = {}
+        self.mtimes: dict[Path, int] = {}
+        self.unreadable: set[Path] = set()
+        self.stats = 0
+        self.reads = 0
+        self._next_inode = 100
+        self._next_mtime = 1
+
+    def write(self, path: Path, text: str | bytes, *, new_inode: bool = False, keep_mtime: bool = False) -> None:
+        self.contents[path] = text.encode() if isinstance(text, str) else text
+        if new_inode or path not in self.inodes:
+            self._next_inode += 1
+            self.inodes[path] = self._next_inode
+        if not keep_mtime or path not in self.mtimes:
+            self._next_mtime += 1
+            self.mtimes[path] = self._next_mtime
+
+    def remove(self, path: Path) -> None:
+        del self.contents[path], self.inodes[path], self.mtimes[path]
+
+    def stat(self, path: Path) -> FakeStatus:
+        self.stats += 1
+        if path not in self.contents:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+        return FakeStatus(1, self.inodes[path], len(self.contents[path]), self.mtimes[path])
+
+    def read(self, path: Path) -> bytes:
+        self.reads += 1
+        if path in self.unreadable:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        if path not in self.contents:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+        return self.contents[path]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def files() -> FakeFiles:
+    fake = FakeFiles()
+    fake.write(KEYS_FILE, f"{KEY_A}\n{KEY_B}\n")
+    return fake
+
+
+def ring_with_file(clock: FakeClock, files: FakeFiles, recheck_interval: float = 1.0) -> KeyRing:
+    return KeyRing(
+        MASTER, KEYS_FILE, clock=clock, stat=files.stat, read=files.read, recheck_interval=recheck_interval
+    )
+
+
+# parse_keys_file
+
+
+def test_keys_file_gives_one_key_per_line() -> None:
+    assert parse_keys_file(f"{KEY_A}\n{KEY_B}\n") == (KEY_A, KEY_B)
+
+
+def test_keys_file_skips_comments_and_blank_lines() -> None:
+    text = f"# team keys\n\n{KEY_A}\n   \n  # indented comment\n{KEY_B}\n# end"
+    assert parse_keys_file(text) == (KEY_A, KEY_B)
+
+
+def test_keys_file_trims_whitespace_around_keys() -> None:
+    assert parse_keys_file(f"  {KEY_A}\t\n\t{KEY_B}  ") == (KEY_A, KEY_B)
+
+
+def test_keys_file_accepts_crlf_line_endings() -> None:
+    assert parse_keys_file(f"# comment\r\n{KEY_A}\r\n\r\n{KEY_B}\r\n") == (KEY_A, KEY_B)
+
+
+def test_keys_file_ignores_a_byte_order_mark() -> None:
+    assert parse_keys_file(f"\ufeff{KEY_A}\n") == (KEY_A,)
+
+
+def test_keys_file_keeps_a_hash_inside_a_key() -> None:
+    assert parse_keys_file("abc#def\n") == ("abc#def",)
+
+
+def test_empty_keys_file_has_no_keys() -> None:
+    assert parse_keys_file("") == ()
+    assert parse_keys_file("# only a comment\n\n") == ()
+
+
+# KeyRing
+
+
+def test_master_key_is_allowed_without_keys_file() -> None:
+    ring = KeyRing(MASTER)
+    assert ring.allows(MASTER)
+    assert ring.source_of(MASTER) is KeySource.MASTER
+
+
+def test_wrong_and_empty_keys_are_refused() -> None:
+    ring = KeyRing(MASTER)
+    assert not ring.allows("sk-wrong")
+    assert not ring.allows("")
+    assert not ring.allows(MASTER + "x")
+    assert not ring.allows(MASTER[:-1])
+
+
+def test_empty_master_key_is_rejected() -> None:
+    with pytest.raises(ValueError, match="master key is empty"):
+        KeyRing("")
+
+
+def test_keys_from_the_file_are_allowed(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    assert ring.source_of(KEY_A) is KeySource.KEYS_FILE
+    assert ring.source_of(KEY_B) is KeySource.KEYS_FILE
+    assert ring.source_of(MASTER) is KeySource.MASTER
+    assert not ring.allows("sk-wrong")
+
+
+def test_master_key_listed_in_the_file_counts_as_master(clock: FakeClock, files: FakeFiles) -> None:
+    files.write(KEYS_FILE, f"{MASTER}\n")
+    assert ring_with_file(clock, files).source_of(MASTER) is KeySource.MASTER
+
+
+def test_key_removed_from_file_stops_working_after_the_recheck_interval(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    assert ring.allows(KEY_A)
+    files.write(KEYS_FILE, f"{KEY_B}\n")
+    clock.advance(0.5)
+    assert ring.allows(KEY_A), "the file is not looked at again within the interval"
+    clock.advance(0.5)
+    assert not ring.allows(KEY_A)
+    assert ring.allows(KEY_B)
+
+
+def test_key_added_to_file_starts_working_after_the_recheck_interval(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, f"{KEY_A}\n{KEY_B}\nkey-charlie\n")
+    clock.advance(1.0)
+    assert ring.allows("key-charlie")
+
+
+def test_file_is_stat_at_most_once_per_interval(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    stats_after_start = files.stats
+    for _ in range(100):
+        ring.allows(KEY_A)
+        clock.advance(0.001)
+    assert files.stats == stats_after_start
+    clock.advance(1.0)
+    ring.allows(KEY_A)
+    assert files.stats == stats_after_start + 1
+
+
+def test_unchanged_file_is_not_read_again(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    assert files.reads == 1
+    for _ in range(5):
+        clock.advance(1.0)
+        ring.allows(KEY_A)
+    assert files.reads == 1
+
+
+def test_replaced_file_with_same_size_and_mtime_is_read_again(clock: FakeClock, files: FakeFiles) -> None:
+    # An atomic rename (as a Kubernetes Secret update does) changes the inode.
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, f"{KEY_A.upper()}\n{KEY_B}\n", new_inode=True, keep_mtime=True)
+    clock.advance(1.0)
+    assert not ring.allows(KEY_A)
+    assert ring.allows(KEY_A.upper())
+
+
+def test_every_request_checks_the_file_with_a_zero_interval(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files, recheck_interval=0.0)
+    files.write(KEYS_FILE, f"{KEY_B}\n")
+    assert not ring.allows(KEY_A)
+
+
+def test_missing_file_keeps_the_master_key_and_refuses_file_keys(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    files.remove(KEYS_FILE)
+    clock.advance(1.0)
+    assert not ring.allows(KEY_A)
+    assert ring.allows(MASTER)
+
+
+def test_missing_file_logs_one_warning_without_keys(
+    clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    ring = ring_with_file(clock, files)
+    files.remove(KEYS_FILE)
+    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+        for _ in range(5):
+            clock.advance(1.0)
+            ring.allows(KEY_A)
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert str(KEYS_FILE) in message and "No such file or directory" in message
+    assert not any(key in caplog.text for key in (MASTER, KEY_A, KEY_B))
+
+
+def test_file_keys_work_again_when_the_file_comes_back(
+    clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    ring = ring_with_file(clock, files)
+    files.remove(KEYS_FILE)
+    clock.advance(1.0)
+    assert not ring.allows(KEY_B)
+    files.write(KEYS_FILE, f"{KEY_B}\n")
+    clock.advance(1.0)
+    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+        assert ring.allows(KEY_B)
+    assert "readable again" in caplog.text
+
+
+def test_unreadable_file_refuses_file_keys(clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture) -> None:
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, f"{KEY_A}\n")
+    files.unreadable.add(KEYS_FILE)
+    clock.advance(1.0)
+    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+        assert not ring.allows(KEY_A)
+    assert ring.allows(MASTER)
+    assert "Permission denied" in caplog.text
+    assert KEY_A not in caplog.text
+
+
+def test_keys_file_that_is_not_utf8_refuses_file_keys(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, KEY_A.encode() + b"\n\xff\xfe\n")
+    clock.advance(1.0)
+    assert not ring.allows(KEY_A)
+    assert ring.allows(MASTER)
+
+
+def test_keys_file_missing_at_start_refuses_file_keys(clock: FakeClock) -> None:
+    empty = FakeFiles()
+    ring = KeyRing(MASTER, KEYS_FILE, clock=clock, stat=empty.stat, read=empty.read)
+    assert not ring.allows(KEY_A)
+    assert ring.allows(MASTER)
+
+
+def test_key_ring_reads_a_real_keys_file(tmp_path: Path) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"# keys\r\n{KEY_A}\r\n")
+    ring = KeyRing(MASTER, keys_file, recheck_interval=0.0)
+    assert ring.allows(KEY_A)
+    keys_file.write_text(f"{KEY_B}\n")
+    assert not ring.allows(KEY_A)
+    assert ring.allows(KEY_B)
+
+
+def test_environment_with_empty_keys_file_variable_gives_master_key_only() -> None:
+    ring = KeyRing.from_environment({MASTER_KEY_VARIABLE: MASTER, KEYS_FILE_VARIABLE: ""})
+    assert ring.allows(MASTER)
+    assert not ring.allows(KEY_A)
+
+
+def test_environment_without_master_key_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match=MASTER_KEY_VARIABLE):
+        KeyRing.from_environment({KEYS_FILE_VARIABLE: "/run/secrets/api-keys"})
+
+
+def test_environment_keys_file_is_read(tmp_path: Path) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"{KEY_A}\n")
+    ring = KeyRing.from_environment({MASTER_KEY_VARIABLE: MASTER, KEYS_FILE_VARIABLE: str(keys_file)})
+    assert ring.source_of(KEY_A) is KeySource.KEYS_FILE
+
+
+# presented_key
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("authorization", f"Bearer {KEY_A}")],
+        [("Authorization", f"bearer {KEY_A}")],
+        [("authorization", f"BEARER   {KEY_A}  ")],
+        [("x-api-key", KEY_A)],
+        [("X-Api-Key", KEY_A)],
+        [("api-key", KEY_A)],
+        [("authorization", f"Bearer {KEY_A}"), ("x-api-key", KEY_A)],
+        [("host", "proxy"), ("content-type", "application/json"), ("api-key", KEY_A)],
+    ],
+)
+def test_key_is_taken_from_accepted_headers(headers: list[tuple[str, str]]) -> None:
+    assert presented_key(headers) == KEY_A
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [("host", "proxy")],
+        [("x-goog-api-key", KEY_A)],
+        [("x-litellm-api-key", f"Bearer {KEY_A}")],
+        [("ocp-apim-subscription-key", KEY_A)],
+    ],
+)
+def test_request_without_accepted_header_has_no_key(headers: list[tuple[str, str]]) -> None:
+    with pytest.raises(CredentialError, match="No API key"):
+        presented_key(headers)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Basic {KEY_A}",
+        "Basic xyz",
+        "Bearer",
+        "Bearer ",
+        "Bearer    ",
+        KEY_A,
+        "sk-nobearer",
+        f"Bearer {KEY_A} extra",
+        f"Token {KEY_A}",
+        "",
+    ],
+)
+def test_malformed_authorization_header_is_refused(value: str) -> None:
+    with pytest.raises(CredentialError, match="Malformed Authorization header") as caught:
+        presented_key([("authorization", value)])
+    assert KEY_A not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["x-api-key", "api-key"])
+@pytest.mark.parametrize("value", ["", "   ", f"Bearer {KEY_A}", f"{KEY_A} {KEY_B}"])
+def test_malformed_key_header_is_refused(name: str, value: str) -> None:
+    with pytest.raises(CredentialError, match=f"Malformed {name} header") as caught:
+        presented_key([(name, value)])
+    assert KEY_A not in str(caught.value)
+
+
+def test_malformed_authorization_wins_over_a_good_key_header() -> None:
+    with pytest.raises(CredentialError, match="Malformed Authorization header"):
+        presented_key([("authorization", "Basic xyz"), ("x-api-key", KEY_A)])
+
+
+def test_different_keys_in_two_headers_are_refused() -> None:
+    with pytest.raises(CredentialError, match="different keys") as caught:
+        presented_key([("authorization", f"Bearer {MASTER}"), ("x-api-key", KEY_A)])
+    assert MASTER not in str(caught.value) and KEY_A not in str(caught.value)
+
+
+def test_repeated_authorization_headers_must_agree() -> None:
+    with pytest.raises(CredentialError, match="different keys"):
+        presented_key([("authorization", f"Bearer {KEY_A}"), ("authorization", f"Bearer {KEY_B}")])
