@@ -129,9 +129,10 @@ class KeyRing:
         return KeySource.KEYS_FILE if in_file else None
 
     def _refresh(self) -> None:
-        if self._keys_file is None or self._clock() < self._next_check:
+        now = self._clock()
+        if self._keys_file is None or now < self._next_check:
             return
-        self._next_check = self._clock() + self._recheck_interval
+        self._next_check = now + self._recheck_interval
         try:
             status = self._stat(self._keys_file)
             signature = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
@@ -146,7 +147,8 @@ class KeyRing:
             self._file_signature = None
             if not self._file_failing:
                 logger.warning(
-                    "llm-entry: cannot read the API keys file %s (%s): only the master key is accepted until it is readable again",
+                    "llm-entry: cannot read the API keys file %s (%s): "
+                    "only the master key is accepted until it is readable again",
                     self._keys_file,
                     _reason(error),
                 )

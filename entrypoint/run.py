@@ -74,7 +74,9 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
         "GRACEFUL_SHUTDOWN_TIMEOUT": str(max(1, int(config.timing.grace_period - engine_shutdown_timeout(config) - 2))),
     })
     if config.api_keys_file is not None:
-        child[API_KEYS_FILE_VAR] = str(config.api_keys_file.resolve())
+        # absolute(), not resolve(): a Kubernetes Secret volume swaps a symlink
+        # on update, and the proxy must follow the name, not today's target.
+        child[API_KEYS_FILE_VAR] = str(config.api_keys_file.absolute())
     return child
 
 

@@ -5,9 +5,24 @@ reproduces the behaviour llm-entry depends on: the port stays closed while the
 model "loads", `--api-key` protects /v1, the answers are OpenAI-shaped
 (streams included), worker processes share the process group and outlive a
 SIGKILL of the server, and `--shutdown-timeout` drains in-flight requests.
-Faults are switched on by ENGINE_DOUBLE_* environment variables (see Config).
-
 Standard library only, so that it starts in a fraction of a second.
+
+Flags: --model, --served-model-name N [N ...], --host, --port, --api-key K [K ...]
+(else VLLM_API_KEY), --shutdown-timeout S, --tensor-parallel-size/-tp,
+--max-model-len, --enable-log-requests; any other flag is accepted and ignored.
+
+Environment (all optional):
+  ENGINE_DOUBLE_STARTUP_DELAY=S        port closed for S seconds ("loading")
+  ENGINE_DOUBLE_FAIL_AT_START=MSG      "ValueError: MSG" on stderr, exit 1, no bind
+  ENGINE_DOUBLE_EXIT_AFTER=S           S seconds after ready: "engine core died",
+  ENGINE_DOUBLE_EXIT_CODE=N              exit N (default 0, as vLLM does)
+  ENGINE_DOUBLE_HEALTH_STATUS_FILE=F   /health answers the number in F, if any
+  ENGINE_DOUBLE_IGNORE_SIGTERM_DURING_STARTUP=1
+  ENGINE_DOUBLE_WORKERS=N              N worker processes, same group (default 1)
+  ENGINE_DOUBLE_PID_FILE=F             own pid then worker pids, one a line
+  ENGINE_DOUBLE_TOKENS=N               tokens per answer (default 8)
+  ENGINE_DOUBLE_TOKEN_INTERVAL=S       pause before each streamed token
+  ENGINE_DOUBLE_LOG_REQUESTS=1         one log line per request
 """
 
 from __future__ import annotations
@@ -389,14 +404,7 @@ class EngineHandler(BaseHTTPRequestHandler):
         with state.lock:
             state.in_flight += 1
         try:
-            body = self._read_body()
-        except ValueError:
-            self.close_connection = True  # the stream position is lost
-            body = None
-            self._json(400, error_body("Unreadable request body.", "BadRequestError", 400))
-        try:
-            if body is not None:
-                self._route(method, self.path.partition("?")[0], body)
+            self._handle(method)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
@@ -405,6 +413,14 @@ class EngineHandler(BaseHTTPRequestHandler):
             if state.config.log_requests:
                 say(f'{self.client_address[0]} "{method} {self.path}" {self._status} '
                     f"{time.monotonic() - started:.3f}s")
+
+    def _handle(self, method: str) -> None:
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True  # where the next request starts is unknown
+            return self._json(400, error_body("Unreadable request body.", "BadRequestError", 400))
+        self._route(method, self.path.partition("?")[0], body)
 
     def _route(self, method: str, path: str, body: bytes) -> None:
         state = self.server.state

@@ -1,0 +1,231 @@
+"""Runs the real llm-entry as a subprocess for integration tests.
+
+Real supervisord, real LiteLLM, and the engine test double (or the real vLLM
+in the e2e tier), on free ports, with a private probe dir. Every process the
+run creates is recorded while it lives, and `assert_nothing_left` proves that
+none outlived llm-entry. Waiting is polling against deadlines, never sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+ENGINE_DOUBLE = REPO / "tests" / "engine_double.py"
+MASTER_KEY = "sk-test-" + "7f3a9c2e4b8d1f6a0c5e9b3d7a2f4c8e"
+PROXY_START_DEADLINE = 120.0   # LiteLLM takes 10-30 s on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)
+
+
+def pid_alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    seen: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def pgid_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+class Entry:
+    """One llm-entry process and everything it starts."""
+
+    def __init__(self, tmp: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
+                 model: str | None = None, engine_cmd: str | None = None):
+        self.tmp = tmp
+        self.port = free_port()
+        self.engine_port = free_port()
+        self.probe_dir = tmp / "probe"
+        self.pid_file = tmp / "engine-pids"
+        if model is None:
+            model_dir = tmp / "model"
+            model_dir.mkdir(exist_ok=True)
+            (model_dir / "config.json").write_text('{"num_attention_heads": 8, "num_key_value_heads": 8}')
+            model = str(model_dir)
+        self.served_model_name = Path(model).name
+        self.out_path = tmp / "stdout.log"
+        self.err_path = tmp / "stderr.log"
+        self.args = [
+            "--model", model, "--host", "127.0.0.1", "--port", str(self.port),
+            "--engine-port", str(self.engine_port), "--probe-dir", str(self.probe_dir),
+            *(args or []),
+        ]
+        self.env = {
+            **os.environ,
+            "LLM_ENTRY_MASTER_KEY": MASTER_KEY,
+            "LLM_ENTRY_ENGINE_CMD": engine_cmd or f"{sys.executable} {ENGINE_DOUBLE}",
+            "ENGINE_DOUBLE_PID_FILE": str(self.pid_file),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            **(env or {}),
+        }
+        self.env.pop("KUBERNETES_SERVICE_HOST", None)
+        self.process: subprocess.Popen | None = None
+        self.seen: set[int] = set()
+
+    # -- running --------------------------------------------------------------
+    def start(self) -> "Entry":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "entrypoint.cli", *self.args], env=self.env,
+            stdout=self.out_path.open("wb"), stderr=self.err_path.open("wb"),
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def record_tree(self) -> set[int]:
+        """Remember every process of the run (called while it runs)."""
+        if self.process is not None and self.process.poll() is None:
+            self.seen |= descendants(self.pid)
+        if self.pid_file.exists():
+            self.seen |= {int(x) for x in self.pid_file.read_text().split() if x.isdigit()}
+        return self.seen
+
+    def program_pid(self, name: str) -> int:
+        """PID of the engine or proxy, as the leader of its process group."""
+        for pid in descendants(self.pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            is_engine = any(b"engine_double" in part or b"vllm.entrypoints" in part for part in cmdline)
+            is_proxy = any(b"run_server" in part for part in cmdline)
+            if pgid_of(pid) == pid and ((name == "engine" and is_engine) or (name == "proxy" and is_proxy)):
+                return pid
+        raise AssertionError(f"no {name} process under llm-entry")
+
+    def send(self, sig: int) -> None:
+        self.record_tree()
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"llm-entry did not exit within {timeout:g} s\n{self.output()}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        self.send(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill_everything(self) -> None:
+        """Test teardown: whatever happened, leave nothing running."""
+        self.record_tree()
+        pids = set(self.seen)
+        if self.process is not None and self.process.poll() is None:
+            pids.add(self.pid)
+        for pid in pids:
+            for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+                try:
+                    kill()
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if self.process is not None:
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    # -- looking ----------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        return (self.probe_dir / name).exists()
+
+    def probe_text(self, name: str) -> str:
+        try:
+            return (self.probe_dir / name).read_text()
+        except FileNotFoundError:
+            return ""
+
+    def ready(self) -> bool:
+        return (self.probe_dir / "heartbeat").exists() and not self.has("not-ready")
+
+    def wait_ready(self, timeout: float = PROXY_START_DEADLINE) -> None:
+        def check():
+            if self.process.poll() is not None:
+                raise AssertionError(f"llm-entry exited with {self.process.returncode}\n{self.output()}")
+            return self.ready()
+        wait_for(check, timeout, "the probe files to say ready")
+        self.record_tree()
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def headers(self, key: str = MASTER_KEY) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def chat(self, content: str = "hello", key: str = MASTER_KEY, **extra) -> requests.Response:
+        body = {"model": self.served_model_name, "messages": [{"role": "user", "content": content}], **extra}
+        return requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(key),
+                             timeout=60, stream=bool(extra.get("stream")))
+
+    def assert_nothing_left(self, timeout: float = 10.0) -> None:
+        """No process of the run is alive (zombies would show as alive too: see pid_alive)."""
+        assert self.process is not None and self.process.poll() is not None, "llm-entry still runs"
+        wait_for(lambda: not [p for p in self.seen if pid_alive(p)], timeout,
+                 "every process of the run to be gone")
+        assert self.seen, "no process was recorded: the check would prove nothing"
