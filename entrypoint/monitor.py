@@ -170,7 +170,7 @@ class Monitor:
     # -- exits and restarts ----------------------------------------------------
     def _exited(self, program: Program, state: ProgramState) -> Outcome | None:
         how = self.supervisor.exit_reason(program.name) or f"exit status {state.exit_status}"
-        if state.spawn_error:
+        if state.spawn_error and state.state != "EXITED":
             how += f"; {state.spawn_error}"
         if how.startswith("terminated by SIGKILL"):
             how += " (perhaps out of memory: check the container's memory limit and dmesg)"

@@ -16,6 +16,7 @@ Environment (all optional):
   ENGINE_DOUBLE_FAIL_AT_START=MSG      "ValueError: MSG" on stderr, exit 1, no bind
   ENGINE_DOUBLE_EXIT_AFTER=S           S seconds after ready: "engine core died",
   ENGINE_DOUBLE_EXIT_CODE=N              exit N (default 0, as vLLM does)
+  ENGINE_DOUBLE_EXIT_FILE=F            the same, once file F exists (removed on use)
   ENGINE_DOUBLE_HEALTH_STATUS_FILE=F   /health answers the number in F, if any
   ENGINE_DOUBLE_IGNORE_SIGTERM_DURING_STARTUP=1
   ENGINE_DOUBLE_WORKERS=N              N worker processes, same group (default 1)
@@ -110,6 +111,7 @@ class Config:
     startup_delay: float = 0.0
     fail_at_start: str = ""
     exit_after: float | None = None
+    exit_file: str = ""
     exit_code: int = 0
     health_status_file: str = ""
     ignore_sigterm_during_startup: bool = False
@@ -153,6 +155,7 @@ def build_config(args: list[str], environ: dict[str, str]) -> Config:
         startup_delay=_env_number(environ, "ENGINE_DOUBLE_STARTUP_DELAY", 0.0),
         fail_at_start=environ.get("ENGINE_DOUBLE_FAIL_AT_START", ""),
         exit_after=_env_number(environ, "ENGINE_DOUBLE_EXIT_AFTER", None),
+        exit_file=environ.get("ENGINE_DOUBLE_EXIT_FILE", ""),
         exit_code=int(_env_number(environ, "ENGINE_DOUBLE_EXIT_CODE", 0, integer=True)),
         health_status_file=environ.get("ENGINE_DOUBLE_HEALTH_STATUS_FILE", ""),
         ignore_sigterm_during_startup=_env_flag(environ, "ENGINE_DOUBLE_IGNORE_SIGTERM_DURING_STARTUP"),
@@ -711,11 +714,19 @@ def serve(config: Config, state: EngineState, signals: Signals) -> int:
         if signals.take():
             return drain(config, state, signals)
         now = time.monotonic()
+        cause = ""
         if exit_at is not None and now >= exit_at:
-            complain(f"ERROR engine-double: engine core died (ENGINE_DOUBLE_EXIT_AFTER="
-                     f"{config.exit_after:g}); exiting with code {config.exit_code}")
+            cause = f"ENGINE_DOUBLE_EXIT_AFTER={config.exit_after:g}"
+        elif config.exit_file and os.path.exists(config.exit_file):
+            os.unlink(config.exit_file)  # one order, one exit: a restarted double keeps running
+            cause = f"ENGINE_DOUBLE_EXIT_FILE={config.exit_file}"
+        if cause:
+            complain(f"ERROR engine-double: engine core died ({cause}); exiting with code {config.exit_code}")
             return config.exit_code
-        signals.wait(None if exit_at is None else exit_at - now)
+        wait = None if exit_at is None else exit_at - now
+        if config.exit_file:
+            wait = 0.1 if wait is None else min(wait, 0.1)
+        signals.wait(wait)
 
 
 def drain(config: Config, state: EngineState, signals: Signals) -> int:

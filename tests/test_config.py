@@ -1,0 +1,333 @@
+"""Unit tests of build_config: defaults taken from the environment, and every
+bad input turned into one EntryError sentence with exit code 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from entrypoint.config import Config, Options, build_config
+from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
+from entrypoint.gpus import NodeGpus
+
+MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
+GIB = 1 << 30
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "Llama-3-8B-Instruct"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"num_attention_heads": 32, "num_key_value_heads": 8}))
+    return folder
+
+
+def gpus(count: int) -> Callable[[], NodeGpus]:
+    return lambda: NodeGpus(count, "fake")
+
+
+def build(model: Path | str, env: dict[str, str] | None = None, node_gpus: int = 8,
+          memory: int = 64 * GIB, **options) -> Config:
+    options.setdefault("master_key", MASTER_KEY)
+    return build_config(Options(model=str(model), **options), env or {}, query_node_gpus=gpus(node_gpus),
+                        total_memory=lambda: memory)
+
+
+def refused(model: Path | str, env: dict[str, str] | None = None, **options) -> str:
+    """The message of the EntryError build_config raises, checked to be one sentence with exit code 2."""
+    with pytest.raises(EntryError) as raised:
+        build(model, env, **options)
+    error = raised.value
+    assert error.exit_code == EXIT_BAD_CONFIG
+    assert "\n" not in error.message
+    assert error.message[-1] in ".?"
+    return error.message
+
+
+# --- ports -------------------------------------------------------------------
+
+def test_port_defaults_to_8080_outside_production(model_dir: Path) -> None:
+    assert build(model_dir).port == 8080
+
+
+def test_port_defaults_to_80_in_openbayes_production(model_dir: Path) -> None:
+    assert build(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "1"}).port == 80
+    assert build(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "false"}).port == 80
+
+
+@pytest.mark.parametrize("value", ["", " ", "\t\n"])
+def test_an_empty_production_variable_keeps_port_8080(model_dir: Path, value: str) -> None:
+    assert build(model_dir, {"OPENBAYES_SERVING_PRODUCTION": value}).port == 8080
+
+
+def test_an_explicit_port_wins_over_production(model_dir: Path) -> None:
+    assert build(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "1"}, port=9000).port == 9000
+    assert build(model_dir, port=8000).port == 8000
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_a_port_outside_the_tcp_range_is_refused(model_dir: Path, port: int) -> None:
+    assert refused(model_dir, port=port) == f"--port {port} is not a TCP port: use a number from 1 to 65535."
+
+
+@pytest.mark.parametrize("port", [0, 70000])
+def test_an_engine_port_outside_the_tcp_range_is_refused(model_dir: Path, port: int) -> None:
+    assert refused(model_dir, engine_port=port).startswith(f"--engine-port {port} is not a TCP port")
+
+
+def test_the_public_port_cannot_be_the_engine_port(model_dir: Path) -> None:
+    message = refused(model_dir, port=3000)
+    assert message == "--port and --engine-port are both 3000: give the engine another port."
+    refused(model_dir, port=9000, engine_port=9000)
+
+
+# --- the model -----------------------------------------------------------------
+
+def test_a_missing_model_folder_is_refused_with_the_ways_out(tmp_path: Path) -> None:
+    message = refused(tmp_path / "output" / "model")
+    assert message.startswith(f"model directory {tmp_path / 'output' / 'model'} does not exist")
+    assert "org/name" in message and "--model demo" in message
+
+
+def test_a_folder_without_config_json_is_refused(tmp_path: Path) -> None:
+    message = refused(tmp_path)
+    assert message == (f"model directory {tmp_path} has no config.json: "
+                       "is --model the folder that holds the weights?")
+
+
+def test_a_file_instead_of_a_folder_is_refused(model_dir: Path) -> None:
+    message = refused(model_dir / "config.json")
+    assert "is a file, not a folder" in message
+
+
+def test_a_model_folder_resolves_to_an_absolute_path(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(model_dir.parent)
+    config = build(model_dir.name)
+    assert config.model == str(model_dir.resolve())
+    assert config.model_dir == model_dir.resolve()
+
+
+def test_a_hub_id_is_passed_to_the_engine_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    config = build("Qwen/Qwen2.5-0.5B-Instruct", node_gpus=6)
+    assert config.model == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert config.model_dir is None
+    assert config.served_model_name == "Qwen/Qwen2.5-0.5B-Instruct"
+    # Head counts are unknown without the folder: every GPU is used.
+    assert config.parallel.tensor_parallel_size == 6
+
+
+@pytest.mark.parametrize("raw", ["./org/name", "/org/name", "org/name/extra", "org name/x"])
+def test_a_path_like_model_that_does_not_exist_is_not_taken_for_a_hub_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert "does not exist" in refused(raw)
+
+
+def test_the_served_model_name_defaults_to_the_folder_name(model_dir: Path) -> None:
+    assert build(model_dir).served_model_name == "Llama-3-8B-Instruct"
+    assert build(str(model_dir) + "/").served_model_name == "Llama-3-8B-Instruct"
+
+
+def test_an_explicit_served_model_name_wins(model_dir: Path) -> None:
+    assert build(model_dir, served_model_name="llama3").served_model_name == "llama3"
+
+
+def test_tensor_parallel_follows_the_heads_in_config_json(model_dir: Path) -> None:
+    config = build(model_dir, node_gpus=6)
+    assert (config.visible_gpus, config.parallel.tensor_parallel_size) == (6, 4)
+
+
+def test_cuda_visible_devices_narrows_the_node_gpus(model_dir: Path) -> None:
+    config = build(model_dir, {"CUDA_VISIBLE_DEVICES": "0,1"}, node_gpus=8)
+    assert (config.gpus.count, config.visible_gpus, config.parallel.tensor_parallel_size) == (8, 2, 2)
+
+
+def test_a_requested_tensor_parallel_size_that_does_not_split_the_heads_is_refused(model_dir: Path) -> None:
+    assert "use one of [1, 2, 4]" in refused(model_dir, node_gpus=6, tensor_parallel_size=6)
+
+
+# --- the master key ----------------------------------------------------------
+
+def test_no_master_key_is_refused_with_how_to_make_one(model_dir: Path) -> None:
+    message = refused(model_dir, master_key=None)
+    assert message.startswith("no master key:")
+    assert "openssl rand -hex 24" in message
+
+
+@pytest.mark.parametrize("key,why", [
+    ("", "is empty"),
+    ("   ", "is empty"),
+    ("sk-1234", "is a well-known example key"),
+    ("CHANGEME", "is a well-known example key"),
+    ("a1B2c3D4", "is shorter than 16 characters"),
+    (" " + MASTER_KEY, "contains white space"),
+    (MASTER_KEY + "\n", "contains white space"),
+    ("sk-abcd efgh ijkl mnop", "contains white space"),
+    ("sk-aaaaaaaaaaaaaaaaaaaa", "repeats too few characters"),
+])
+def test_a_weak_master_key_is_refused(model_dir: Path, key: str, why: str) -> None:
+    message = refused(model_dir, master_key=key)
+    assert message.startswith(f"the master key from --master-key {why}")
+    if key.strip():
+        assert key.strip() not in message
+
+
+def test_a_master_key_file_ending_in_a_newline_is_accepted(model_dir: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "master-key"
+    key_file.write_text(MASTER_KEY + "\r\n")
+    config = build(model_dir, master_key=None, master_key_file=key_file)
+    assert config.master_key.reveal() == MASTER_KEY
+
+
+def test_a_master_key_file_with_a_trailing_space_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "master-key"
+    key_file.write_text(MASTER_KEY + " \n")
+    assert "contains white space" in refused(model_dir, master_key=None, master_key_file=key_file)
+
+
+def test_both_master_key_and_master_key_file_are_refused(model_dir: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "master-key"
+    key_file.write_text(MASTER_KEY)
+    message = refused(model_dir, master_key=MASTER_KEY, master_key_file=key_file)
+    assert message == "both --master-key and --master-key-file are set: give the master key once."
+
+
+@pytest.mark.parametrize("name", ["missing", "a-folder"])
+def test_an_unreadable_master_key_file_is_refused(model_dir: Path, tmp_path: Path, name: str) -> None:
+    (tmp_path / "a-folder").mkdir()
+    message = refused(model_dir, master_key=None, master_key_file=tmp_path / name)
+    assert message.startswith(f"cannot read --master-key-file {tmp_path / name} (")
+    assert "is the secret mounted there?" in message
+
+
+def test_a_missing_api_keys_file_is_refused_before_anything_starts(model_dir: Path, tmp_path: Path) -> None:
+    assert refused(model_dir, api_keys_file=tmp_path / "keys").startswith("cannot read --api-keys-file")
+
+
+def test_the_master_key_never_shows_in_the_config_repr(model_dir: Path) -> None:
+    config = build(model_dir)
+    assert config.master_key.reveal() == MASTER_KEY
+    assert MASTER_KEY not in repr(config)
+    assert MASTER_KEY not in str(config)
+    assert MASTER_KEY not in repr(config.master_key)
+
+
+# --- engine options ------------------------------------------------------------
+
+@pytest.mark.parametrize("fraction", [1.5, 0.0, -0.1])
+def test_a_gpu_memory_utilization_outside_zero_to_one_is_refused(model_dir: Path, fraction: float) -> None:
+    assert refused(model_dir, gpu_memory_utilization=fraction).startswith(
+        f"--gpu-memory-utilization {fraction} must be a fraction in (0, 1]")
+
+
+def test_a_gpu_memory_utilization_of_one_is_accepted(model_dir: Path) -> None:
+    assert build(model_dir, gpu_memory_utilization=1.0).gpu_memory_utilization == 1.0
+
+
+def test_an_unknown_restart_policy_is_refused(model_dir: Path) -> None:
+    assert refused(model_dir, engine_restart="on-failure") == (
+        "--engine-restart on-failure is unknown: use one of never, always.")
+
+
+@pytest.mark.parametrize("option,value", [
+    ("max_model_len", 0), ("proxy_workers", 0), ("max_restarts", -1), ("restart_window", 0),
+    ("startup_timeout", 0), ("check_interval", 0), ("check_timeout", -1), ("heartbeat_ttl", 0),
+    ("unready_after", 0),
+])
+def test_a_count_or_duration_that_is_not_positive_is_refused(model_dir: Path, option: str, value: float) -> None:
+    flag = "--" + option.replace("_", "-")
+    assert refused(model_dir, **{option: value}).startswith(f"{flag} must be ")
+
+
+def test_an_engine_cmd_with_unbalanced_quotes_is_refused(model_dir: Path) -> None:
+    assert "--engine-cmd cannot be split" in refused(model_dir, engine_cmd="python -c 'oops")
+
+
+def test_an_engine_cmd_is_split_like_a_shell_line(model_dir: Path) -> None:
+    config = build(model_dir, engine_cmd="/opt/venv/bin/python -m 'vllm.entrypoints.openai.api_server'")
+    assert config.engine_cmd == ("/opt/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server")
+
+
+def test_engine_args_after_the_double_dash_are_kept_in_order(model_dir: Path) -> None:
+    config = build(model_dir, engine_args=("--enable-prefix-caching", "--max-num-seqs", "64"))
+    assert config.engine_args == ("--enable-prefix-caching", "--max-num-seqs", "64")
+
+
+# --- timing --------------------------------------------------------------------
+
+@pytest.mark.parametrize("drain", [25.0, 30.0])
+def test_a_drain_delay_not_shorter_than_the_grace_period_is_refused(model_dir: Path, drain: float) -> None:
+    message = refused(model_dir, drain_delay=drain, grace_period=25.0)
+    assert "make the delay shorter than the grace period" in message
+
+
+def test_the_kubernetes_default_drain_delay_must_fit_the_grace_period(model_dir: Path) -> None:
+    refused(model_dir, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, grace_period=2.0)
+
+
+def test_a_negative_drain_delay_is_refused(model_dir: Path) -> None:
+    assert refused(model_dir, drain_delay=-1.0).startswith("--drain-delay must be 0 or more")
+
+
+@pytest.mark.parametrize("hang", [3.0, 2.0])
+def test_a_hang_timeout_not_longer_than_the_check_timeout_is_refused(model_dir: Path, hang: float) -> None:
+    assert "must be longer than --check-timeout" in refused(model_dir, hang_timeout=hang, check_timeout=3.0)
+
+
+def test_the_drain_delay_defaults_to_two_seconds_in_kubernetes(model_dir: Path) -> None:
+    assert build(model_dir, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}).timing.drain_delay == 2.0
+
+
+@pytest.mark.parametrize("env", [{}, {"KUBERNETES_SERVICE_HOST": ""}])
+def test_the_drain_delay_defaults_to_zero_outside_kubernetes(model_dir: Path, env: dict[str, str]) -> None:
+    assert build(model_dir, env).timing.drain_delay == 0.0
+
+
+def test_an_explicit_drain_delay_wins_in_kubernetes(model_dir: Path) -> None:
+    assert build(model_dir, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, drain_delay=0.0).timing.drain_delay == 0.0
+
+
+def test_timing_carries_every_option(model_dir: Path) -> None:
+    timing = build(model_dir, startup_timeout=600.0, check_interval=1.0, check_timeout=2.0, unready_after=3,
+                   hang_timeout=20.0, heartbeat_ttl=10.0, grace_period=40.0, drain_delay=5.0).timing
+    assert dataclasses.astuple(timing) == (600.0, 1.0, 2.0, 3, 20.0, 10.0, 40.0, 5.0)
+
+
+# --- the CPU engine ------------------------------------------------------------
+
+@pytest.mark.parametrize("memory,gib", [(64 * GIB, "8"), (32 * GIB, "8"), (16 * GIB, "4"), (6 * GIB, "1"),
+                                        (2 * GIB, "1"), (0, "1")])
+def test_without_a_gpu_the_cpu_kv_cache_takes_a_quarter_of_memory_within_1_to_8_gib(
+        model_dir: Path, memory: int, gib: str) -> None:
+    config = build(model_dir, node_gpus=0, memory=memory)
+    assert config.on_cpu
+    assert config.engine_env == (("VLLM_CPU_KVCACHE_SPACE", gib),)
+
+
+def test_hidden_gpus_count_as_no_gpu_for_the_cpu_kv_cache(model_dir: Path) -> None:
+    config = build(model_dir, {"CUDA_VISIBLE_DEVICES": ""}, node_gpus=8, memory=16 * GIB)
+    assert config.engine_env == (("VLLM_CPU_KVCACHE_SPACE", "4"),)
+
+
+def test_a_user_set_cpu_kv_cache_is_left_alone(model_dir: Path) -> None:
+    assert build(model_dir, {"VLLM_CPU_KVCACHE_SPACE": "20"}, node_gpus=0).engine_env == ()
+
+
+def test_with_a_gpu_the_engine_gets_no_cpu_settings(model_dir: Path) -> None:
+    def memory_is_not_asked() -> int:
+        raise AssertionError("total memory asked for on a GPU node")
+
+    config = build_config(Options(model=str(model_dir), master_key=MASTER_KEY), {},
+                          query_node_gpus=gpus(1), total_memory=memory_is_not_asked)
+    assert not config.on_cpu
+    assert config.engine_env == ()
+
+
+def test_the_local_url_uses_loopback_for_a_wildcard_host(model_dir: Path) -> None:
+    assert build(model_dir).local_url == "http://127.0.0.1:8080"
+    assert build(model_dir, host="127.0.0.1", port=9000).local_url == "http://127.0.0.1:9000"

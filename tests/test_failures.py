@@ -1,0 +1,242 @@
+"""Fault injection: the probe files, the exit code and the process table tell
+the truth when the engine or the proxy crashes, hangs, or is stopped
+(issue: health, probes and failure handling)."""
+
+import os
+import signal
+import subprocess
+import threading
+
+import pytest
+import requests
+
+from harness import REPO, pid_alive, wait_for
+
+pytestmark = pytest.mark.integration
+
+EXIT_ENGINE_FAILED, EXIT_PROXY_FAILED, EXIT_STARTUP_TIMEOUT, EXIT_HUNG = 3, 4, 5, 6
+FAST_CHECKS = ["--check-interval", "0.5", "--check-timeout", "1", "--unready-after", "2"]
+
+
+def probe(entry, name):
+    return subprocess.run([str(REPO / "probes" / name), str(entry.probe_dir)],
+                          capture_output=True, timeout=10).returncode
+
+
+def assert_failed(entry, code, *phrases):
+    assert entry.wait_exit() == code, entry.output()
+    assert entry.has("not-ready") and entry.has("not-healthy")
+    summary = entry.stderr()
+    for phrase in phrases:
+        assert phrase in summary, summary
+    assert probe(entry, "liveness") == 1 and probe(entry, "readiness") == 1
+    entry.assert_nothing_left()
+
+
+def test_engine_failing_at_start_exits_at_once_with_its_own_error(entry_factory):
+    entry = entry_factory(env={"ENGINE_DOUBLE_FAIL_AT_START": "Total number of attention heads (7) must be divisible"})
+    entry.start()
+    wait_for(lambda: entry.process.poll() is not None or entry.record_tree() and False, 60,
+             "llm-entry to give up on the engine")
+    assert_failed(entry, EXIT_ENGINE_FAILED, "engine exited", "while starting",
+                  "ValueError: Total number of attention heads (7) must be divisible")
+
+
+def exit_engine_when_told(tmp_path, code):
+    return {"ENGINE_DOUBLE_EXIT_FILE": str(tmp_path / "exit-now"), "ENGINE_DOUBLE_EXIT_CODE": str(code)}
+
+
+def test_engine_crash_after_ready_fails_the_container(entry_factory, tmp_path):
+    entry = entry_factory(env=exit_engine_when_told(tmp_path, 1), args=FAST_CHECKS)
+    entry.start().wait_ready()
+    (tmp_path / "exit-now").touch()
+    assert_failed(entry, EXIT_ENGINE_FAILED, "engine exited (exit status 1)", "after it was ready")
+
+
+def test_engine_exit_0_is_still_a_failure(entry_factory, tmp_path):
+    entry = entry_factory(env=exit_engine_when_told(tmp_path, 0))
+    entry.start().wait_ready()
+    (tmp_path / "exit-now").touch()
+    assert_failed(entry, EXIT_ENGINE_FAILED, "exit status 0", "engine core dies")
+
+
+def test_engine_sigkill_is_reported_as_possible_oom_and_leaves_no_worker(entry_factory):
+    entry = entry_factory(env={"ENGINE_DOUBLE_WORKERS": "2"})
+    entry.start().wait_ready()
+    workers = [int(p) for p in entry.pid_file.read_text().split()[1:]]
+    assert len(workers) == 2 and all(map(pid_alive, workers))
+    os.kill(entry.program_pid("engine"), signal.SIGKILL)
+    assert_failed(entry, EXIT_ENGINE_FAILED, "SIGKILL", "out of memory")
+    assert not any(map(pid_alive, workers)), "orphaned engine workers survived"
+
+
+def test_engine_hang_makes_not_ready_and_recovery_makes_ready_again(entry_factory):
+    entry = entry_factory(args=[*FAST_CHECKS, "--hang-timeout", "60"])
+    entry.start().wait_ready()
+    engine = entry.program_pid("engine")
+    os.killpg(engine, signal.SIGSTOP)
+    try:
+        wait_for(lambda: entry.has("not-ready"), 30, "not-ready during the hang")
+        assert "engine" in entry.probe_text("not-ready")
+        assert probe(entry, "readiness") == 1 and probe(entry, "liveness") == 0
+    finally:
+        os.killpg(engine, signal.SIGCONT)
+    wait_for(entry.ready, 30, "ready again after SIGCONT")
+    assert not entry.has("not-healthy")
+    assert entry.stop() == 0
+    entry.assert_nothing_left()
+
+
+def test_engine_hang_beyond_the_hang_timeout_makes_not_healthy(entry_factory):
+    entry = entry_factory(args=[*FAST_CHECKS, "--hang-timeout", "4"])
+    entry.start().wait_ready()
+    engine = entry.program_pid("engine")
+    os.killpg(engine, signal.SIGSTOP)
+    assert_failed(entry, EXIT_HUNG, "engine has not passed a check", "hung")
+
+
+def test_engine_health_503_makes_not_ready_until_it_recovers(entry_factory, tmp_path):
+    status = tmp_path / "health-status"
+    entry = entry_factory(env={"ENGINE_DOUBLE_HEALTH_STATUS_FILE": str(status)}, args=FAST_CHECKS)
+    entry.start().wait_ready()
+    status.write_text("503")
+    wait_for(lambda: entry.has("not-ready"), 30, "not-ready while /health is 503")
+    assert "503" in entry.probe_text("not-ready")
+    status.unlink()
+    wait_for(entry.ready, 30, "ready again")
+    assert entry.stop() == 0
+
+
+def test_proxy_crash_restarts_it_in_place(entry_factory):
+    entry = entry_factory(args=FAST_CHECKS)
+    entry.start().wait_ready()
+    first = entry.program_pid("proxy")
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: entry.has("not-ready"), 30, "not-ready while the proxy is down")
+    assert not entry.has("not-healthy")
+    entry.wait_ready()
+    assert entry.program_pid("proxy") != first
+    assert entry.chat("again").status_code == 200
+    assert "restarting it" in entry.output()
+    assert entry.stop() == 0
+    entry.assert_nothing_left()
+
+
+def test_proxy_crashing_too_often_gives_up(entry_factory):
+    entry = entry_factory(args=[*FAST_CHECKS, "--max-restarts", "1"])
+    entry.start().wait_ready()
+    first = entry.program_pid("proxy")
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: entry.has("not-ready"), 30, "not-ready while the proxy is down")
+    entry.wait_ready()
+    entry.record_tree()
+    os.kill(entry.program_pid("proxy"), signal.SIGKILL)
+    assert_failed(entry, EXIT_PROXY_FAILED, "proxy exited", "gave up after 1 restarts")
+
+
+def test_startup_timeout_makes_not_healthy(entry_factory):
+    entry = entry_factory(env={"ENGINE_DOUBLE_STARTUP_DELAY": "300"}, args=["--startup-timeout", "3"])
+    entry.start()
+    wait_for(lambda: entry.record_tree() and entry.process.poll() is not None, 60, "the start-up deadline")
+    assert_failed(entry, EXIT_STARTUP_TIMEOUT, "--startup-timeout 3")
+
+
+def test_engine_restart_policy_always_restarts_the_engine(entry_factory, tmp_path):
+    entry = entry_factory(env=exit_engine_when_told(tmp_path, 0),
+                          args=[*FAST_CHECKS, "--engine-restart", "always", "--max-restarts", "5"])
+    entry.start().wait_ready()
+    first = entry.program_pid("engine")
+    (tmp_path / "exit-now").touch()
+    wait_for(lambda: "engine exited" in entry.output(), 30, "the engine to exit")
+    wait_for(lambda: entry.ready() and _engine_pid_or_none(entry) not in (None, first), 30, "a new engine")
+    assert entry.process.poll() is None
+    assert entry.stop() == 0
+    entry.assert_nothing_left()
+
+
+def _engine_pid_or_none(entry):
+    try:
+        return entry.program_pid("engine")
+    except AssertionError:
+        return None
+
+
+def test_stale_heartbeat_fails_both_probes(entry_factory):
+    entry = entry_factory(args=["--heartbeat-ttl", "2"])
+    entry.start().wait_ready()
+    assert probe(entry, "liveness") == 0 and probe(entry, "readiness") == 0
+    os.kill(entry.pid, signal.SIGSTOP)  # the monitor freezes; the files do not change
+    try:
+        wait_for(lambda: probe(entry, "liveness") == 1, 30, "liveness to fail on a stale heartbeat", poll=0.5)
+        assert probe(entry, "readiness") == 1
+        assert not entry.has("not-ready"), "the files alone would still say ready"
+    finally:
+        os.kill(entry.pid, signal.SIGCONT)
+    wait_for(lambda: probe(entry, "liveness") == 0, 30, "a fresh heartbeat after SIGCONT", poll=0.5)
+    assert entry.stop() == 0
+
+
+def test_sigterm_during_startup_stops_an_engine_that_ignores_it(entry_factory):
+    entry = entry_factory(env={"ENGINE_DOUBLE_STARTUP_DELAY": "300",
+                               "ENGINE_DOUBLE_IGNORE_SIGTERM_DURING_STARTUP": "1"})
+    entry.start()
+    wait_for(lambda: entry.pid_file.exists(), 60, "the engine double to start its workers")
+    entry.record_tree()
+    assert entry.stop(timeout=30) == 0, entry.output()
+    assert "killed its process group" in entry.output()
+    entry.assert_nothing_left()
+
+
+def _stream_in_background(entry, results):
+    def run():
+        try:
+            response = entry.chat("drain me", stream=True)
+            results["status"] = response.status_code
+            results["lines"] = [l for l in response.iter_lines(decode_unicode=True) if l.startswith("data: ")]
+        except requests.RequestException as error:
+            results["error"] = repr(error)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_lets_a_stream_in_flight_finish(entry_factory):
+    entry = entry_factory(env={"ENGINE_DOUBLE_TOKENS": "20", "ENGINE_DOUBLE_TOKEN_INTERVAL": "0.2"})
+    entry.start().wait_ready()
+    results: dict = {}
+    thread = _stream_in_background(entry, results)
+    wait_for(lambda: _in_flight(entry), 30, "the stream to reach the engine")
+    entry.send(signal.SIGTERM)
+    assert entry.wait_exit() == 0, entry.output()
+    thread.join(30)
+    assert results.get("status") == 200, results
+    assert results["lines"][-1] == "data: [DONE]", results
+    assert len(results["lines"]) >= 21
+    entry.assert_nothing_left()
+
+
+def _in_flight(entry) -> bool:
+    # The double counts requests in flight on /metrics (open, like vLLM's).
+    try:
+        text = requests.get(f"http://127.0.0.1:{entry.engine_port}/metrics", timeout=2).text
+    except requests.RequestException:
+        return False
+    for line in text.splitlines():
+        if line.startswith("vllm:num_requests_running"):
+            return float(line.split()[-1]) >= 1
+    return False
+
+
+def test_second_sigterm_cuts_the_drain_short(entry_factory):
+    entry = entry_factory(env={"ENGINE_DOUBLE_TOKENS": "400", "ENGINE_DOUBLE_TOKEN_INTERVAL": "0.2"},
+                          args=["--grace-period", "25"])
+    entry.start().wait_ready()
+    results: dict = {}
+    _stream_in_background(entry, results)
+    wait_for(lambda: _in_flight(entry), 30, "the stream to reach the engine")
+    entry.send(signal.SIGTERM)
+    wait_for(lambda: "shutting down" in entry.output(), 10, "the shutdown to begin")
+    entry.send(signal.SIGTERM)
+    assert entry.wait_exit(timeout=15) == 0, entry.output()
+    assert "second signal" in entry.output()
+    entry.assert_nothing_left()

@@ -1,0 +1,335 @@
+"""Unit tests of rendering: whole files compared with expected text, the
+engine command on GPU and CPU, and supervisord reading back the exact argv."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from supervisor.options import ServerOptions
+
+from entrypoint import render
+from entrypoint.config import Config, Options, Timing, build_config
+from entrypoint.gpus import NodeGpus
+from entrypoint.keys import Secret
+from entrypoint.parallel import ParallelPlan
+
+MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
+PYTHON = "/opt/venv/bin/python"
+RUN_DIR = Path("/run/llm-entry-abc")
+
+CONFIG = Config(
+    model="/models/Llama-3-8B-Instruct",
+    model_dir=Path("/models/Llama-3-8B-Instruct"),
+    served_model_name="llama-3-8b",
+    master_key=Secret(MASTER_KEY),
+    api_keys_file=None,
+    host="0.0.0.0",
+    port=8080,
+    engine_port=3000,
+    probe_dir=Path("/etc/probe"),
+    gpus=NodeGpus(6, "nvidia-smi"),
+    visible_gpus=6,
+    parallel=ParallelPlan(4, "6 GPUs, 32 heads (8 KV): tensor parallel 4, 2 GPUs idle"),
+    max_model_len=8192,
+    gpu_memory_utilization=0.9,
+    engine_cmd=(PYTHON, "-m", "vllm.entrypoints.openai.api_server"),
+    engine_args=("--enable-prefix-caching",),
+    engine_env=(),
+    proxy_workers=2,
+    timing=Timing(startup_timeout=1800.0, check_interval=2.0, check_timeout=3.0, unready_after=2,
+                  hang_timeout=30.0, heartbeat_ttl=15.0, grace_period=25.0, drain_delay=0.0),
+    engine_restart="never",
+    max_restarts=3,
+    restart_window=300.0,
+    demo=False,
+    dry_run=False,
+)
+
+CPU_CONFIG = dataclasses.replace(
+    CONFIG, gpus=NodeGpus(0, "none"), visible_gpus=0,
+    parallel=ParallelPlan(1, "no GPU visible: the engine runs on the CPU"),
+    engine_env=(("VLLM_CPU_KVCACHE_SPACE", "4"),),
+)
+
+EXPECTED_LITELLM_YAML = """\
+# Rendered by llm-entry. Keys are references to the proxy's environment,
+# never values: this file is safe to print.
+model_list:
+  - model_name: "llama-3-8b"
+    litellm_params:
+      model: "hosted_vllm/llama-3-8b"
+      api_base: "http://127.0.0.1:3000/v1"
+      api_key: os.environ/LLM_ENTRY_ENGINE_KEY
+
+general_settings:
+  master_key: os.environ/LLM_ENTRY_MASTER_KEY
+  # Checks the master key and the --api-keys-file keys; answers 401 JSON.
+  custom_auth: llm_entry_auth.user_api_key_auth
+  # Keys from --api-keys-file get no admin routes (/key/generate, /config/...).
+  custom_auth_run_common_checks: true
+
+litellm_settings:
+  # No logging or cost callbacks on the request path.
+  callbacks: []
+  drop_params: true
+  request_timeout: 600
+"""
+
+EXPECTED_SUPERVISORD_CONF = """\
+; Rendered by llm-entry for one run; lives in a private 0700 folder.
+; No key appears here: the programs inherit them from llm-entry's environment.
+
+[unix_http_server]
+file=/run/llm-entry-abc/supervisor.sock
+chmod=0700
+
+[supervisord]
+nodaemon=true
+silent=true
+logfile=/run/llm-entry-abc/supervisord.log
+logfile_maxbytes=5MB
+logfile_backups=1
+pidfile=/run/llm-entry-abc/supervisord.pid
+childlogdir=/run/llm-entry-abc
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+; llm-entry watches both programs itself and decides about restarts: supervisord
+; never restarts on its own (autorestart=false) and never holds a start back
+; (startsecs=0), so every exit is reported to llm-entry as it happens.
+; Both autostart, so they load at the same time, not one after the other.
+
+[program:engine]
+command=env -u LLM_ENTRY_MASTER_KEY -u LITELLM_MASTER_KEY -u LLM_ENTRY_API_KEYS_FILE \
+/opt/venv/bin/python -m vllm.entrypoints.openai.api_server --model /models/Llama-3-8B-Instruct \
+--served-model-name llama-3-8b --host 127.0.0.1 --port 3000 --tensor-parallel-size 4 --shutdown-timeout 5 \
+--disable-uvicorn-access-log --max-model-len 8192 --gpu-memory-utilization 0.9 --enable-prefix-caching
+directory=/run/llm-entry-abc
+autostart=true
+autorestart=false
+startsecs=0
+startretries=0
+stopsignal=TERM
+stopwaitsecs=25
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=/run/llm-entry-abc/engine.log
+stdout_logfile_maxbytes=20MB
+stdout_logfile_backups=1
+priority=10
+
+[program:proxy]
+command=/opt/venv/bin/python -c 'from litellm import run_server; run_server()' \
+--config /run/llm-entry-abc/litellm.yaml --host 0.0.0.0 --port 8080 --num_workers 2 \
+--log_config /run/llm-entry-abc/proxy-logging.json
+directory=/run/llm-entry-abc
+autostart=true
+autorestart=false
+startsecs=0
+startretries=0
+stopsignal=TERM
+stopwaitsecs=25
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=/run/llm-entry-abc/proxy.log
+stdout_logfile_maxbytes=20MB
+stdout_logfile_backups=1
+priority=20
+"""
+
+
+def supervisord_reads(config: Config, run_dir: Path) -> dict[str, list[str]]:
+    """Each program's argv as supervisord itself parses the rendered file."""
+    path = run_dir / render.SUPERVISORD_CONFIG
+    path.write_text(render.render_supervisord_config(config, PYTHON, run_dir))
+    options = ServerOptions()
+    options.realize(args=["-c", str(path)])
+    return {process.name: shlex.split(process.command)
+            for group in options.process_group_configs for process in group.process_configs}
+
+
+# --- whole files -------------------------------------------------------------
+
+def test_litellm_yaml_is_rendered_exactly() -> None:
+    assert render.render_litellm_config(CONFIG) == EXPECTED_LITELLM_YAML
+
+
+def test_supervisord_conf_is_rendered_exactly() -> None:
+    assert render.render_supervisord_config(CONFIG, PYTHON, RUN_DIR) == EXPECTED_SUPERVISORD_CONF
+
+
+def test_rendered_files_never_hold_the_master_key() -> None:
+    for file in render.render_run_files(CONFIG, PYTHON, RUN_DIR):
+        assert MASTER_KEY not in file.content, file.name
+
+
+def test_the_run_folder_holds_four_files() -> None:
+    names = [file.name for file in render.render_run_files(CONFIG, PYTHON, RUN_DIR)]
+    assert names == ["supervisord.conf", "litellm.yaml", "proxy-logging.json", "llm_entry_auth.py"]
+
+
+def test_the_proxy_logging_config_is_valid_json() -> None:
+    files = {file.name: file.content for file in render.render_run_files(CONFIG, PYTHON, RUN_DIR)}
+    assert isinstance(json.loads(files["proxy-logging.json"]), dict)
+    compile(files["llm_entry_auth.py"], "llm_entry_auth.py", "exec")
+
+
+@pytest.mark.parametrize("name", ["llama-3-8b", "org/model:8b", 'say "hi" #1', "yes", "null", "1.5",
+                                  "ünïcode", "${served_model_name}", "a\tb"])
+def test_litellm_yaml_keeps_any_served_model_name_as_a_string(name: str) -> None:
+    loaded = yaml.safe_load(render.render_litellm_config(dataclasses.replace(CONFIG, served_model_name=name)))
+    entry = loaded["model_list"][0]
+    assert entry["model_name"] == name
+    assert entry["litellm_params"]["model"] == "hosted_vllm/" + name
+    assert entry["litellm_params"]["api_base"] == "http://127.0.0.1:3000/v1"
+    assert loaded["general_settings"]["master_key"] == "os.environ/LLM_ENTRY_MASTER_KEY"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "questionable: json.dumps escapes a character outside the BMP as a surrogate pair, which "
+    "PyYAML (what LiteLLM loads its config with) does not join, so the name changes"))
+def test_litellm_yaml_keeps_an_emoji_in_the_served_model_name() -> None:
+    name = "llama \U0001F999"
+    loaded = yaml.safe_load(render.render_litellm_config(dataclasses.replace(CONFIG, served_model_name=name)))
+    assert loaded["model_list"][0]["model_name"] == name
+
+
+# --- the engine command ------------------------------------------------------
+
+def test_the_gpu_engine_command_has_every_setting() -> None:
+    assert render.engine_command(CONFIG) == [
+        PYTHON, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", "/models/Llama-3-8B-Instruct",
+        "--served-model-name", "llama-3-8b",
+        "--host", "127.0.0.1",
+        "--port", "3000",
+        "--tensor-parallel-size", "4",
+        "--shutdown-timeout", "5",
+        "--disable-uvicorn-access-log",
+        "--max-model-len", "8192",
+        "--gpu-memory-utilization", "0.9",
+        "--enable-prefix-caching",
+    ]
+
+
+def test_the_cpu_engine_command_has_no_gpu_memory_utilization() -> None:
+    command = render.engine_command(CPU_CONFIG)
+    assert "--gpu-memory-utilization" not in command
+    assert command[command.index("--tensor-parallel-size") + 1] == "1"
+
+
+def test_optional_engine_settings_are_left_out_when_not_given() -> None:
+    command = render.engine_command(dataclasses.replace(CONFIG, max_model_len=None, gpu_memory_utilization=None,
+                                                        engine_args=()))
+    assert "--max-model-len" not in command
+    assert "--gpu-memory-utilization" not in command
+    assert command[-1] == "--disable-uvicorn-access-log"
+
+
+def test_no_key_is_on_the_engine_command_line() -> None:
+    command = render.engine_launch_command(CONFIG)
+    assert MASTER_KEY not in " ".join(command)
+    assert not any("api-key" in arg or "api_key" in arg for arg in command)
+
+
+@pytest.mark.parametrize("grace,seconds", [(25.0, 5), (60.0, 12), (9.0, 1), (3.0, 1)])
+def test_the_engine_may_drain_a_fifth_of_the_grace_period(grace: float, seconds: int) -> None:
+    config = dataclasses.replace(CONFIG, timing=dataclasses.replace(CONFIG.timing, grace_period=grace))
+    assert render.engine_shutdown_timeout(config) == seconds
+
+
+def test_the_engine_launch_hides_the_proxy_keys_from_the_engine() -> None:
+    command = render.engine_launch_command(CONFIG)
+    assert command[:7] == ["env", "-u", "LLM_ENTRY_MASTER_KEY", "-u", "LITELLM_MASTER_KEY",
+                           "-u", "LLM_ENTRY_API_KEYS_FILE"]
+    assert command[7:] == render.engine_command(CONFIG)
+
+
+def test_the_cpu_engine_launch_sets_the_kv_cache_after_hiding_the_keys() -> None:
+    command = render.engine_launch_command(CPU_CONFIG)
+    assert command[7] == "VLLM_CPU_KVCACHE_SPACE=4"
+    assert command[8:] == render.engine_command(CPU_CONFIG)
+
+
+def test_the_proxy_command_reads_the_run_folder() -> None:
+    assert render.proxy_command(CONFIG, PYTHON, RUN_DIR) == [
+        PYTHON, "-c", "from litellm import run_server; run_server()",
+        "--config", "/run/llm-entry-abc/litellm.yaml",
+        "--host", "0.0.0.0", "--port", "8080", "--num_workers", "2",
+        "--log_config", "/run/llm-entry-abc/proxy-logging.json",
+    ]
+
+
+# --- supervisord's reading of the commands -------------------------------------
+
+def test_a_percent_sign_in_the_model_path_is_doubled_for_supervisord() -> None:
+    config = dataclasses.replace(CONFIG, model="/models/50%off")
+    text = render.render_supervisord_config(config, PYTHON, RUN_DIR)
+    assert "--model /models/50%%off " in text
+    assert render.supervisor_command_line(["a%(here)s", "100%"]) == "'a%%(here)s' 100%%"
+
+
+@pytest.mark.parametrize("model", ["/models/Llama-3-8B-Instruct", "/models/50%off", "/models/%(here)s",
+                                   "/models/with space", "/models/it's", '/models/"quoted"', "/models/$HOME",
+                                   "/models/a#b", "/models/ünï"])
+def test_supervisord_starts_the_engine_with_the_exact_argv(tmp_path: Path, model: str) -> None:
+    config = dataclasses.replace(CPU_CONFIG, model=model, served_model_name="name with 100% spaces")
+    argv = supervisord_reads(config, tmp_path)
+    assert argv["engine"] == render.engine_launch_command(config)
+    assert argv["proxy"] == render.proxy_command(config, PYTHON, tmp_path)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: supervisord's config parser cuts a value at ' ;' or ' #' (inline comments) even inside "
+    "shell quotes, so a served model name, model path or engine argument holding one is truncated "
+    "and the engine command cannot even be parsed; render only doubles '%'"))
+@pytest.mark.parametrize("served", ["team model #2", "a ;b"])
+def test_supervisord_starts_the_engine_with_a_served_name_holding_a_comment_marker(
+        tmp_path: Path, served: str) -> None:
+    config = dataclasses.replace(CONFIG, served_model_name=served)
+    assert supervisord_reads(config, tmp_path)["engine"] == render.engine_launch_command(config)
+
+
+# --- --dry-run -----------------------------------------------------------------
+
+@pytest.fixture
+def dry_run_config(tmp_path: Path) -> Config:
+    model = tmp_path / "Llama-3-8B-Instruct"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"num_attention_heads": 32, "num_key_value_heads": 8}))
+    return build_config(Options(model=str(model), master_key=MASTER_KEY, dry_run=True), {},
+                        query_node_gpus=lambda: NodeGpus(6, "nvidia-smi"))
+
+
+def test_dry_run_explains_tensor_parallel_4_for_6_gpus_and_32_heads(dry_run_config: Config) -> None:
+    text = render.dry_run_text(dry_run_config, PYTHON, Path("<run-dir>"))
+    lines = text.splitlines()
+    assert lines[0] == "# GPUs: 6 visible of 6 on the node (nvidia-smi)"
+    assert lines[1] == "# 6 GPUs, 32 heads (8 KV): tensor parallel 4, 2 GPUs idle"
+    assert "--tensor-parallel-size 4" in lines[3]
+    assert "# engine settings: none (VLLM_API_KEY is generated at every start)" in lines
+
+
+def test_dry_run_shows_both_rendered_configs(dry_run_config: Config) -> None:
+    text = render.dry_run_text(dry_run_config, PYTHON, Path("<run-dir>"))
+    assert "# supervisord.conf:\n" in text
+    assert "# litellm.yaml:\n" in text
+    assert text.endswith("request_timeout: 600\n")
+
+
+def test_dry_run_never_shows_the_master_key(dry_run_config: Config) -> None:
+    assert MASTER_KEY not in render.dry_run_text(dry_run_config, PYTHON, Path("<run-dir>"))
+
+
+def test_dry_run_names_the_cpu_engine_settings() -> None:
+    text = render.dry_run_text(CPU_CONFIG, PYTHON, RUN_DIR)
+    assert "# engine settings: VLLM_CPU_KVCACHE_SPACE=4 (VLLM_API_KEY is generated at every start)" in text
+    assert "# no GPU visible: the engine runs on the CPU" in text
