@@ -1,0 +1,200 @@
+"""Keys and exposure: only key holders get answers, the engine is reachable
+on loopback with its own key only, and no key leaks into argv, logs or files
+(issue: keys and exposure)."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import MASTER_KEY, Entry, descendants, wait_for
+
+pytestmark = pytest.mark.integration
+
+FILE_KEY_A = "team-a-" + "5d1c9e7b3a8f2c6e4b0d9a7c"
+FILE_KEY_B = "team-b-" + "8e2f6a0c4d9b1e7a3c5f2d8b"
+WRONG_KEY = "sk-wrong-" + "0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("security")
+    keys = tmp / "api-keys"
+    keys.write_text(f"# team A\n{FILE_KEY_A}\n\n{FILE_KEY_B}  \n")
+    entry = Entry(tmp, args=["--api-keys-file", str(keys)]).start()
+    try:
+        entry.wait_ready()
+        entry.keys_file = keys
+        yield entry
+    finally:
+        entry.kill_everything()
+
+
+MODEL_ROUTES = [
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/chat/completions", "chat"),
+    ("POST", "/v1/chat/completions", "chat-stream"),
+    ("POST", "/v1/completions", "completion"),
+    ("POST", "/v1/embeddings", "embedding"),
+    ("GET", "/models", None),
+    ("POST", "/chat/completions", "chat"),
+    ("POST", "/completions", "completion"),
+    ("POST", "/embeddings", "embedding"),
+]
+
+BAD_CREDENTIALS = {
+    "no key": {},
+    "wrong key": {"Authorization": f"Bearer {WRONG_KEY}"},
+    "basic scheme": {"Authorization": f"Basic {MASTER_KEY}"},
+    "bearer with empty value": {"Authorization": "Bearer "},
+    "bare key without scheme": {"Authorization": MASTER_KEY},
+    "wrong x-api-key": {"x-api-key": WRONG_KEY},
+    "master key plus a wrong second header": {"Authorization": f"Bearer {MASTER_KEY}", "x-api-key": WRONG_KEY},
+}
+
+
+def body_for(kind, model):
+    return {
+        None: None,
+        "chat": {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        "chat-stream": {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        "completion": {"model": model, "prompt": "hi"},
+        "embedding": {"model": model, "input": "hi"},
+    }[kind]
+
+
+def call(entry, method, path, kind, headers, query=""):
+    return requests.request(method, entry.url(path) + query, headers=headers, timeout=30,
+                            json=body_for(kind, entry.served_model_name))
+
+
+@pytest.mark.parametrize("method,path,kind", MODEL_ROUTES)
+@pytest.mark.parametrize("variant", sorted(BAD_CREDENTIALS))
+def test_bad_credentials_get_401_json_on_every_model_route(guarded, method, path, kind, variant):
+    response = call(guarded, method, path, kind, BAD_CREDENTIALS[variant])
+    assert response.status_code == 401, response.text
+    error = response.json()["error"]
+    assert error["code"] == "401" and error["message"]
+    assert MASTER_KEY not in response.text and WRONG_KEY not in response.text
+
+
+@pytest.mark.parametrize("method,path,kind", MODEL_ROUTES[:5])
+def test_key_in_the_query_string_does_not_authenticate(guarded, method, path, kind):
+    for name in ("api_key", "key"):
+        response = call(guarded, method, path, kind, {}, query=f"?{name}={MASTER_KEY}")
+        assert response.status_code == 401
+
+
+@pytest.mark.parametrize("method,path,kind", MODEL_ROUTES)
+@pytest.mark.parametrize("header", ["bearer-master", "bearer-file-key", "x-api-key", "api-key"])
+def test_good_keys_get_answers_on_every_model_route(guarded, method, path, kind, header):
+    headers = {
+        "bearer-master": {"Authorization": f"Bearer {MASTER_KEY}"},
+        "bearer-file-key": {"Authorization": f"Bearer {FILE_KEY_B}"},
+        "x-api-key": {"x-api-key": MASTER_KEY},
+        "api-key": {"api-key": FILE_KEY_B},
+    }[header]
+    response = call(guarded, method, path, kind, headers)
+    assert response.status_code == 200, response.text
+
+
+def test_health_routes_stay_open_and_reveal_no_key(guarded):
+    for path in ("/health/liveliness", "/health/readiness"):
+        response = requests.get(guarded.url(path), timeout=30)
+        assert response.status_code == 200
+        assert MASTER_KEY not in response.text and FILE_KEY_A not in response.text
+
+
+def test_engine_listens_on_loopback_only(guarded):
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port = local.rsplit(":", 1)
+            if state == "0A" and int(port, 16) == guarded.engine_port:
+                listening.append(address)
+    assert listening == ["0100007F"], listening  # 127.0.0.1, nothing else
+
+
+def test_engine_refuses_requests_without_the_internal_key(guarded):
+    url = f"http://127.0.0.1:{guarded.engine_port}/v1/models"
+    assert requests.get(url, timeout=10).status_code == 401
+    assert requests.get(url, headers=guarded.headers(MASTER_KEY), timeout=10).status_code == 401
+    assert requests.get(url, headers={"Authorization": f"Bearer {internal_key(guarded)}"},
+                        timeout=10).status_code == 200
+
+
+def internal_key(entry) -> str:
+    environ = environment_of(entry.program_pid("engine"))
+    return environ["VLLM_API_KEY"]
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_no_key_on_any_command_line(guarded):
+    secrets = [MASTER_KEY, FILE_KEY_A, FILE_KEY_B, internal_key(guarded)]
+    pids = descendants(guarded.pid) | {guarded.pid}
+    assert len(pids) >= 4  # llm-entry, supervisord, engine (+ workers), proxy
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        for secret in secrets:
+            assert secret not in cmdline, f"a key is on the command line of pid {pid}"
+
+
+def test_engine_does_not_inherit_the_proxys_keys(guarded):
+    environ = environment_of(guarded.program_pid("engine"))
+    assert MASTER_KEY not in environ.values()
+    assert "LLM_ENTRY_API_KEYS_FILE" not in environ
+
+
+def test_no_key_in_the_logs(guarded):
+    guarded.chat("log me")
+    call(guarded, "GET", "/v1/models", None, {"Authorization": f"Bearer {WRONG_KEY}"})
+    text = guarded.output()
+    for secret in (MASTER_KEY, FILE_KEY_A, FILE_KEY_B, internal_key(guarded), WRONG_KEY):
+        assert secret not in text
+
+
+def run_dir_of(entry) -> Path:
+    for pid in descendants(entry.pid):
+        parts = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        if "supervisor.supervisord" in parts:
+            return Path(parts[parts.index("-c") + 1]).parent
+    raise AssertionError("supervisord not found")
+
+
+def test_rendered_files_are_private_and_hold_no_key(guarded):
+    run_dir = run_dir_of(guarded)
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    files = [p for p in run_dir.iterdir() if p.is_file()]
+    assert {"litellm.yaml", "supervisord.conf"} <= {p.name for p in files}
+    for path in files:
+        if path.suffix in (".yaml", ".conf", ".py", ".json"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        text = path.read_text(errors="replace")
+        for secret in (MASTER_KEY, FILE_KEY_A, internal_key(guarded)):
+            assert secret not in text, path
+
+
+def test_a_key_removed_from_the_file_stops_working_without_a_restart(guarded):
+    headers = {"Authorization": f"Bearer {FILE_KEY_A}"}
+    assert call(guarded, "GET", "/v1/models", None, headers).status_code == 200
+    engine_before = guarded.program_pid("engine")
+    guarded.keys_file.write_text(f"{FILE_KEY_B}\n")
+    wait_for(lambda: call(guarded, "GET", "/v1/models", None, headers).status_code == 401, 15,
+             "the removed key to be refused", poll=0.2)
+    assert call(guarded, "GET", "/v1/models", None, {"Authorization": f"Bearer {FILE_KEY_B}"}).status_code == 200
+    assert guarded.program_pid("engine") == engine_before
+
+
+def test_run_folder_is_removed_at_exit(entry_factory):
+    entry = entry_factory().start()
+    entry.wait_ready()
+    run_dir = run_dir_of(entry)
+    assert entry.stop() == 0
+    assert not run_dir.exists()
