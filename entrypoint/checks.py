@@ -36,10 +36,9 @@ def engine_check(port: int) -> Check:
     return check
 
 
-def proxy_check(port: int, master_key: Secret, served_model_name: str) -> Check:
+def proxy_check(base: str, master_key: Secret, served_model_name: str) -> Check:
     """Readiness, then one authenticated request that never reaches the model:
     a proxy that lost its config or its key fails here, not at a user."""
-    base = f"http://127.0.0.1:{port}"
 
     def check(session: requests.Session, timeout: float) -> tuple[bool, str]:
         response = session.get(base + "/health/readiness", timeout=timeout)

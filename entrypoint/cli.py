@@ -20,54 +20,61 @@ from .gpus import query_node_gpus
 from .render import dry_run_text
 
 PATH = click.Path(path_type=Path)
+
+
+def option(*names, **kwargs):
+    """click.option that shows its LLM_ENTRY_* variable in --help."""
+    kwargs.setdefault("show_envvar", True)
+    return click.option(*names, **kwargs)
+
 SECONDS = click.FLOAT
 
 
 @click.command(context_settings={"auto_envvar_prefix": "LLM_ENTRY", "show_default": True,
                                  "help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--model", required=True,
+@option("--model", required=True,
               help="Model folder (holds config.json), a hub id (org/name, passed to vLLM as is), "
                    "or 'demo' for a tiny built-in model.")
-@click.option("--master-key", envvar=["LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY"], show_envvar=True,
+@option("--master-key", envvar=["LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY"],
               help="Key clients must present. Prefer the variable or --master-key-file: "
                    "a flag shows in `ps`.")
-@click.option("--master-key-file", type=PATH, help="File holding the master key (a mounted secret).")
-@click.option("--api-keys-file", type=PATH,
+@option("--master-key-file", type=PATH, help="File holding the master key (a mounted secret).")
+@option("--api-keys-file", type=PATH,
               help="More keys, one per line (# comments allowed); edits apply without a restart.")
-@click.option("--served-model-name", help="Model name clients ask for.  [default: the model folder's name]")
-@click.option("--host", default="0.0.0.0", help="Address the public proxy listens on.")
-@click.option("--port", type=click.INT,
+@option("--served-model-name", help="Model name clients ask for.  [default: the model folder's name]")
+@option("--host", default="0.0.0.0", help="Address the public proxy listens on.")
+@option("--port", type=click.INT,
               help="Public port of the proxy.  [default: 8080, or 80 when OPENBAYES_SERVING_PRODUCTION is set]")
-@click.option("--engine-port", type=click.INT, default=3000, help="Internal engine port, on 127.0.0.1 only.")
-@click.option("--probe-dir", type=PATH, default=Path("/etc/probe"), help="Folder of the probe files.")
-@click.option("--tensor-parallel-size", type=click.INT,
+@option("--engine-port", type=click.INT, default=3000, help="Internal engine port, on 127.0.0.1 only.")
+@option("--probe-dir", type=PATH, default=Path("/etc/probe"), help="Folder of the probe files.")
+@option("--tensor-parallel-size", type=click.INT,
               help="GPUs to split the model over.  [default: the largest size the GPUs and heads allow]")
-@click.option("--max-model-len", type=click.INT, help="Context length passed to vLLM.")
-@click.option("--gpu-memory-utilization", type=click.FLOAT, help="Fraction of GPU memory vLLM may use.")
-@click.option("--engine-cmd",
+@option("--max-model-len", type=click.INT, help="Context length passed to vLLM.")
+@option("--gpu-memory-utilization", type=click.FLOAT, help="Fraction of GPU memory vLLM may use.")
+@option("--engine-cmd",
               help="Command that starts the engine, split like a shell line; llm-entry appends the vLLM "
                    "arguments.  [default: this Python -m vllm.entrypoints.openai.api_server]")
-@click.option("--proxy-workers", type=click.INT, default=1, help="LiteLLM worker processes.")
-@click.option("--cache-dir", type=PATH, help="Where the demo model is built.  [default: ~/.cache/llm-entry]")
-@click.option("--startup-timeout", type=SECONDS, default=1800.0, help="Seconds to become ready before giving up.")
-@click.option("--check-interval", type=SECONDS, default=2.0, help="Seconds between health checks of each process.")
-@click.option("--check-timeout", type=SECONDS, default=3.0, help="Seconds one health check may take.")
-@click.option("--unready-after", type=click.INT, default=2, help="Failed checks in a row that make the container not ready.")
-@click.option("--hang-timeout", type=SECONDS, default=30.0,
+@option("--proxy-workers", type=click.INT, default=1, help="LiteLLM worker processes.")
+@option("--cache-dir", type=PATH, help="Where the demo model is built.  [default: ~/.cache/llm-entry]")
+@option("--startup-timeout", type=SECONDS, default=1800.0, help="Seconds to become ready before giving up.")
+@option("--check-interval", type=SECONDS, default=2.0, help="Seconds between health checks of each process.")
+@option("--check-timeout", type=SECONDS, default=3.0, help="Seconds one health check may take.")
+@option("--unready-after", type=click.INT, default=2, help="Failed checks in a row that make the container not ready.")
+@option("--hang-timeout", type=SECONDS, default=30.0,
               help="Seconds without a passing check, once ready, before the container is declared not healthy.")
-@click.option("--heartbeat-ttl", type=SECONDS, default=15.0,
+@option("--heartbeat-ttl", type=SECONDS, default=15.0,
               help="Seconds the probe scripts trust the probe files without a new heartbeat.")
-@click.option("--grace-period", type=SECONDS, default=25.0,
+@option("--grace-period", type=SECONDS, default=25.0,
               help="Seconds the whole shutdown may take (keep it below terminationGracePeriodSeconds).")
-@click.option("--drain-delay", type=SECONDS,
+@option("--drain-delay", type=SECONDS,
               help="Seconds to stay up, not ready, after SIGTERM before stopping.  "
                    "[default: 2 in Kubernetes, else 0]")
-@click.option("--engine-restart", type=click.Choice(["never", "always"]), default="never",
+@option("--engine-restart", type=click.Choice(["never", "always"]), default="never",
               help="Restart the engine in place when it exits (a fresh container frees GPU memory best).")
-@click.option("--max-restarts", type=click.INT, default=3,
+@option("--max-restarts", type=click.INT, default=3,
               help="Restarts of a process allowed within --restart-window before giving up.")
-@click.option("--restart-window", type=SECONDS, default=300.0, help="Seconds over which restarts are counted.")
-@click.option("--dry-run", is_flag=True, help="Print the engine command and the rendered configs; start nothing.")
+@option("--restart-window", type=SECONDS, default=300.0, help="Seconds over which restarts are counted.")
+@option("--dry-run", is_flag=True, help="Print the engine command and the rendered configs; start nothing.")
 @click.version_option(__version__, prog_name="llm-entry")
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
 def command(engine_args: tuple[str, ...], **options) -> None:

@@ -33,7 +33,7 @@ class Options:
     """The command line as parsed, before validation (cli fills it)."""
 
     model: str
-    master_key: str | None = None
+    master_key: str | None = field(default=None, repr=False)
     master_key_file: Path | None = None
     api_keys_file: Path | None = None
     served_model_name: str | None = None
@@ -109,7 +109,13 @@ class Config:
 
     @property
     def local_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        """Where this container reaches its own proxy (and where the checks go)."""
+        if self.host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif self.host == "::":
+            host = "[::1]"
+        else:
+            host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
 
@@ -244,6 +250,7 @@ def build_config(
     if opts.engine_restart not in RESTART_POLICIES:
         raise EntryError(f"--engine-restart {opts.engine_restart} is unknown: use one of {', '.join(RESTART_POLICIES)}.")
 
+    timing = _timing(opts, env)
     node = query_node_gpus()
     visible = visible_gpu_count(env, node.count)
     heads = load_head_counts(model_dir) if model_dir is not None and not demo else None
@@ -268,7 +275,7 @@ def build_config(
         max_model_len=opts.max_model_len, gpu_memory_utilization=opts.gpu_memory_utilization,
         engine_cmd=_engine_cmd(opts.engine_cmd), engine_args=extra + tuple(opts.engine_args),
         engine_env=tuple(sorted(engine_env.items())), proxy_workers=opts.proxy_workers,
-        timing=_timing(opts, env), engine_restart=opts.engine_restart,
+        timing=timing, engine_restart=opts.engine_restart,
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
     )

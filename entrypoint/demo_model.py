@@ -120,9 +120,14 @@ def build_demo_model(target_dir: Path, seed: int = 0) -> Path:
     return target_dir
 
 
+def demo_model_dir(cache_dir: Path) -> Path:
+    """Where ensure_demo_model keeps the demo model under cache_dir (pure)."""
+    return Path(cache_dir) / f"llm-entry-demo-v{RECIPE_VERSION}"
+
+
 def ensure_demo_model(cache_dir: Path) -> Path:
     """Return the demo model under cache_dir, building it on first use."""
-    target = Path(cache_dir) / f"llm-entry-demo-v{RECIPE_VERSION}"
+    target = demo_model_dir(cache_dir)
     if (target / "config.json").is_file():
         return target
     try:

@@ -45,7 +45,7 @@ def visible_gpu_count(env: Mapping[str, str], node_count: int) -> int:
         elif not entry.startswith(("GPU-", "MIG-")):
             break
         if entry in seen:
-            break
+            return 0  # CUDA shows no device at all when one is listed twice
         seen.append(entry)
     return min(len(seen), node_count)
 

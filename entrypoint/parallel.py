@@ -28,7 +28,11 @@ class ParallelPlan:
 
 def read_head_counts(config: dict) -> HeadCounts | None:
     """Head counts from a model's config.json (multimodal models nest them)."""
-    for section in (config, config.get("text_config") or {}, config.get("llm_config") or {}):
+    if not isinstance(config, dict):
+        return None
+    for section in (config, config.get("text_config"), config.get("llm_config")):
+        if not isinstance(section, dict):
+            continue
         heads = section.get("num_attention_heads")
         if isinstance(heads, int) and heads > 0:
             kv = section.get("num_key_value_heads")

@@ -20,6 +20,8 @@ AUTH_MODULE = "llm_entry_auth"
 LITELLM_CONFIG = "litellm.yaml"
 SUPERVISORD_CONFIG = "supervisord.conf"
 PROXY_LOGGING = "proxy-logging.json"
+ENGINE_LAUNCH = "engine.launch.json"
+PROXY_LAUNCH = "proxy.launch.json"
 ENGINE = "engine"
 PROXY = "proxy"
 
@@ -67,12 +69,25 @@ def engine_command(config: Config) -> list[str]:
     return args + list(config.engine_args)
 
 
-def engine_launch_command(config: Config) -> list[str]:
-    """engine_command behind `env`, which drops the proxy's keys from the
-    environment the engine inherits and adds the engine's own settings."""
-    strip = [arg for var in KEY_VARS_HIDDEN_FROM_ENGINE for arg in ("-u", var)]
-    settings = [f"{name}={value}" for name, value in config.engine_env]
-    return ["env", *strip, *settings, *engine_command(config)]
+@dataclass(frozen=True)
+class LaunchSpec:
+    """A program as entrypoint.launch starts it: argv plus environment changes."""
+
+    argv: list[str]
+    unset: tuple[str, ...] = ()
+    set: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps({"argv": self.argv, "unset": list(self.unset), "set": dict(self.set)}, indent=1) + "\n"
+
+
+def engine_launch(config: Config) -> LaunchSpec:
+    """The engine drops the proxy's keys from the environment it inherits."""
+    return LaunchSpec(engine_command(config), KEY_VARS_HIDDEN_FROM_ENGINE, config.engine_env)
+
+
+def launcher_command(python: str, spec_path: Path) -> list[str]:
+    return [python, "-m", "entrypoint.launch", str(spec_path)]
 
 
 def proxy_command(config: Config, python: str, run_dir: Path) -> list[str]:
@@ -90,15 +105,16 @@ def proxy_command(config: Config, python: str, run_dir: Path) -> list[str]:
 
 def supervisor_command_line(argv: list[str]) -> str:
     """argv as one supervisord `command=` value (it splits like a shell and
-    expands %(...)s, so a literal % is doubled)."""
+    expands %(...)s, so a literal % is doubled). Only the launcher and a run
+    folder path go through here; programs' own argv go in launch specs."""
     return shlex.join(argv).replace("%", "%%")
 
 
 def render_litellm_config(config: Config) -> str:
     # JSON strings are valid YAML scalars: any model name is quoted safely.
     return template(LITELLM_CONFIG).substitute(
-        served_model_name=json.dumps(config.served_model_name),
-        backend_model=json.dumps("hosted_vllm/" + config.served_model_name),
+        served_model_name=json.dumps(config.served_model_name, ensure_ascii=False),
+        backend_model=json.dumps("hosted_vllm/" + config.served_model_name, ensure_ascii=False),
         engine_url=json.dumps(f"http://127.0.0.1:{config.engine_port}/v1"),
         request_timeout=600,
     )
@@ -106,9 +122,9 @@ def render_litellm_config(config: Config) -> str:
 
 def render_supervisord_config(config: Config, python: str, run_dir: Path) -> str:
     return template(SUPERVISORD_CONFIG).substitute(
-        run_dir=run_dir,
-        engine_command=supervisor_command_line(engine_launch_command(config)),
-        proxy_command=supervisor_command_line(proxy_command(config, python, run_dir)),
+        run_dir=str(run_dir).replace("%", "%%"),
+        engine_command=supervisor_command_line(launcher_command(python, run_dir / ENGINE_LAUNCH)),
+        proxy_command=supervisor_command_line(launcher_command(python, run_dir / PROXY_LAUNCH)),
         stop_wait=max(1, int(config.timing.grace_period)),
     )
 
@@ -118,6 +134,8 @@ def render_run_files(config: Config, python: str, run_dir: Path) -> list[Rendere
     return [
         RenderedFile(SUPERVISORD_CONFIG, render_supervisord_config(config, python, run_dir)),
         RenderedFile(LITELLM_CONFIG, render_litellm_config(config)),
+        RenderedFile(ENGINE_LAUNCH, engine_launch(config).to_json()),
+        RenderedFile(PROXY_LAUNCH, LaunchSpec(proxy_command(config, python, run_dir)).to_json()),
         RenderedFile(PROXY_LOGGING, template(PROXY_LOGGING).template),
         RenderedFile(AUTH_MODULE + ".py", template(AUTH_MODULE + ".py.tmpl").template),
     ]

@@ -123,7 +123,7 @@ def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
         checkers = {
             ENGINE: Checker(ENGINE, engine_check(config.engine_port), timing.check_interval,
                             timing.check_timeout, monitor.report),
-            PROXY: Checker(PROXY, proxy_check(config.port, config.master_key, config.served_model_name),
+            PROXY: Checker(PROXY, proxy_check(config.local_url, config.master_key, config.served_model_name),
                            timing.check_interval, timing.check_timeout, monitor.report),
         }
         monitor.attach(checkers)

@@ -7,7 +7,8 @@ probe_dir=${1:-${LLM_ENTRY_PROBE_DIR:-/etc/probe}}
 # the other files. Missing, unreadable or past: the files cannot be trusted.
 heartbeat_fresh() {
     [ -r "$probe_dir/heartbeat" ] || { echo "no heartbeat in $probe_dir: llm-entry is not running" >&2; return 1; }
-    read -r until < "$probe_dir/heartbeat" || return 1
+    until=
+    read -r until < "$probe_dir/heartbeat" || [ -n "$until" ] || return 1
     now=$(date +%s)
     case $until in ''|*[!0-9]*) echo "heartbeat unreadable" >&2; return 1 ;; esac
     [ "$now" -le "$until" ] || { echo "heartbeat stale by $((now - until)) s: llm-entry's monitor is stuck or gone" >&2; return 1; }

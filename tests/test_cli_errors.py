@@ -197,10 +197,6 @@ def test_help_shows_the_variables_of_the_master_key(env: dict[str, str]) -> None
     assert "LITELLM_MASTER_KEY" in result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: cli.py's docstring says every option's LLM_ENTRY_<OPTION> variable is shown in --help, "
-    "but only --master-key sets show_envvar: --help never mentions LLM_ENTRY_PORT, "
-    "LLM_ENTRY_PROBE_DIR and the rest"))
 def test_help_shows_the_variable_of_every_option(env: dict[str, str]) -> None:
     text = run(["--help"], env).stdout
     missing = [f"LLM_ENTRY_{param.name.upper()}" for param in command.params

@@ -148,9 +148,6 @@ def test_a_ready_probe_prints_nothing(tmp_path: Path) -> None:
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "questionable: `read -r` fails on a last line without a newline, so a heartbeat written "
-    "without one (not by ProbeFiles, which always ends it with a newline) reads as missing"))
 def test_a_heartbeat_without_a_final_newline_is_still_read(tmp_path: Path) -> None:
     folder = make_probe_dir(tmp_path / "probe", fresh().strip())
     assert exit_codes(folder) == {"readiness": 0, "liveness": 0, "startup": 0}

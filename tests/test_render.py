@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +86,8 @@ litellm_settings:
 EXPECTED_SUPERVISORD_CONF = """\
 ; Rendered by llm-entry for one run; lives in a private 0700 folder.
 ; No key appears here: the programs inherit them from llm-entry's environment.
+; entrypoint.launch starts each program from its launch spec (*.launch.json)
+; beside this file, which carries argv that this format could not.
 
 [unix_http_server]
 file=/run/llm-entry-abc/supervisor.sock
@@ -106,10 +111,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 ; Both autostart, so they load at the same time, not one after the other.
 
 [program:engine]
-command=env -u LLM_ENTRY_MASTER_KEY -u LITELLM_MASTER_KEY -u LLM_ENTRY_API_KEYS_FILE \
-/opt/venv/bin/python -m vllm.entrypoints.openai.api_server --model /models/Llama-3-8B-Instruct \
---served-model-name llama-3-8b --host 127.0.0.1 --port 3000 --tensor-parallel-size 4 --shutdown-timeout 5 \
---disable-uvicorn-access-log --max-model-len 8192 --gpu-memory-utilization 0.9 --enable-prefix-caching
+command=/opt/venv/bin/python -m entrypoint.launch /run/llm-entry-abc/engine.launch.json
 directory=/run/llm-entry-abc
 autostart=true
 autorestart=false
@@ -126,9 +128,7 @@ stdout_logfile_backups=1
 priority=10
 
 [program:proxy]
-command=/opt/venv/bin/python -c 'from litellm import run_server; run_server()' \
---config /run/llm-entry-abc/litellm.yaml --host 0.0.0.0 --port 8080 --num_workers 2 \
---log_config /run/llm-entry-abc/proxy-logging.json
+command=/opt/venv/bin/python -m entrypoint.launch /run/llm-entry-abc/proxy.launch.json
 directory=/run/llm-entry-abc
 autostart=true
 autorestart=false
@@ -171,9 +171,10 @@ def test_rendered_files_never_hold_the_master_key() -> None:
         assert MASTER_KEY not in file.content, file.name
 
 
-def test_the_run_folder_holds_four_files() -> None:
+def test_the_run_folder_holds_six_files() -> None:
     names = [file.name for file in render.render_run_files(CONFIG, PYTHON, RUN_DIR)]
-    assert names == ["supervisord.conf", "litellm.yaml", "proxy-logging.json", "llm_entry_auth.py"]
+    assert names == ["supervisord.conf", "litellm.yaml", "engine.launch.json", "proxy.launch.json",
+                     "proxy-logging.json", "llm_entry_auth.py"]
 
 
 def test_the_proxy_logging_config_is_valid_json() -> None:
@@ -193,9 +194,6 @@ def test_litellm_yaml_keeps_any_served_model_name_as_a_string(name: str) -> None
     assert loaded["general_settings"]["master_key"] == "os.environ/LLM_ENTRY_MASTER_KEY"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "questionable: json.dumps escapes a character outside the BMP as a surrogate pair, which "
-    "PyYAML (what LiteLLM loads its config with) does not join, so the name changes"))
 def test_litellm_yaml_keeps_an_emoji_in_the_served_model_name() -> None:
     name = "llama \U0001F999"
     loaded = yaml.safe_load(render.render_litellm_config(dataclasses.replace(CONFIG, served_model_name=name)))
@@ -235,7 +233,7 @@ def test_optional_engine_settings_are_left_out_when_not_given() -> None:
 
 
 def test_no_key_is_on_the_engine_command_line() -> None:
-    command = render.engine_launch_command(CONFIG)
+    command = render.engine_launch(CONFIG).argv
     assert MASTER_KEY not in " ".join(command)
     assert not any("api-key" in arg or "api_key" in arg for arg in command)
 
@@ -247,16 +245,13 @@ def test_the_engine_may_drain_a_fifth_of_the_grace_period(grace: float, seconds:
 
 
 def test_the_engine_launch_hides_the_proxy_keys_from_the_engine() -> None:
-    command = render.engine_launch_command(CONFIG)
-    assert command[:7] == ["env", "-u", "LLM_ENTRY_MASTER_KEY", "-u", "LITELLM_MASTER_KEY",
-                           "-u", "LLM_ENTRY_API_KEYS_FILE"]
-    assert command[7:] == render.engine_command(CONFIG)
+    spec = render.engine_launch(CONFIG)
+    assert spec.unset == ("LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY", "LLM_ENTRY_API_KEYS_FILE")
+    assert spec.argv == render.engine_command(CONFIG)
 
 
-def test_the_cpu_engine_launch_sets_the_kv_cache_after_hiding_the_keys() -> None:
-    command = render.engine_launch_command(CPU_CONFIG)
-    assert command[7] == "VLLM_CPU_KVCACHE_SPACE=4"
-    assert command[8:] == render.engine_command(CPU_CONFIG)
+def test_the_cpu_engine_launch_sets_the_kv_cache() -> None:
+    assert dict(render.engine_launch(CPU_CONFIG).set) == {"VLLM_CPU_KVCACHE_SPACE": "4"}
 
 
 def test_the_proxy_command_reads_the_run_folder() -> None:
@@ -270,32 +265,48 @@ def test_the_proxy_command_reads_the_run_folder() -> None:
 
 # --- supervisord's reading of the commands -------------------------------------
 
-def test_a_percent_sign_in_the_model_path_is_doubled_for_supervisord() -> None:
-    config = dataclasses.replace(CONFIG, model="/models/50%off")
-    text = render.render_supervisord_config(config, PYTHON, RUN_DIR)
-    assert "--model /models/50%%off " in text
+def test_a_percent_sign_in_the_run_folder_is_doubled_for_supervisord() -> None:
+    text = render.render_supervisord_config(CONFIG, PYTHON, Path("/tmp/50%run"))
+    assert "command=/opt/venv/bin/python -m entrypoint.launch /tmp/50%%run/engine.launch.json" in text
     assert render.supervisor_command_line(["a%(here)s", "100%"]) == "'a%%(here)s' 100%%"
+
+
+def launched(spec: render.LaunchSpec, tmp_path: Path, env: dict[str, str]) -> dict:
+    """What a program started by entrypoint.launch receives: argv and environment."""
+    report = [sys.executable, "-c",
+              "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}))"]
+    probe = render.LaunchSpec(report + spec.argv[1:], spec.unset, spec.set)
+    path = tmp_path / "spec.json"
+    path.write_text(probe.to_json())
+    done = subprocess.run([sys.executable, "-m", "entrypoint.launch", str(path)], env=env,
+                          capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(done.stdout)
 
 
 @pytest.mark.parametrize("model", ["/models/Llama-3-8B-Instruct", "/models/50%off", "/models/%(here)s",
                                    "/models/with space", "/models/it's", '/models/"quoted"', "/models/$HOME",
-                                   "/models/a#b", "/models/ünï"])
-def test_supervisord_starts_the_engine_with_the_exact_argv(tmp_path: Path, model: str) -> None:
-    config = dataclasses.replace(CPU_CONFIG, model=model, served_model_name="name with 100% spaces")
-    argv = supervisord_reads(config, tmp_path)
-    assert argv["engine"] == render.engine_launch_command(config)
-    assert argv["proxy"] == render.proxy_command(config, PYTHON, tmp_path)
+                                   "/models/a #b", "/models/a ;b", "/models/ünï"])
+def test_the_engine_gets_the_exact_argv_through_supervisord_and_the_launcher(tmp_path: Path, model: str) -> None:
+    config = dataclasses.replace(CPU_CONFIG, model=model, served_model_name="team model #2; 100%",
+                                 engine_args=("--chat-template", "{% if x %} ;# {{ y }}{% endif %}"))
+    commands = supervisord_reads(config, tmp_path)
+    assert commands["engine"] == render.launcher_command(PYTHON, tmp_path / render.ENGINE_LAUNCH)
+    assert commands["proxy"] == render.launcher_command(PYTHON, tmp_path / render.PROXY_LAUNCH)
+    env = {**os.environ, "LLM_ENTRY_MASTER_KEY": MASTER_KEY, "KEEP_ME": "1"}
+    seen = launched(render.engine_launch(config), tmp_path, env)
+    assert seen["argv"] == render.engine_command(config)[1:]
+    assert "LLM_ENTRY_MASTER_KEY" not in seen["env"]
+    assert seen["env"]["KEEP_ME"] == "1"
+    assert seen["env"]["VLLM_CPU_KVCACHE_SPACE"] == "4"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: supervisord's config parser cuts a value at ' ;' or ' #' (inline comments) even inside "
-    "shell quotes, so a served model name, model path or engine argument holding one is truncated "
-    "and the engine command cannot even be parsed; render only doubles '%'"))
-@pytest.mark.parametrize("served", ["team model #2", "a ;b"])
-def test_supervisord_starts_the_engine_with_a_served_name_holding_a_comment_marker(
-        tmp_path: Path, served: str) -> None:
-    config = dataclasses.replace(CONFIG, served_model_name=served)
-    assert supervisord_reads(config, tmp_path)["engine"] == render.engine_launch_command(config)
+def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text(render.LaunchSpec(["/nonexistent/engine", "--x"]).to_json())
+    done = subprocess.run([sys.executable, "-m", "entrypoint.launch", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 127
+    assert "cannot run '/nonexistent/engine'" in done.stderr
 
 
 # --- --dry-run -----------------------------------------------------------------
