@@ -26,8 +26,8 @@ from .probe_files import ProbeFiles
 from .processes import Reaper, become_subreaper
 from .proxy_auth import parse_keys_file
 from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, MASTER_KEY_VAR, PROXY,
-                     engine_shutdown_timeout, render_run_files)
-from .shutdown import Shutdown
+                     render_run_files)
+from .shutdown import Shutdown, proxy_drain_budget
 from .signals import SignalQueue
 from .supervision import Supervisor
 
@@ -71,7 +71,7 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "PYTHONUNBUFFERED": "1",
         # The proxy's own drain must end before ours gives up on it.
-        "GRACEFUL_SHUTDOWN_TIMEOUT": str(max(1, int(config.timing.grace_period - engine_shutdown_timeout(config) - 2))),
+        "GRACEFUL_SHUTDOWN_TIMEOUT": str(int(proxy_drain_budget(config))),
     })
     if config.api_keys_file is not None:
         # absolute(), not resolve(): a Kubernetes Secret volume swaps a symlink

@@ -26,8 +26,18 @@ POLL = 0.05
 # An engine that never became ready has nothing to drain, and vLLM may ignore
 # SIGTERM while loading: give it this long before SIGKILL.
 STARTING_ENGINE_GRACE = 5.0
-KILL_WAIT = 3.0
-SUPERVISOR_WAIT = 3.0
+KILL_WAIT = 1.5
+SUPERVISOR_WAIT = 1.5
+# SIGKILL waits and supervisord's exit come after the programs' deadlines:
+# keep room for them inside the grace period.
+TAIL_RESERVE = 2 * KILL_WAIT + SUPERVISOR_WAIT
+
+
+def proxy_drain_budget(config: Config) -> float:
+    """Seconds the proxy may drain after a SIGTERM that found us ready."""
+    timing = config.timing
+    usable = max(timing.grace_period - TAIL_RESERVE, timing.grace_period / 2)
+    return max(1.0, usable - timing.drain_delay - (engine_shutdown_timeout(config) + 1.0))
 
 
 class Shutdown:
@@ -73,7 +83,7 @@ class Shutdown:
             drain: bool, was_ready: bool) -> None:
         timing = self.config.timing
         start = self.clock()
-        deadline = start + timing.grace_period
+        deadline = start + max(timing.grace_period - TAIL_RESERVE, timing.grace_period / 2)
         if drain and was_ready and timing.drain_delay > 0:
             self.console.say(f"not ready; waiting {timing.drain_delay:g} s for traffic to move away")
             self.wait_until(lambda: False, start + timing.drain_delay)

@@ -238,3 +238,10 @@ def test_vllm_parser_accepts_the_demo_engine_args(model):
     )
     validate_parsed_serve_args(args)
     assert args.dtype == "float32"
+
+
+def test_unwritable_parent_is_reported_as_a_demo_model_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(DemoModelError, match="cannot write the demo model"):
+        build_demo_model(blocker / "model")

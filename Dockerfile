@@ -1,0 +1,22 @@
+# llm-entry on the official vLLM OpenAI image (CUDA). The image already has
+# vLLM; llm-entry adds supervisord, the LiteLLM proxy and the probe scripts.
+FROM vllm/vllm-openai:v0.32.0
+
+WORKDIR /opt/llm-entry
+COPY pyproject.toml README.md ./
+COPY entrypoint ./entrypoint
+COPY templates ./templates
+COPY probes ./probes
+COPY start.sh ./
+# Core only: vLLM comes from the base image (the `gpu` extra would pin it again).
+RUN python3 -m pip install --no-cache-dir . \
+ && chmod 0755 probes/readiness probes/liveness probes/startup start.sh \
+ && mkdir -p /etc/probe
+
+# Exec probes call /opt/llm-entry/probes/{startup,readiness,liveness}.
+ENV LLM_ENTRY_PROBE_DIR=/etc/probe \
+    HF_HUB_OFFLINE=1
+# 8080 in workspaces; 80 when OPENBAYES_SERVING_PRODUCTION is set.
+EXPOSE 8080 80
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["llm-entry"]
