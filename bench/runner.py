@@ -192,6 +192,11 @@ class Entry:
 
     def stop(self, grace: float = 40.0) -> int | None:
         assert self.process is not None
+        if self.running() and not self._pgids:
+            try:
+                self.remember_programs()
+            except RuntimeError:
+                pass  # not all started yet: supervisord stops them when we go
         return procs.stop_group(self.process, grace=grace, extra_pgids=self.known_pgids())
 
 
@@ -229,9 +234,11 @@ class Engine:
 
 class Proxy:
     """The LiteLLM proxy alone, started exactly as llm-entry starts it (same
-    command, config, custom auth and environment), in front of `engine`."""
+    command, config, custom auth and environment), in front of `engine`.
+    `custom_auth=False` drops llm-entry's key check from the config, leaving
+    LiteLLM's own master-key check: the one difference, to measure its cost."""
 
-    def __init__(self, runs: Runs, engine: Engine, workers: int = 1):
+    def __init__(self, runs: Runs, engine: Engine, workers: int = 1, custom_auth: bool = True):
         from entrypoint.config import Options, build_config
         from entrypoint.gpus import NodeGpus
         from entrypoint.keys import Secret
@@ -247,7 +254,11 @@ class Proxy:
                           probe_dir=self.dir / "probe", proxy_workers=workers)
         config = build_config(options, {}, lambda: NodeGpus(0, "none"))
         for file in render_run_files(config, PYTHON, self.dir):
-            (self.dir / file.name).write_text(file.content)
+            content = file.content
+            if file.name.endswith((".yaml", ".yml")) and not custom_auth:
+                content = "".join(line for line in content.splitlines(keepends=True)
+                                  if not line.lstrip().startswith("custom_auth"))
+            (self.dir / file.name).write_text(content)
         self.argv = proxy_command(config, PYTHON, self.dir)
         self.env = child_environment(config, base_env(), Secret(engine.key))
         self.env["PYTHONPATH"] = str(REPO)  # the auth shim imports entrypoint

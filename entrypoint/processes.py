@@ -31,6 +31,28 @@ def signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def signal_leader(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
 def become_subreaper() -> bool:
     """Adopt orphaned descendants (as PID 1 does) so none outlives us unreaped."""
     if os.getpid() == 1:

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from .config import Config
 from .console import Console
-from .processes import Reaper, group_alive, signal_group
+from .processes import Reaper, group_alive, pid_alive, signal_group, signal_leader
 from .render import engine_shutdown_timeout
 from .signals import SignalQueue
 from .supervision import Supervisor, SupervisorError
@@ -31,6 +31,7 @@ SUPERVISOR_WAIT = 1.5
 # SIGKILL waits and supervisord's exit come after the programs' deadlines:
 # keep room for them inside the grace period.
 TAIL_RESERVE = 2 * KILL_WAIT + SUPERVISOR_WAIT
+LEFTOVER_GRACE = 1.0
 
 
 def proxy_drain_budget(config: Config) -> float:
@@ -65,13 +66,30 @@ class Shutdown:
             time.sleep(POLL)
 
     def stop_groups(self, name: str, pgids: Iterable[int], deadline: float) -> None:
+        """SIGTERM each group's leader, poll to the deadline, SIGKILL the groups.
+
+        Only the leader gets SIGTERM: vLLM's API server drains and then stops
+        its own EngineCore and workers, while a SIGTERM to the whole group
+        lets a worker die under a stream still in flight. Members that outlive
+        their leader by LEFTOVER_GRACE are killed: nobody will stop them now.
+        """
         alive = [pgid for pgid in pgids if group_alive(pgid)]
         if not alive:
             return
         for pgid in alive:
-            signal_group(pgid, signal.SIGTERM)
+            signal_leader(pgid, signal.SIGTERM)
         started = self.clock()
-        if self.wait_until(lambda: not any(map(group_alive, alive)), deadline):
+        leaderless_since: dict[int, float] = {}
+
+        def settled() -> bool:
+            now = self.clock()
+            for pgid in alive:
+                if group_alive(pgid) and not pid_alive(pgid):
+                    if now - leaderless_since.setdefault(pgid, now) > LEFTOVER_GRACE:
+                        signal_group(pgid, signal.SIGKILL)
+            return not any(map(group_alive, alive))
+
+        if self.wait_until(settled, deadline):
             self.console.say(f"{name} stopped in {self.clock() - started:.1f} s")
             return
         for pgid in alive:

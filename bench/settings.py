@@ -1,0 +1,44 @@
+"""How long and how often each benchmark runs: the full run and `--quick`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    # 1. time to ready
+    engine_delay: float           # ENGINE_DOUBLE_STARTUP_DELAY, seconds
+    startup_rounds: int
+    # 2. request overhead
+    load_duration: float          # measured seconds per cell (after a warm-up)
+    load_warmup: float
+    load_rounds: int              # each side runs this often per cell, alternating
+    concurrencies: tuple[int, ...]
+    stream_concurrencies: tuple[int, ...]
+    worker_concurrencies: tuple[int, ...]
+    profile_duration: float
+    # 3. reaction times
+    reaction_repeats: int
+    default_hang: bool            # the hang with default timings takes a minute
+    # 4. footprint
+    idle_window: float
+    probe_runs: int
+    python_runs: int
+
+    @classmethod
+    def full(cls) -> "Settings":
+        return cls(quick=False, engine_delay=5.0, startup_rounds=5,
+                   load_duration=6.0, load_warmup=1.0, load_rounds=3,
+                   concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
+                   profile_duration=8.0, reaction_repeats=3, default_hang=True,
+                   idle_window=20.0, probe_runs=200, python_runs=200)
+
+    @classmethod
+    def quick_run(cls) -> "Settings":
+        return cls(quick=True, engine_delay=2.0, startup_rounds=1,
+                   load_duration=1.5, load_warmup=0.3, load_rounds=1,
+                   concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
+                   profile_duration=2.0, reaction_repeats=1, default_hang=False,
+                   idle_window=5.0, probe_runs=50, python_runs=20)
