@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 from . import demo_model
 from .errors import EntryError
 from .gpus import NodeGpus, visible_gpu_count
-from .keys import Secret, read_key_file, resolve_master_key
+from .keys import Secret, check_keys_file, resolve_master_key
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
 
 WORKSPACE_PORT = 8080
@@ -233,7 +233,7 @@ def build_config(
     model, model_dir, demo = resolve_model(opts.model, opts.cache_dir)
     master_key = resolve_master_key(opts.master_key, opts.master_key_file)
     if opts.api_keys_file is not None:
-        read_key_file(opts.api_keys_file, "--api-keys-file")  # fail now, not in the proxy
+        check_keys_file(opts.api_keys_file)  # fail now, not in the proxy
     port = default_port(env) if opts.port is None else opts.port
     _check_port("--port", port)
     _check_port("--engine-port", opts.engine_port)

@@ -66,6 +66,25 @@ def read_key_file(path: Path, what: str) -> str:
     return text.rstrip("\r\n")
 
 
+def parse_keys_file(text: str) -> tuple[str, ...]:
+    """Keys in a keys file: one per line; blank lines and lines starting with '#' are skipped."""
+    keys = (line.strip() for line in text.removeprefix("\ufeff").splitlines())
+    return tuple(key for key in keys if key and not key.startswith("#"))
+
+
+def check_keys_file(path: Path) -> tuple[str, ...]:
+    """The keys of --api-keys-file, refusing weak ones (by position: never echo a key)."""
+    keys = parse_keys_file(read_key_file(path, "--api-keys-file"))
+    for number, key in enumerate(keys, start=1):
+        problem = weakness(key)
+        if problem:
+            raise EntryError(
+                f"key {number} in --api-keys-file {path} {problem}: replace it with a random key "
+                f"of at least {MIN_KEY_LENGTH} characters (openssl rand -hex 24)."
+            )
+    return keys
+
+
 def resolve_master_key(flag_value: str | None, key_file: Path | None) -> Secret:
     """The master key from --master-key (or its variables) or --master-key-file."""
     if flag_value and key_file is not None:

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from entrypoint.keys import parse_keys_file
+
 MASTER_KEY_VARIABLE = "LLM_ENTRY_MASTER_KEY"
 KEYS_FILE_VARIABLE = "LLM_ENTRY_API_KEYS_FILE"
 RECHECK_INTERVAL_SECONDS = 1.0
@@ -38,12 +40,6 @@ _MISSING_KEY = (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def parse_keys_file(text: str) -> tuple[str, ...]:
-    """Keys in a keys file: one per line; blank lines and lines starting with '#' are skipped."""
-    keys = (line.strip() for line in text.removeprefix("\ufeff").splitlines())
-    return tuple(key for key in keys if key and not key.startswith("#"))
 
 
 class KeySource(enum.Enum):

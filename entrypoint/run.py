@@ -19,12 +19,11 @@ from .checks import Checker, engine_check, proxy_check
 from .config import Config
 from .console import Console
 from .errors import EXIT_OK, EntryError
-from .keys import Secret, new_internal_key
+from .keys import Secret, new_internal_key, parse_keys_file
 from .logs import LogForwarder, LogTail
 from .monitor import Monitor, Outcome
 from .probe_files import ProbeFiles
 from .processes import Reaper, become_subreaper
-from .proxy_auth import parse_keys_file
 from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, MASTER_KEY_VAR, PROXY,
                      render_run_files)
 from .shutdown import Shutdown, proxy_drain_budget

@@ -331,3 +331,16 @@ def test_with_a_gpu_the_engine_gets_no_cpu_settings(model_dir: Path) -> None:
 def test_the_local_url_uses_loopback_for_a_wildcard_host(model_dir: Path) -> None:
     assert build(model_dir).local_url == "http://127.0.0.1:8080"
     assert build(model_dir, host="127.0.0.1", port=9000).local_url == "http://127.0.0.1:9000"
+
+
+def test_a_weak_key_in_the_keys_file_is_refused_by_position_without_echoing_it(tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    keys = tmp_path / "keys"
+    keys.write_text("# team a\nteam-a-5d1c9e7b3a8f2c6e4b0d\nsk-1234\n")
+    with pytest.raises(EntryError) as caught:
+        build_config(Options(model=str(model), master_key="sk-" + "9" * 3 + "abcdefghijklmnop", api_keys_file=keys),
+                     {}, query_node_gpus=lambda: NodeGpus(0, "none"))
+    assert "key 2 in --api-keys-file" in caught.value.message
+    assert "sk-1234" not in caught.value.message

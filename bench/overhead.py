@@ -1,0 +1,213 @@
+"""Request overhead: what the proxy hop costs, and the proxy settings that
+change it.
+
+All sides share one engine double (the one llm-entry "A" runs; the
+benchmark reads its internal key from /proc to reach it directly), so the
+proxy is the only difference between "direct" and "proxy". Experiments:
+
+- load:      direct vs llm-entry's proxy, non-streaming, concurrency 1/8/32
+- streams:   direct vs proxy, streaming 50 tokens 10 ms apart: TTFT and ITL
+- workers:   llm-entry --proxy-workers 1 ("A") vs 2 ("B"), and their memory
+- auth:      the proxy alone with llm-entry's config vs the same config
+             without llm-entry's custom key check
+- profile:   py-spy on A's proxy at the highest concurrency
+
+Every cell runs each side once per round, sides alternating, order
+reversing from cell to cell.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import footprint, load, procs, profile, runner
+from .settings import Settings
+from .stats import median, percentile
+
+STREAM_ENV = {"ENGINE_DOUBLE_TOKENS": "50", "ENGINE_DOUBLE_TOKEN_INTERVAL": "0.01"}
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    port: int
+    key: str
+    meter: dict | None = None     # process groups to measure while this side is loaded
+
+
+@dataclass
+class Cell:
+    """One side at one concurrency, one value per round."""
+
+    rps: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    requests: int = 0
+    errors: int = 0
+    error_sample: str = ""
+    cpu_cores: dict[str, list[float]] = field(default_factory=dict)   # group -> cores busy per round
+
+
+@dataclass
+class StreamCell:
+    ttft_p50_ms: list[float] = field(default_factory=list)
+    ttft_p99_ms: list[float] = field(default_factory=list)
+    itl_p50_ms: list[float] = field(default_factory=list)
+    itl_p99_ms: list[float] = field(default_factory=list)
+    streams: int = 0
+    tokens: int = 0
+    errors: int = 0
+    error_sample: str = ""
+
+
+@dataclass
+class OverheadResults:
+    cells: dict[str, dict[str, dict[int, Cell]]] = field(default_factory=dict)   # experiment -> side -> c
+    streams: dict[str, dict[int, StreamCell]] = field(default_factory=dict)      # side -> c
+    idle: dict[str, footprint.Window] = field(default_factory=dict)
+    serving: dict[str, footprint.Window] = field(default_factory=dict)
+    proxy_memory: dict[str, procs.Usage] = field(default_factory=dict)          # workers side -> usage
+    profile: profile.Profile | None = None
+    profile_load: Cell | None = None
+    proxy_libraries: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _orders(sides: list[Target], rounds: int, concurrencies) -> list[tuple[int, int, list[Target]]]:
+    plan, flip = [], False
+    for round_number in range(rounds):
+        for c in concurrencies:
+            plan.append((round_number, c, list(reversed(sides)) if flip else list(sides)))
+            flip = not flip
+    return plan
+
+
+def compare(sides: list[Target], concurrencies, settings: Settings, say, experiment: str,
+            serving: dict[str, footprint.Window] | None = None) -> dict[str, dict[int, Cell]]:
+    cells = {side.label: {c: Cell() for c in concurrencies} for side in sides}
+    for round_number, c, order in _orders(sides, settings.load_rounds, concurrencies):
+        for side in order:
+            meter = footprint.Meter(side.meter).start() if side.meter else None
+            result = load.run_load(side.port, side.key, runner.chat_body(), c,
+                                   settings.load_duration, settings.load_warmup)
+            cell = cells[side.label][c]
+            if meter is not None:
+                for name, window in meter.stop().items():
+                    cell.cpu_cores.setdefault(name, []).append(window.cpu_s / window.seconds)
+                    if serving is not None:
+                        serving.setdefault(name, footprint.Window()).add(window)
+            cell.rps.append(result.rps)
+            cell.p50_ms.append(median(result.latencies) * 1000)
+            cell.p99_ms.append(percentile(result.latencies, 99) * 1000)
+            cell.requests += len(result.latencies)
+            cell.errors += result.errors
+            cell.error_sample = cell.error_sample or result.error_sample
+            say(f"  {experiment} round {round_number + 1} c={c} {side.label}: {result.rps:.0f} req/s, "
+                f"p50 {cell.p50_ms[-1]:.2f} ms, p99 {cell.p99_ms[-1]:.2f} ms"
+                + (f", {result.errors} errors ({result.error_sample})" if result.errors else ""))
+    return cells
+
+
+def compare_streams(sides: list[Target], settings: Settings, say) -> dict[str, dict[int, StreamCell]]:
+    concurrencies = settings.stream_concurrencies
+    cells = {side.label: {c: StreamCell() for c in concurrencies} for side in sides}
+    for round_number, c, order in _orders(sides, settings.load_rounds, concurrencies):
+        for side in order:
+            result = load.run_streams(side.port, side.key, runner.chat_body(), c,
+                                      settings.load_duration, settings.load_warmup)
+            cell = cells[side.label][c]
+            cell.ttft_p50_ms.append(median(result.ttft) * 1000)
+            cell.ttft_p99_ms.append(percentile(result.ttft, 99) * 1000)
+            cell.itl_p50_ms.append(median(result.itl) * 1000)
+            cell.itl_p99_ms.append(percentile(result.itl, 99) * 1000)
+            cell.streams += len(result.ttft)
+            cell.tokens += sum(result.tokens_per_stream)
+            cell.errors += result.errors
+            cell.error_sample = cell.error_sample or result.error_sample
+            say(f"  streams round {round_number + 1} c={c} {side.label}: TTFT p50 {cell.ttft_p50_ms[-1]:.2f} ms, "
+                f"ITL p50 {cell.itl_p50_ms[-1]:.3f} ms p99 {cell.itl_p99_ms[-1]:.2f} ms")
+    return cells
+
+
+def loaded_libraries(pid: int) -> dict[str, bool]:
+    """Which fast paths the proxy process actually loaded."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return {}
+    return {name: f"/{name}/" in maps for name in ("uvloop", "httptools", "orjson", "aiohttp")}
+
+
+def proxy_pid_serving(entry: runner.Entry) -> int:
+    """The process that serves requests: the proxy itself with one worker,
+    its busiest child with several (uvicorn's supervisor only watches)."""
+    leader = entry.pgid("proxy")
+    members = [p for p in procs.group_members(leader) if p != leader]
+    if not members:
+        return leader
+    return max(members, key=lambda p: procs.usage_of(p).cpu_s)
+
+
+def start_all(runs: runner.Runs, say) -> tuple[runner.Entry, runner.Entry]:
+    one = runner.Entry(runs, ["--proxy-workers", "1"], engine_env=STREAM_ENV).start()
+    two = runner.Entry(runs, ["--proxy-workers", "2"], engine_env=STREAM_ENV).start()
+    say(f"  llm-entry --proxy-workers 1 ready in {one.wait_ready():.1f} s, "
+        f"--proxy-workers 2 ready in {two.wait_ready():.1f} s (started together)")
+    return one, two
+
+
+def start_proxies(runs: runner.Runs, engine, say) -> tuple[runner.Proxy, runner.Proxy]:
+    with_auth = runner.Proxy(runs, engine, custom_auth=True).start()
+    without = runner.Proxy(runs, engine, custom_auth=False).start()
+    for proxy in (with_auth, without):
+        procs.wait_for(lambda: runner.chat_ok(proxy.port, proxy.master_key) or proxy.process.poll() is not None,
+                       runner.START_DEADLINE, "the proxy alone", poll=0.2)
+        if proxy.process.poll() is not None:
+            raise RuntimeError(f"the proxy alone exited: see {proxy.dir / 'proxy.log'}")
+    say("  proxies alone (with and without llm-entry's key check) ready")
+    return with_auth, without
+
+
+def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
+    results = OverheadResults()
+    one, two = start_all(runs, say)
+    engine = types.SimpleNamespace(port=one.engine_port, key=one.engine_key())
+    with_auth, without = start_proxies(runs, engine, say)
+    direct = Target("direct", one.engine_port, engine.key)
+    proxied = Target("proxy", one.port, one.master_key, footprint.entry_groups(one))
+
+    say(f"  idle footprint over {settings.idle_window:g} s")
+    results.idle = footprint.idle(one, settings.idle_window)
+    results.proxy_libraries = loaded_libraries(one.pgid("proxy"))
+
+    results.cells["load"] = compare([direct, proxied], settings.concurrencies, settings, say, "load",
+                                    serving=results.serving)
+    results.streams = compare_streams([direct, proxied], settings, say)
+
+    workers = [Target("1 worker", one.port, one.master_key, {"proxy": footprint.entry_groups(one)["proxy"]}),
+               Target("2 workers", two.port, two.master_key, {"proxy": footprint.entry_groups(two)["proxy"]})]
+    results.cells["workers"] = compare(workers, settings.worker_concurrencies, settings, say, "workers")
+    for label, entry in (("1 worker", one), ("2 workers", two)):
+        results.proxy_memory[label] = procs.usage_of_all(procs.group_members(entry.pgid("proxy")))
+
+    auth = [Target("llm-entry's config", with_auth.port, with_auth.master_key),
+            Target("without custom auth", without.port, without.master_key)]
+    results.cells["auth"] = compare(auth, settings.worker_concurrencies, settings, say, "auth")
+
+    top = max(settings.concurrencies)
+    say(f"  profiling the proxy at c={top} for {settings.profile_duration:g} s")
+    pid = proxy_pid_serving(one)
+    recorded, loaded = profile.record_during(
+        pid, settings.profile_duration, runs.work / "proxy-profile.txt",
+        lambda: load.run_load(one.port, one.master_key, runner.chat_body(), top,
+                              settings.profile_duration - 0.5, 0.5))
+    results.profile = recorded
+    results.profile_load = Cell(rps=[loaded.rps], p50_ms=[median(loaded.latencies) * 1000],
+                                p99_ms=[percentile(loaded.latencies, 99) * 1000])
+    for entry in (one, two):
+        entry.stop()
+    for proxy in (with_auth, without):
+        proxy.stop()
+    return results
