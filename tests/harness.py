@@ -86,8 +86,9 @@ class Entry:
     """One llm-entry process and everything it starts."""
 
     def __init__(self, tmp: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 model: str | None = None, engine_cmd: str | None = None):
+                 model: str | None = None, engine_cmd: str | None = None, wrapper: list[str] | None = None):
         self.tmp = tmp
+        self.wrapper = wrapper or []   # e.g. unshare, to run llm-entry as PID 1
         self.port = free_port()
         self.engine_port = free_port()
         self.probe_dir = tmp / "probe"
@@ -120,7 +121,7 @@ class Entry:
     # -- running --------------------------------------------------------------
     def start(self) -> "Entry":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "entrypoint.cli", *self.args], env=self.env,
+            [*self.wrapper, sys.executable, "-m", "entrypoint.cli", *self.args], env=self.env,
             stdout=self.out_path.open("wb"), stderr=self.err_path.open("wb"),
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
@@ -128,14 +129,19 @@ class Entry:
 
     @property
     def pid(self) -> int:
+        """llm-entry's PID (as seen from here), under any wrapper."""
         assert self.process is not None
-        return self.process.pid
+        pid = self.process.pid
+        for _ in self.wrapper[:1]:
+            children = wait_for(lambda: children_of(pid), 10, "llm-entry under its wrapper")
+            pid = children[0]
+        return pid
 
     def record_tree(self) -> set[int]:
         """Remember every process of the run (called while it runs)."""
         if self.process is not None and self.process.poll() is None:
             self.seen |= descendants(self.pid)
-        if self.pid_file.exists():
+        if self.pid_file.exists() and not self.wrapper:  # a PID namespace has its own numbers
             self.seen |= {int(x) for x in self.pid_file.read_text().split() if x.isdigit()}
         return self.seen
 

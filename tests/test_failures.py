@@ -6,11 +6,12 @@ import os
 import signal
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 import requests
 
-from harness import REPO, pid_alive, wait_for
+from harness import REPO, descendants, pgid_of, pid_alive, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -239,4 +240,23 @@ def test_second_sigterm_cuts_the_drain_short(entry_factory):
     entry.send(signal.SIGTERM)
     assert entry.wait_exit(timeout=15) == 0, entry.output()
     assert "second signal" in entry.output()
+    entry.assert_nothing_left()
+
+
+def test_as_pid_1_orphaned_workers_are_killed_and_reaped(entry_factory):
+    """In a PID namespace llm-entry is PID 1: the engine's orphaned workers
+    are re-parented to it, and it must kill them and reap every child."""
+    unshare = ["unshare", "--pid", "--fork", "--kill-child"]
+    entry = entry_factory(env={"ENGINE_DOUBLE_WORKERS": "2"}, wrapper=unshare)
+    entry.start().wait_ready()
+    nspid = next(line for line in Path(f"/proc/{entry.pid}/status").read_text().splitlines()
+                 if line.startswith("NSpid:"))
+    assert nspid.split()[-1] == "1", f"llm-entry is not PID 1 in its namespace: {nspid}"
+    engine = entry.program_pid("engine")
+    # PIDs as seen from here (the double's pid file holds the namespace's own).
+    workers = [pid for pid in descendants(engine) if pgid_of(pid) == engine]
+    assert len(workers) == 2
+    os.kill(engine, signal.SIGKILL)
+    assert entry.wait_exit() == EXIT_ENGINE_FAILED, entry.output()
+    assert not any(map(pid_alive, workers))
     entry.assert_nothing_left()
