@@ -170,6 +170,15 @@ def start_proxies(runs: runner.Runs, engine, say) -> tuple[runner.Proxy, runner.
     return with_auth, without
 
 
+def _guarded(results: OverheadResults, name: str, say, action) -> None:
+    """One experiment; a failure (a process that died under us) is noted, not fatal."""
+    try:
+        action()
+    except (RuntimeError, procs.Timeout, OSError, KeyError, ValueError) as error:
+        results.notes.append(f"{name} failed: {type(error).__name__}: {error}")
+        say(f"  {name}: FAILED ({error})")
+
+
 def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
     results = OverheadResults()
     one, two = start_all(runs, say)
@@ -178,36 +187,48 @@ def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
     direct = Target("direct", one.engine_port, engine.key)
     proxied = Target("proxy", one.port, one.master_key, footprint.entry_groups(one))
 
-    say(f"  idle footprint over {settings.idle_window:g} s")
-    results.idle = footprint.idle(one, settings.idle_window)
-    results.proxy_libraries = loaded_libraries(one.pgid("proxy"))
+    def idle() -> None:
+        say(f"  idle footprint over {settings.idle_window:g} s")
+        results.idle = footprint.idle(one, settings.idle_window)
+        results.proxy_libraries = loaded_libraries(one.pgid("proxy"))
 
-    results.cells["load"] = compare([direct, proxied], settings.concurrencies, settings, say, "load",
-                                    serving=results.serving)
-    results.streams = compare_streams([direct, proxied], settings, say)
+    def plain() -> None:
+        results.cells["load"] = compare([direct, proxied], settings.concurrencies, settings, say, "load",
+                                        serving=results.serving)
 
-    workers = [Target("1 worker", one.port, one.master_key, {"proxy": footprint.entry_groups(one)["proxy"]}),
-               Target("2 workers", two.port, two.master_key, {"proxy": footprint.entry_groups(two)["proxy"]})]
-    results.cells["workers"] = compare(workers, settings.worker_concurrencies, settings, say, "workers")
-    for label, entry in (("1 worker", one), ("2 workers", two)):
-        results.proxy_memory[label] = procs.usage_of_all(procs.group_members(entry.pgid("proxy")))
+    def streams() -> None:
+        results.streams = compare_streams([direct, proxied], settings, say)
 
-    auth = [Target("llm-entry's config", with_auth.port, with_auth.master_key),
-            Target("without custom auth", without.port, without.master_key)]
-    results.cells["auth"] = compare(auth, settings.worker_concurrencies, settings, say, "auth")
+    def workers() -> None:
+        sides = [Target("1 worker", one.port, one.master_key, {"proxy": footprint.entry_groups(one)["proxy"]}),
+                 Target("2 workers", two.port, two.master_key, {"proxy": footprint.entry_groups(two)["proxy"]})]
+        results.cells["workers"] = compare(sides, settings.worker_concurrencies, settings, say, "workers")
+        for label, entry in (("1 worker", one), ("2 workers", two)):
+            results.proxy_memory[label] = procs.usage_of_all(procs.group_members(entry.pgid("proxy")))
 
-    top = max(settings.concurrencies)
-    say(f"  profiling the proxy at c={top} for {settings.profile_duration:g} s")
-    pid = proxy_pid_serving(one)
-    recorded, loaded = profile.record_during(
-        pid, settings.profile_duration, runs.work / "proxy-profile.txt",
-        lambda: load.run_load(one.port, one.master_key, runner.chat_body(), top,
-                              settings.profile_duration - 0.5, 0.5))
-    results.profile = recorded
-    results.profile_load = Cell(rps=[loaded.rps], p50_ms=[median(loaded.latencies) * 1000],
-                                p99_ms=[percentile(loaded.latencies, 99) * 1000])
-    for entry in (one, two):
-        entry.stop()
-    for proxy in (with_auth, without):
-        proxy.stop()
+    def auth() -> None:
+        sides = [Target("llm-entry's config", with_auth.port, with_auth.master_key),
+                 Target("without custom auth", without.port, without.master_key)]
+        results.cells["auth"] = compare(sides, settings.worker_concurrencies, settings, say, "auth")
+
+    def profiled() -> None:
+        top = max(settings.concurrencies)
+        say(f"  profiling the proxy at c={top} for {settings.profile_duration:g} s")
+        recorded, loaded = profile.record_during(
+            proxy_pid_serving(one), settings.profile_duration, runs.work / "proxy-profile.txt",
+            lambda: load.run_load(one.port, one.master_key, runner.chat_body(), top,
+                                  settings.profile_duration - 0.5, 0.5))
+        results.profile = recorded
+        results.profile_load = Cell(rps=[loaded.rps], p50_ms=[median(loaded.latencies) * 1000],
+                                    p99_ms=[percentile(loaded.latencies, 99) * 1000])
+
+    try:
+        for name, action in (("idle footprint", idle), ("load", plain), ("streams", streams),
+                             ("workers", workers), ("auth", auth), ("profile", profiled)):
+            _guarded(results, name, say, action)
+    finally:
+        for entry in (one, two):
+            entry.stop()
+        for proxy in (with_auth, without):
+            proxy.stop()
     return results
