@@ -129,7 +129,7 @@ def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
         for checker in checkers.values():
             checker.start()
         outcome = monitor.run()
-        return finish(outcome, config, supervisor, monitor, probes, console, signals, reaper, checkers)
+        return finish(outcome, config, supervisor, monitor, probes, console, signals, reaper, checkers, forwarder)
     finally:
         for checker in checkers.values():
             checker.stop()
@@ -139,7 +139,7 @@ def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
 
 def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Monitor,
            probes: ProbeFiles, console: Console, signals: SignalQueue, reaper: Reaper,
-           checkers: dict[str, Checker]) -> int:
+           checkers: dict[str, Checker], forwarder: LogForwarder) -> int:
     if outcome.requested:
         probes.show(f"shutting down: {outcome.summary}", None)
         console.say(f"{outcome.summary}: shutting down")
@@ -153,5 +153,6 @@ def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Mo
         drain=outcome.requested, was_ready=outcome.was_ready,
     )
     probes.beat()
+    forwarder.stop()  # the programs' last words come before our last line
     console.say(f"stopped; exit code {outcome.exit_code}" + ("" if outcome.exit_code == EXIT_OK else f" ({outcome.summary})"))
     return outcome.exit_code
