@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from html import escape
 
 COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2")
-WIDTH = 760
-LABEL_W = 230
+WIDTH = 780
+LABEL_W = 240
 BAR_H = 14
 GAP = 6
 PANEL_PAD = 46
@@ -45,7 +45,8 @@ def _panel(panel: Panel, y0: float) -> tuple[list[str], float]:
     values += [b.high for _, bars in panel.rows for b in bars if b.high > 0 and not math.isnan(b.high)]
     if not values:
         return [], y0
-    floor = 10 ** math.floor(math.log10(min(values))) if panel.log else 0.0
+    # Log scale: start a decade below the smallest value, so that every bar shows.
+    floor = 10 ** (math.floor(math.log10(min(values))) - 1) if panel.log else 0.0
     ticks = _ticks(max(values), panel.log, floor or 1)
     top = ticks[-1]
     plot_w = WIDTH - LABEL_W - 30
@@ -102,6 +103,6 @@ def render(panels: list[Panel], title: str) -> str:
         body += lines
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{int(y)}" '
             f'viewBox="0 0 {WIDTH} {int(y)}" font-family="sans-serif" font-size="12">')
-    return "\n".join([head, f'<rect width="100%" height="100%" fill="white"/>',
+    return "\n".join([head, '<rect width="100%" height="100%" fill="white"/>',
                       f'<text x="10" y="22" font-size="15" font-weight="bold">{escape(title)}</text>',
                       *body, "</svg>"]) + "\n"

@@ -7,13 +7,14 @@ proxy is the only difference between "direct" and "proxy". Experiments:
 
 - load:      direct vs llm-entry's proxy, non-streaming, concurrency 1/8/32
 - streams:   direct vs proxy, streaming 50 tokens 10 ms apart: TTFT and ITL
-- workers:   llm-entry --proxy-workers 1 ("A") vs 2 ("B"), and their memory
-- auth:      the proxy alone with llm-entry's config vs the same config
-             without llm-entry's custom key check
+- workers:   llm-entry --proxy-workers 1 ("A") vs 2 ("B"), and the proxy
+             alone with 2 workers under gunicorn (forked): speed and memory
+- auth:      the proxy alone with llm-entry's config, without the common
+             checks after its key check, and without its key check at all
 - profile:   py-spy on A's proxy at the highest concurrency
 
-Every cell runs each side once per round, sides alternating, order
-reversing from cell to cell.
+Every cell runs each side once per round, one after the other; who goes
+first rotates from cell to cell.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import footprint, load, procs, profile, runner
+from . import alone, footprint, load, procs, profile, runner
 from .settings import Settings
 from .stats import median, percentile
 
@@ -76,11 +77,12 @@ class OverheadResults:
 
 
 def _orders(sides: list[Target], rounds: int, concurrencies) -> list[tuple[int, int, list[Target]]]:
-    plan, flip = [], False
+    """Every cell runs every side; who goes first rotates from cell to cell."""
+    plan, turn = [], 0
     for round_number in range(rounds):
         for c in concurrencies:
-            plan.append((round_number, c, list(reversed(sides)) if flip else list(sides)))
-            flip = not flip
+            plan.append((round_number, c, sides[turn:] + sides[:turn]))
+            turn = (turn + 1) % len(sides)
     return plan
 
 
@@ -158,16 +160,21 @@ def start_all(runs: runner.Runs, say) -> tuple[runner.Entry, runner.Entry]:
     return one, two
 
 
-def start_proxies(runs: runner.Runs, engine, say) -> tuple[runner.Proxy, runner.Proxy]:
-    with_auth = runner.Proxy(runs, engine, custom_auth=True).start()
-    without = runner.Proxy(runs, engine, custom_auth=False).start()
-    for proxy in (with_auth, without):
-        procs.wait_for(lambda: runner.chat_ok(proxy.port, proxy.master_key) or proxy.process.poll() is not None,
+GUNICORN = "2 workers, gunicorn"
+
+
+def start_proxies(runs: runner.Runs, engine, say) -> dict[str, alone.Proxy]:
+    """The proxy alone in each auth variant, and with 2 gunicorn workers
+    (LiteLLM's --run_gunicorn: the master imports once, then forks), in front of `engine`."""
+    proxies = {auth: alone.Proxy(runs, engine, auth=auth).start() for auth in alone.Proxy.AUTH_VARIANTS}
+    proxies[GUNICORN] = alone.Proxy(runs, engine, workers=2, extra_args=("--run_gunicorn",)).start()
+    for proxy in proxies.values():
+        procs.wait_for(lambda: runner.chat_ok(proxy.port, proxy.master_key) or procs.exited(proxy.process),
                        runner.START_DEADLINE, "the proxy alone", poll=0.2)
-        if proxy.process.poll() is not None:
+        if procs.exited(proxy.process):
             raise RuntimeError(f"the proxy alone exited: see {proxy.dir / 'proxy.log'}")
-    say("  proxies alone (with and without llm-entry's key check) ready")
-    return with_auth, without
+    say(f"  proxies alone ({', '.join(proxies)}) ready")
+    return proxies
 
 
 def _guarded(results: OverheadResults, name: str, say, action) -> None:
@@ -183,7 +190,7 @@ def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
     results = OverheadResults()
     one, two = start_all(runs, say)
     engine = types.SimpleNamespace(port=one.engine_port, key=one.engine_key())
-    with_auth, without = start_proxies(runs, engine, say)
+    proxies = start_proxies(runs, engine, say)
     direct = Target("direct", one.engine_port, engine.key)
     proxied = Target("proxy", one.port, one.master_key, footprint.entry_groups(one))
 
@@ -200,15 +207,20 @@ def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
         results.streams = compare_streams([direct, proxied], settings, say)
 
     def workers() -> None:
-        sides = [Target("1 worker", one.port, one.master_key, {"proxy": footprint.entry_groups(one)["proxy"]}),
-                 Target("2 workers", two.port, two.master_key, {"proxy": footprint.entry_groups(two)["proxy"]})]
+        gunicorn = proxies[GUNICORN]
+        groups = {"1 worker": lambda: procs.group_members(one.pgid("proxy")),
+                  "2 workers": lambda: procs.group_members(two.pgid("proxy")),
+                  GUNICORN: lambda: procs.group_members(gunicorn.process.pid)}
+        sides = [Target("1 worker", one.port, one.master_key, {"proxy": groups["1 worker"]}),
+                 Target("2 workers", two.port, two.master_key, {"proxy": groups["2 workers"]}),
+                 Target(GUNICORN, gunicorn.port, gunicorn.master_key, {"proxy": groups[GUNICORN]})]
         results.cells["workers"] = compare(sides, settings.worker_concurrencies, settings, say, "workers")
-        for label, entry in (("1 worker", one), ("2 workers", two)):
-            results.proxy_memory[label] = procs.usage_of_all(procs.group_members(entry.pgid("proxy")))
+        for label, members in groups.items():
+            results.proxy_memory[label] = procs.usage_of_all(members())
 
     def auth() -> None:
-        sides = [Target("llm-entry's config", with_auth.port, with_auth.master_key),
-                 Target("without custom auth", without.port, without.master_key)]
+        sides = [Target(auth, proxy.port, proxy.master_key) for auth, proxy in proxies.items()
+                 if auth in alone.Proxy.AUTH_VARIANTS]
         results.cells["auth"] = compare(sides, settings.worker_concurrencies, settings, say, "auth")
 
     def profiled() -> None:
@@ -229,6 +241,6 @@ def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
     finally:
         for entry in (one, two):
             entry.stop()
-        for proxy in (with_auth, without):
+        for proxy in proxies.values():
             proxy.stop()
     return results

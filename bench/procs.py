@@ -47,6 +47,17 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
 
 
+def boot_clock() -> float:
+    """Seconds since boot, the clock /proc/PID/stat's start times use."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def started_at(pid: int) -> float | None:
+    """When the process started, on boot_clock() (1/CLK_TCK resolution: 10 ms)."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19]) / CLOCK_TICKS
+
+
 def alive(pid: int) -> bool:
     """Alive and not a zombie."""
     fields = _stat_fields(pid)
@@ -163,24 +174,53 @@ def signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def stop_group(process: subprocess.Popen, grace: float = 10.0, extra_pgids=()) -> int | None:
-    """SIGTERM the process's group, wait to a deadline, SIGKILL what is left.
+def exited(process: subprocess.Popen) -> bool:
+    """Whether our child has exited, without reaping it: an unreaped child (a
+    zombie) keeps its PID, so its process group ID cannot go to another
+    process and signalling the group stays safe until stop_group reaps it."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
-    `extra_pgids` are groups it started (supervisord's programs lead their own);
-    they get SIGKILL once the leader is gone, in case it left them behind.
-    """
-    pgid = process.pid  # it leads its own session
-    if process.poll() is None:
-        signal_group(pgid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    signal_group(pgid, signal.SIGKILL)
-    for other in extra_pgids:
-        signal_group(other, signal.SIGKILL)
+
+def stop_group(process: subprocess.Popen, grace: float = 10.0) -> int | None:
+    """SIGTERM the group our child leads, wait to a deadline, SIGKILL the
+    group, reap. Once reaped, a child is never signalled again."""
+    if process.returncode is not None:
+        return process.returncode
+    if not exited(process):
+        signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while not exited(process) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    signal_group(process.pid, signal.SIGKILL)   # what is left of the group, e.g. orphans
     try:
         process.wait(10)
     except subprocess.TimeoutExpired:
         pass
     return process.returncode
+
+
+Identity = tuple[int, float]   # (pid, start time): a PID alone may have been reused
+
+
+def identities(pids) -> set[Identity]:
+    found = set()
+    for pid in pids:
+        started = started_at(pid)
+        if started is not None:
+            found.add((pid, started))
+    return found
+
+
+def kill_identities(known: set[Identity]) -> None:
+    """SIGKILL every process still alive with the PID and start time we saw."""
+    for pid, started in known:
+        if alive(pid) and started_at(pid) == started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -2,8 +2,9 @@
 
 py-spy is optional (`pip install py-spy`); without it the report says so.
 It samples the proxy worker 100 times a second without pausing it
-(--nonblocking) and writes collapsed stacks; we fold them into the frames
-and packages where the proxy spends its busy time (idle waits are not sampled).
+(--nonblocking), only the thread that holds the GIL (--gil: where Python's
+CPU time goes), and writes collapsed stacks; we fold them into threads,
+packages, frames and functions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from pathlib import Path
 from . import procs
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-PACKAGE_MARKERS = ("site-packages/", "lib/python3")
+THREAD = re.compile(r"^thread \(\d+\): (?P<name>.*)$")
+# Frames every sample of a thread passes through: they say nothing about the cost.
+SCAFFOLDING = ("/click/", "/uvicorn/main.py", "/uvicorn/server.py", "/uvicorn/_compat.py",
+               "/asyncio/runners.py", "/asyncio/base_events.py", "/asyncio/events.py", "/threading.py",
+               "/concurrent/futures/thread.py", "(<string>")
 
 
 @dataclass
@@ -28,9 +33,12 @@ class Profile:
     pid: int = 0
     seconds: float = 0.0
     samples: int = 0
-    self_top: list[tuple[str, float]] = field(default_factory=list)       # frame, % of samples
-    inclusive_top: list[tuple[str, float]] = field(default_factory=list)
-    packages: list[tuple[str, float]] = field(default_factory=list)
+    threads: list[tuple[str, float]] = field(default_factory=list)         # thread, % of samples
+    packages: list[tuple[str, float]] = field(default_factory=list)        # package, % (self time)
+    self_top: list[tuple[str, float]] = field(default_factory=list)        # frame, % (self time)
+    inclusive_top: list[tuple[str, float]] = field(default_factory=list)   # function, % (on the stack)
+    imports: float = 0.0                                                   # % inside the import machinery
+    import_callers: list[tuple[str, float]] = field(default_factory=list)
     note: str = ""
 
 
@@ -40,21 +48,18 @@ def py_spy() -> str | None:
 
 
 def package_of(path: str) -> str:
-    """'litellm.proxy', 'starlette', 'asyncio' ... from a frame's file."""
-    for marker in PACKAGE_MARKERS:
-        if marker in path:
-            rest = path.split(marker, 1)[1]
-            if marker == "lib/python3":
-                rest = rest.split("/", 1)[1] if "/" in rest else rest
-                if rest.startswith("site-packages/"):
-                    rest = rest[len("site-packages/"):]
-            parts = [p for p in rest.split("/") if p]
-            if not parts:
-                break
-            if parts[0] == "litellm" and len(parts) > 2:
-                return "litellm." + parts[1]
-            return parts[0].removesuffix(".py")
-    if "entrypoint/" in path or "llm_entry" in path:
+    """'litellm.proxy', 'starlette', 'asyncio' ... from a frame's full file name."""
+    if path.startswith("<frozen importlib"):
+        return "importlib"
+    if "/site-packages/" in path:
+        parts = path.split("/site-packages/", 1)[1].split("/")
+        if parts[0] == "litellm" and len(parts) > 2:
+            return "litellm." + parts[1]
+        return parts[0].removesuffix(".py")
+    if "/lib/python3" in path:
+        parts = path.split("/lib/python3", 1)[1].split("/")[1:]
+        return (parts[0].removesuffix(".py") if parts else "?") + " (stdlib)"
+    if "/entrypoint/" in path or "llm_entry" in path:
         return "llm-entry (custom auth)"
     return path.rsplit("/", 1)[-1] or "?"
 
@@ -64,40 +69,49 @@ def short_frame(frame: str) -> str:
     if not match:
         return frame
     path = match["file"]
-    for marker in ("site-packages/", "lib/python3.11/", "lib/python3.12/", "lib/python3.10/"):
+    for marker in ("/site-packages/", "/lib/python3.11/", "/lib/python3.12/", "/lib/python3.10/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
     return f"{match['func']} ({path}:{match['line']})" if match["line"] else f"{match['func']} ({path})"
 
 
-def summarise(collapsed: str, top: int = 12) -> tuple[int, list, list, list]:
-    self_counts: Counter = Counter()
-    inclusive: Counter = Counter()
-    packages: Counter = Counter()
-    total = 0
+def _percent(counter: Counter, total: int, keep: int) -> list[tuple[str, float]]:
+    return [(name, 100.0 * n / total) for name, n in counter.most_common(keep)] if total else []
+
+
+def summarise(collapsed: str, top: int = 12) -> Profile:
+    """Fold py-spy's collapsed stacks ("thread;frame;frame count" lines)."""
+    threads, packages, leaves, inclusive, callers = Counter(), Counter(), Counter(), Counter(), Counter()
+    total = in_imports = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [f for f in stack.split(";") if f]
-        # The first frame may be the thread ("process 123:..."): skip non-frames.
-        frames = [f for f in frames if FRAME.match(f)]
+        parts = stack.split(";")
+        thread = THREAD.match(parts[0])
+        frames = [f for f in parts[1:] if FRAME.match(f)] if thread else [f for f in parts if FRAME.match(f)]
         if not frames:
             continue
         total += n
-        leaf = frames[-1]
-        self_counts[short_frame(leaf)] += n
-        match = FRAME.match(leaf)
-        packages[package_of(match["file"]) if match else "?"] += n
-        for name in {short_frame(f).rsplit(":", 1)[0] for f in frames}:
-            inclusive[name] += n
-
-    def percent(counter: Counter, keep: int) -> list[tuple[str, float]]:
-        return [(name, 100.0 * n / total) for name, n in counter.most_common(keep)] if total else []
-
-    return total, percent(self_counts, top), percent(inclusive, top * 2), percent(packages, top)
+        name = thread["name"] if thread else "?"
+        threads["event loop (MainThread)" if name == "MainThread" else "thread pool (" + name.rstrip("0123456789_") + ")"] += n
+        leaf = FRAME.match(frames[-1])
+        leaves[short_frame(frames[-1])] += n
+        packages[package_of(leaf["file"])] += n
+        for function in {short_frame(f).rsplit(":", 1)[0] + ")" for f in frames
+                         if not any(mark in f for mark in SCAFFOLDING)}:
+            inclusive[function] += n
+        first_import = next((i for i, f in enumerate(frames) if "<frozen importlib" in f), None)
+        if first_import is not None:
+            in_imports += n
+            callers[short_frame(frames[max(first_import - 1, 0)])] += n
+    return Profile(
+        True, samples=total, threads=_percent(threads, total, 6), packages=_percent(packages, total, top),
+        self_top=_percent(leaves, total, top), inclusive_top=_percent(inclusive, total, 200),
+        imports=100.0 * in_imports / total if total else 0.0, import_callers=_percent(callers, total, 3),
+    )
 
 
 class Recording:
@@ -113,8 +127,11 @@ class Recording:
 
     def start(self) -> "Recording":
         if self.binary is not None:
+            # --gil: only the thread holding the GIL, i.e. where the CPU time of
+            # Python code goes; -F: one entry per function, not per line.
             argv = [self.binary, "record", "--pid", str(self.pid), "--duration", str(max(1, round(self.seconds))),
-                    "--rate", "100", "--nonblocking", "--format", "raw", "--output", str(self.out)]
+                    "--rate", "100", "--nonblocking", "--gil", "--threads", "--full-filenames", "-F",
+                    "--format", "raw", "--output", str(self.out)]
             self.process = procs.launch(argv, {"PATH": "/usr/bin:/bin"}, self.log)
         return self
 
@@ -128,9 +145,9 @@ class Recording:
         if not self.out.exists():
             note = self.log.read_text(errors="replace")[-500:] if self.log.exists() else ""
             return Profile(False, pid=self.pid, note=f"py-spy wrote no profile: {note.strip()}")
-        samples, self_top, inclusive_top, packages = summarise(self.out.read_text(errors="replace"))
-        return Profile(True, pid=self.pid, seconds=self.seconds, samples=samples, self_top=self_top,
-                       inclusive_top=inclusive_top, packages=packages)
+        found = summarise(self.out.read_text(errors="replace"))
+        found.pid, found.seconds = self.pid, self.seconds
+        return found
 
 
 def record_during(pid: int, seconds: float, out: Path, load) -> tuple[Profile, object]:

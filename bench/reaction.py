@@ -81,6 +81,7 @@ class Timings:
 class Scenario:
     name: str
     timings: str
+    short: str = ""                                                   # for the chart
     events: dict[str, list[float]] = field(default_factory=dict)     # event -> seconds after the fault
     worst: dict[str, float] = field(default_factory=dict)            # event -> worst case (nan: none documented)
     worst_note: dict[str, str] = field(default_factory=dict)
@@ -155,7 +156,7 @@ def one_run(runs: runner.Runs, scenario: Scenario, timings: Timings, fault: str,
         for event in ("not-ready", "not-healthy", "exit"):
             if event in scenario.worst:
                 scenario.record(event, watch.since(event, at))
-        scenario.exit_codes.append(entry.process.returncode)
+        scenario.exit_codes.append(entry.stop())
         if stream is not None:
             stream.join(30)
             scenario.record("stream end", None if stream.ended_at is None else stream.ended_at - at)
@@ -173,7 +174,10 @@ def scenarios(settings: Settings) -> list[tuple[Scenario, Timings, str, dict | N
     plan = []
 
     def add(name: str, timings: Timings, fault: str, worst: dict[str, tuple[float, str]], env=None):
-        scenario = Scenario(name, "defaults" if timings == defaults else "fast: " + timings.label())
+        fast_tag = "" if timings == defaults else " (fast)"
+        short = {"crash": "SIGKILL engine", "hang": "hang", "sigterm": "SIGTERM idle",
+                 "sigterm-stream": "SIGTERM + stream"}[fault] + fast_tag
+        scenario = Scenario(name, "defaults" if timings == defaults else "fast: " + timings.label(), short)
         scenario.worst = {event: value for event, (value, _) in worst.items()}
         scenario.worst_note = {event: note for event, (_, note) in worst.items()}
         plan.append((scenario, timings, fault, env))

@@ -1,4 +1,4 @@
-"""BENCHMARKS.md from one run's results: tables, goals, and the chart."""
+"""BENCHMARKS.md from one run's results: header, goals, sections, chart."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from dataclasses import dataclass, field
 
 from . import chart
 from .footprint import ProbeTimes
+from .markdown import per_round, s, table, verdict
 from .overhead import OverheadResults
 from .reaction import Scenario
+from .report_lifecycle import footprint_section, reaction_section, startup_section
+from .report_overhead import (auth_section, cpu_ms_per_request, load_section, profile_section, stream_section,
+                              workers_section)
 from .settings import Settings
 from .startup import StartupResults
-from .stats import Summary, median, percentile, ratio
+from .stats import Summary, ratio
 
 
 @dataclass
@@ -30,24 +34,6 @@ class Run:
     errors: list[str] = field(default_factory=list)
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def s(values, digits: int = 1, unit: str = "", scale: float = 1.0) -> str:
-    return Summary.of(values).text(scale, digits, unit)
-
-
-def per_round(a: list[float], b: list[float], op) -> list[float]:
-    return [op(x, y) for x, y in zip(a, b)]
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "**missed**")
-
-
 # -- goals -------------------------------------------------------------------
 
 @dataclass
@@ -57,6 +43,7 @@ class Goal:
     measured: str
     ok: bool | None
     note: str = ""
+    by: str = ""          # how far from the target, when missed
 
 
 def goals(run: Run) -> list[Goal]:
@@ -64,25 +51,33 @@ def goals(run: Run) -> list[Goal]:
     if run.startup:
         over = Summary.of(run.startup.overheads("llm-entry"))
         found.append(Goal("time to ready: llm-entry over max(engine alone, proxy alone)", "≤ 1 s",
-                          over.text(1, 2, " s"), None if over.runs == 0 else over.median <= 1.0))
+                          over.text(1, 2, " s"), None if over.runs == 0 else over.median <= 1.0,
+                          by=f"{over.median - 1.0:.2f} s"))
     o = run.overhead
     if o and "load" in o.cells:
         direct, proxy = o.cells["load"]["direct"], o.cells["load"]["proxy"]
         if 1 in direct:
             added = Summary.of(per_round(proxy[1].p50_ms, direct[1].p50_ms, lambda p, d: p - d))
+            cpu = Summary.of(cpu_ms_per_request(proxy[1], "proxy"))
             found.append(Goal("added median latency, c=1", "< 10 ms", added.text(1, 2, " ms"),
-                              None if added.runs == 0 else added.median < 10))
+                              None if added.runs == 0 else added.median < 10,
+                              f"the proxy's CPU per request at c=1: {cpu.text(1, 1, ' ms')}",
+                              by=f"{added.median - 10:.1f} ms"))
         top = max(direct)
         share = Summary.of(per_round(proxy[top].rps, direct[top].rps, ratio))
+        cpu = Summary.of(cpu_ms_per_request(proxy[top], "proxy"))
+        bound = f"; the proxy spends {cpu.median:.1f} ms of CPU per request, so one worker tops out near " \
+                f"{1000 / cpu.median:.0f} req/s" if cpu.runs and cpu.median > 0 else ""
         found.append(Goal(f"proxy throughput at c={top} / direct", "≥ 0.5", share.text(1, 3),
                           None if share.runs == 0 else share.median >= 0.5,
-                          f"{s(proxy[top].rps, 0)} vs {s(direct[top].rps, 0)} req/s"))
+                          f"{s(proxy[top].rps, 0)} vs {s(direct[top].rps, 0)} req/s{bound}",
+                          by=f"a factor of {0.5 / share.median:.0f}" if share.runs and share.median else ""))
     if o and o.streams:
         c = min(o.streams["direct"])
         added = Summary.of(per_round(o.streams["proxy"][c].itl_p50_ms, o.streams["direct"][c].itl_p50_ms,
                                      lambda p, d: p - d))
         found.append(Goal(f"added inter-token latency (median), c={c}", "< 1 ms", added.text(1, 3, " ms"),
-                          None if added.runs == 0 else added.median < 1))
+                          None if added.runs == 0 else added.median < 1, by=f"{added.median - 1:.2f} ms"))
     for scenario in run.reaction or []:
         for event, values in scenario.events.items():
             worst = scenario.worst.get(event, math.nan)
@@ -91,7 +86,8 @@ def goals(run: Run) -> list[Goal]:
             clean = [v for v in values if not math.isnan(v)]
             found.append(Goal(f"{scenario.name} → {event} ({scenario.timings.split(':')[0]})",
                               f"≤ {worst:.2f} s (worst case)", s(values, 2, " s"),
-                              None if not clean else max(clean) <= worst))
+                              None if not clean else max(clean) <= worst,
+                              by=f"{(max(clean) - worst) * 1000:.0f} ms at worst" if clean else ""))
     return found
 
 
@@ -102,13 +98,17 @@ def header(run: Run) -> str:
         else "full"
     text = [
         "# Benchmarks\n",
-        "Generated by `python -m bench` (bench/): do not edit by hand, run it again.\n",
+        "Generated by `python -m bench` (bench/): do not edit by hand, run it again. From the repo root, "
+        "with the project's venv: `python -m bench` (full, 15-20 min, writes this file and "
+        "bench/results.svg) or `python -m bench --quick --out /tmp/bench.md` (about 3 min, for CI: it "
+        "checks that every benchmark still runs, its numbers are not for reading). The profile needs "
+        "py-spy (`pip install py-spy`, optional).\n",
         f"- command: `{run.command}`",
         f"- mode: {mode}",
         f"- started: {run.started}, took {run.seconds / 60:.1f} min; load average at the end: {run.load_at_end}",
-        "- method: every comparison runs its sides in the same run, one after the other, alternating and "
-        "reversing the order from cell to cell, so that the noise of a shared 2-core machine hits both "
-        "sides; tables give the median over the rounds and, in brackets, the lowest and highest round "
+        "- method: every comparison runs its sides in the same run, one after the other, and who goes "
+        "first rotates from cell to cell (time to ready: the order reverses every round), so that the "
+        "noise of a shared 2-core machine hits every side; tables give the median over the rounds and, in brackets, the lowest and highest round "
         "(min–max). Differences and ratios are taken per round, then summarised the same way.",
         "- engine: always the engine test double (tests/engine_double.py): the numbers are about llm-entry "
         "and LiteLLM, not about a model. All traffic is on 127.0.0.1.\n",
@@ -121,225 +121,8 @@ def header(run: Run) -> str:
 
 
 def goals_section(run: Run) -> str:
-    rows = [[g.name, g.target, g.measured, verdict(g.ok), g.note] for g in goals(run)]
+    rows = [[g.name, g.target, g.measured, verdict(g.ok, g.by), g.note] for g in goals(run)]
     return "## Goals\n\n" + table(["goal", "target", "measured: median (min–max)", "", "note"], rows)
-
-
-def startup_section(r: StartupResults) -> str:
-    rows = []
-    for side, label in (("engine alone", "engine double alone (delay "
-                         f"{r.engine_delay:g} s)"), ("proxy alone", "LiteLLM proxy alone (llm-entry's command "
-                         "and config)"), ("llm-entry", "llm-entry"), ("baseline", "baseline: bench/baseline_start.sh")):
-        over = s(r.overheads(side), 2) if side in ("llm-entry", "baseline") else ""
-        rows.append([label, s(r.times[side], 2), over])
-    rows.append(["llm-entry: launch → not-ready removed (readiness probe passes)", s(r.probe_ready, 2), ""])
-    lower = [max(e, p) for e, p in zip(r.times["engine alone"], r.times["proxy alone"])]
-    saved = per_round(r.times["baseline"], r.times["llm-entry"], lambda b, e: b - e)
-    text = [
-        "## 1. Time to ready\n",
-        f"From launch until an authenticated `/v1/chat/completions` through the public port answers 200 "
-        f"(polled every 50 ms), {r.rounds} round(s); the engine double loads for "
-        f"{r.engine_delay:g} s (ENGINE_DOUBLE_STARTUP_DELAY). The lower bound is the later of the engine "
-        "alone and the proxy alone, measured in the same round; overhead = time − that bound.\n",
-        table(["side", "seconds: median (min–max)", "overhead over max(engine, proxy), s"], rows),
-        f"Lower bound max(engine alone, proxy alone): {s(lower, 2)} s. llm-entry saves {s(saved, 2)} s "
-        "against the serial script, which starts the proxy only once the engine answers and polls each "
-        "once a second.\n",
-    ]
-    if r.failures:
-        text.append("Failures: " + "; ".join(r.failures) + "\n")
-    return "\n".join(text)
-
-
-def load_section(o: OverheadResults, settings: Settings) -> str:
-    cells = o.cells["load"]
-    direct, proxy = cells["direct"], cells["proxy"]
-    rows = []
-    for c in sorted(direct):
-        d, p = direct[c], proxy[c]
-        rows.append([str(c), s(d.rps, 0), s(p.rps, 0), s(per_round(p.rps, d.rps, ratio), 3),
-                     s(d.p50_ms, 2), s(p.p50_ms, 1), s(per_round(p.p50_ms, d.p50_ms, lambda a, b: a - b), 1),
-                     s(d.p99_ms, 2), s(p.p99_ms, 1),
-                     f"{d.errors}/{p.errors}"])
-    errors = [f"{side} c={c}: {cell.error_sample}" for side in cells for c, cell in cells[side].items()
-              if cell.error_sample]
-    cpu = [f"c={c}: proxy {s(proxy[c].cpu_cores.get('proxy', []), 2)} cores, engine "
-           f"{s(proxy[c].cpu_cores.get('engine', []), 2)} cores" for c in sorted(proxy)]
-    text = [
-        "## 2. Request overhead\n",
-        "### Non-streaming chat completions: direct to the engine vs through llm-entry's proxy\n",
-        f"Closed loop: each of c clients sends its next request when the last one is answered; "
-        f"{settings.load_duration:g} s measured after {settings.load_warmup:g} s of warm-up, "
-        f"{settings.load_rounds} round(s). Same engine double on both sides (llm-entry's own, "
-        "reached directly with its internal key), so the proxy is the only difference. "
-        "Latencies in ms.\n",
-        table(["c", "direct req/s", "proxy req/s", "proxy/direct", "direct p50", "proxy p50",
-               "added p50", "direct p99", "proxy p99", "errors d/p"], rows),
-        "CPU busy while the proxy side ran (cores of 2): " + "; ".join(cpu) + ".\n",
-    ]
-    if errors:
-        text.append("Errors: " + "; ".join(errors) + "\n")
-    return "\n".join(text)
-
-
-def stream_section(o: OverheadResults) -> str:
-    rows = []
-    direct, proxy = o.streams["direct"], o.streams["proxy"]
-    for c in sorted(direct):
-        d, p = direct[c], proxy[c]
-        rows.append([str(c), s(d.ttft_p50_ms, 1), s(p.ttft_p50_ms, 1),
-                     s(per_round(p.ttft_p50_ms, d.ttft_p50_ms, lambda a, b: a - b), 1),
-                     s(d.itl_p50_ms, 2), s(p.itl_p50_ms, 2),
-                     s(per_round(p.itl_p50_ms, d.itl_p50_ms, lambda a, b: a - b), 3),
-                     s(d.itl_p99_ms, 2), s(p.itl_p99_ms, 2), f"{d.streams}/{p.streams}",
-                     f"{d.errors}/{p.errors}"])
-    return "\n".join([
-        "### Streaming: time to first token and inter-token latency\n",
-        "The double streams 50 tokens, sleeping 10 ms before each (ENGINE_DOUBLE_TOKENS=50, "
-        "ENGINE_DOUBLE_TOKEN_INTERVAL=0.01), so 10 ms is the floor of both. Times in ms, per content "
-        "token as the client receives it.\n",
-        table(["c", "direct TTFT p50", "proxy TTFT p50", "added TTFT", "direct ITL p50", "proxy ITL p50",
-               "added ITL p50", "direct ITL p99", "proxy ITL p99", "streams d/p", "errors d/p"], rows),
-    ])
-
-
-def workers_section(o: OverheadResults) -> str:
-    cells = o.cells["workers"]
-    one, two = cells["1 worker"], cells["2 workers"]
-    rows = []
-    for c in sorted(one):
-        rows.append([str(c), s(one[c].rps, 0), s(two[c].rps, 0), s(per_round(two[c].rps, one[c].rps, ratio), 2),
-                     s(one[c].p50_ms, 1), s(two[c].p50_ms, 1), s(one[c].p99_ms, 1), s(two[c].p99_ms, 1),
-                     s(one[c].cpu_cores.get("proxy", []), 2), s(two[c].cpu_cores.get("proxy", []), 2)])
-    memory = [[label, str(u.count), f"{u.rss_mb:.0f}", f"{u.pss_mb:.0f}"] for label, u in o.proxy_memory.items()]
-    text = [
-        "### Proxy workers: `--proxy-workers 1` (the default) vs `2` (= CPU count)\n",
-        "Two llm-entry instances, alive together, loaded in turn; latencies in ms, CPU in cores of 2.\n",
-        table(["c", "1 worker req/s", "2 workers req/s", "2/1", "1 worker p50", "2 workers p50",
-               "1 worker p99", "2 workers p99", "1 worker CPU", "2 workers CPU"], rows),
-        "Memory of the proxy's whole process group after the load (RSS counts shared pages in every "
-        "process, PSS splits them):\n",
-        table(["proxy", "processes", "RSS MB", "PSS MB"], memory),
-    ]
-    top = max(one)
-    gain = Summary.of(per_round(two[top].rps, one[top].rps, ratio))
-    low = min(one)
-    if gain.runs and o.proxy_memory:
-        mem1 = o.proxy_memory["1 worker"].pss_mb
-        mem2 = o.proxy_memory["2 workers"].pss_mb
-        text.append(f"2 workers give {gain.median:.2f}× the throughput of 1 at c={top}; at c={low} the median "
-                    f"latency is {median(two[low].p50_ms):.1f} ms against {median(one[low].p50_ms):.1f} ms; "
-                    f"they hold {mem2:.0f} MB against {mem1:.0f} MB (PSS, {ratio(mem2, mem1):.1f}×).\n")
-    return "\n".join(text)
-
-
-def auth_section(o: OverheadResults) -> str:
-    cells = o.cells["auth"]
-    names = list(cells)
-    a, b = cells[names[0]], cells[names[1]]
-    rows = [[str(c), s(a[c].rps, 0), s(b[c].rps, 0), s(a[c].p50_ms, 2), s(b[c].p50_ms, 2),
-             s(per_round(a[c].p50_ms, b[c].p50_ms, lambda x, y: x - y), 2)] for c in sorted(a)]
-    libs = ", ".join(f"{name} {'loaded' if loaded else 'NOT loaded'}" for name, loaded in o.proxy_libraries.items())
-    return "\n".join([
-        "### What else is cheap: the key check, and the event loop\n",
-        "The proxy alone with llm-entry's rendered config, against the same config without llm-entry's "
-        "`custom_auth` (LiteLLM's own master-key check instead), same engine; latencies in ms.\n",
-        table(["c", f"{names[0]} req/s", f"{names[1]} req/s", f"{names[0]} p50", f"{names[1]} p50",
-               "difference p50"], rows),
-        f"Libraries mapped into llm-entry's proxy process (/proc/PID/maps): {libs or 'unknown'}. LiteLLM "
-        "1.103 asks uvicorn for `loop=\"uvloop\"` itself (proxy_cli `_get_loop_type`), and uvicorn picks "
-        "httptools when it is installed: both fast paths are already on, nothing to switch.\n",
-    ])
-
-
-def profile_section(o: OverheadResults) -> str:
-    p = o.profile
-    if p is None:
-        return ""
-    if not p.available:
-        return f"### Profile of the proxy under load\n\nNo profile: {p.note}\n"
-    load = o.profile_load
-    inclusive = [(name, pct) for name, pct in p.inclusive_top if pct < 90][:12]
-    return "\n".join([
-        "### Profile of the proxy under load\n",
-        f"py-spy, 100 samples/s for {p.seconds:g} s, non-blocking, on the proxy worker (pid {p.pid}) while "
-        f"{max(o.cells['load']['direct'])} clients load it ({median(load.rps):.0f} req/s, p50 "
-        f"{median(load.p50_ms):.0f} ms); {p.samples} busy samples (idle waits are not sampled). "
-        "Shares are of the busy samples.\n",
-        "Where the time goes, by package (self time of the innermost frame):\n",
-        table(["package", "% of busy samples"], [[name, f"{pct:.1f}"] for name, pct in p.packages]),
-        "Innermost frames (self time):\n",
-        table(["frame", "%"], [[f"`{name}`", f"{pct:.1f}"] for name, pct in p.self_top]),
-        "Functions on the stack (inclusive, below 90%):\n",
-        table(["function", "%"], [[f"`{name}`", f"{pct:.1f}"] for name, pct in inclusive]),
-    ])
-
-
-def reaction_section(scenarios: list[Scenario], settings: Settings) -> str:
-    rows = []
-    for scenario in scenarios:
-        for event, worst in scenario.worst.items():
-            values = scenario.events.get(event, [])
-            clean = [v for v in values if not math.isnan(v)]
-            within = None if not clean else max(clean) <= worst
-            rows.append([scenario.name, scenario.timings, event, s(values, 2), f"{worst:.2f}",
-                         scenario.worst_note.get(event, ""), verdict(within)])
-        if "stream end" in scenario.events:
-            rows.append([scenario.name, scenario.timings, "stream end", s(scenario.events["stream end"], 2),
-                         "", "", ""])
-    notes = []
-    for scenario in scenarios:
-        codes = ", ".join(str(c) for c in scenario.exit_codes)
-        notes.append(f"- {scenario.name} ({scenario.timings.split(':')[0]}): exit codes {codes or 'none'}"
-                     + ("; " + "; ".join(scenario.notes) if scenario.notes else ""))
-    hang_gaps = []
-    for scenario in scenarios:
-        if scenario.name.startswith("engine hang") and "exit" in scenario.events:
-            gap = per_round(scenario.events["exit"], scenario.events["not-healthy"], lambda a, b: a - b)
-            hang_gaps.append(f"{scenario.timings.split(':')[0]}: {s(gap, 1)} s")
-    text = [
-        "## 3. Reaction times\n",
-        f"A fresh llm-entry per run ({settings.reaction_repeats} run(s) per scenario; the hang with default "
-        "timings once), the probe files watched every 10 ms; seconds from the fault (SIGKILL of the engine, "
-        "SIGSTOP of the engine's process group, SIGTERM to llm-entry) to each event. Worst cases are "
-        "derived from entrypoint/ (monitor TICK, checks.py, health.py) for the timings used.\n",
-        table(["scenario", "timings", "event", "measured: median (min–max)", "worst case", "from", ""], rows),
-        "\n".join(notes) + "\n",
-    ]
-    if hang_gaps:
-        text.append("After a hang, llm-entry exits this long after not-healthy ("
-                    + "; ".join(hang_gaps) + "): a stopped engine ignores SIGTERM, so the shutdown waits "
-                    "for its deadline before SIGKILL.\n")
-    return "\n".join(text)
-
-
-def footprint_section(o: OverheadResults | None, probes: ProbeTimes | None, settings: Settings) -> str:
-    text = ["## 4. Footprint\n"]
-    if o and o.idle:
-        rows = []
-        for name in ("llm-entry", "supervisord", "proxy", "engine"):
-            idle, busy = o.idle.get(name), o.serving.get(name)
-            if idle is None:
-                continue
-            rows.append([name, f"{idle.cpu_percent:.2f}", f"{busy.cpu_percent:.2f}" if busy else "n/a",
-                         f"{idle.rss_mb:.0f}", f"{idle.pss_mb:.0f}"])
-        text += [
-            f"CPU as % of one core, idle (after ready, {settings.idle_window:g} s, health checks running) "
-            f"and while serving (the proxy cells of the load test, {o.serving['llm-entry'].seconds:.0f} s "
-            "in all); memory idle. llm-entry and supervisord are what llm-entry adds; the proxy "
-            "(1 worker) and the engine double are shown for scale.\n",
-            table(["process", "CPU % idle", "CPU % serving", "RSS MB", "PSS MB"], rows),
-        ]
-    if probes:
-        rows = [[name, str(len(times)), f"{median(times):.2f}", f"{percentile(times, 99):.2f}",
-                 f"`{probes.commands[name]}`"] for name, times in probes.times_ms.items()]
-        text += [
-            "Probe scripts: run back to back on a ready probe folder (fresh heartbeat, no not-ready), "
-            "interleaved with `python3 -c pass` (this venv's interpreter) for comparison; wall time of "
-            "the whole process in ms.\n",
-            table(["command", "runs", "median ms", "p99 ms", "command line"], rows),
-        ]
-    return "\n".join(text)
 
 
 # -- chart -------------------------------------------------------------------
@@ -367,17 +150,16 @@ def panels(run: Run) -> list[chart.Panel]:
             (f"c={c}", [bar("direct", d[c].p50_ms), bar("through llm-entry's proxy", p[c].p50_ms)])
             for c in sorted(d)], log=True))
     if o and "workers" in o.cells:
-        w1, w2 = o.cells["workers"]["1 worker"], o.cells["workers"]["2 workers"]
+        w = o.cells["workers"]
+        first = next(iter(w.values()))
         found.append(chart.Panel("2. Proxy workers: throughput", "requests/s", [
-            (f"c={c}", [bar("--proxy-workers 1", w1[c].rps), bar("--proxy-workers 2", w2[c].rps)])
-            for c in sorted(w1)]))
+            (f"c={c}", [bar(name, w[name][c].rps) for name in w]) for c in sorted(first)]))
     if run.reaction:
         rows = []
         for scenario in run.reaction:
             for event, worst in scenario.worst.items():
                 values = scenario.events.get(event, [])
-                tag = "" if scenario.timings == "defaults" else " (fast)"
-                rows.append((f"{scenario.name}{tag} → {event}", [bar("measured", values),
+                rows.append((f"{scenario.short} → {event}", [bar("measured", values),
                                                                  chart.Bar("worst case", worst)]))
         found.append(chart.Panel("3. Reaction times", "seconds", rows, log=True))
     return found

@@ -1,10 +1,10 @@
-"""Starts what the benchmarks measure: llm-entry, the engine double alone,
-the proxy alone (as llm-entry runs it) and the baseline script.
+"""Starts llm-entry for the benchmarks, and keeps the list of everything
+started (here and in bench.alone) so that `Runs.stop_all` ends it whatever
+happened.
 
-All on 127.0.0.1 and free ports, each in a process group of its own that
-`Runs.stop_all` ends whatever happened. The engine is always the test double
-(tests/engine_double.py), so every number is about llm-entry and LiteLLM,
-not about a model.
+All on 127.0.0.1 and free ports, each program in a process group of its own.
+The engine is always the test double (tests/engine_double.py), so every
+number is about llm-entry and LiteLLM, not about a model.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from . import procs
+from .watch import probe_ready
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_DOUBLE = REPO / "tests" / "engine_double.py"
@@ -91,8 +92,8 @@ class Runs:
 
     def stop_all(self) -> None:
         for process, owner in reversed(self.started):
-            extra = getattr(owner, "known_pgids", lambda: set())()
-            procs.stop_group(process, grace=5.0, extra_pgids=extra)
+            procs.stop_group(process, grace=5.0)
+            getattr(owner, "kill_leftovers", lambda: None)()
         self.started.clear()
 
 
@@ -121,6 +122,7 @@ class Entry:
         self.process: subprocess.Popen | None = None
         self.launched_at = 0.0
         self._pgids: dict[str, int] = {}
+        self._seen: set[procs.Identity] = set()     # every process of the run, while it ran
 
     def start(self) -> "Entry":
         self.launched_at = time.monotonic()
@@ -134,10 +136,10 @@ class Entry:
         return self.process.pid
 
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and not procs.exited(self.process)
 
     def ready(self) -> bool:
-        return (self.probe_dir / "heartbeat").exists() and not self.has("not-ready")
+        return probe_ready(self.probe_dir)
 
     def has(self, name: str) -> bool:
         return (self.probe_dir / name).exists()
@@ -146,7 +148,8 @@ class Entry:
         """Seconds from launch until the probe files say ready."""
         def check():
             if not self.running():
-                raise RuntimeError(f"llm-entry exited with {self.process.returncode}:\n{self.output()[-3000:]}")
+                code = procs.stop_group(self.process)
+                raise RuntimeError(f"llm-entry exited with {code}:\n{self.output()[-3000:]}")
             return self.ready()
         procs.wait_for(check, timeout, "llm-entry to be ready")
         self.remember_programs()
@@ -172,9 +175,12 @@ class Entry:
         for name in ("engine", "proxy"):
             self._pgids[name] = self.program_pid(name)
         self._pgids["supervisord"] = self.supervisord_pid()
+        self.record_tree()
 
-    def known_pgids(self) -> set[int]:
-        return set(self._pgids.values())
+    def record_tree(self) -> None:
+        """Remember every process of the run (PID and start time), while it runs."""
+        if self.running():
+            self._seen |= procs.identities(procs.descendants(self.pid))
 
     def pgid(self, name: str) -> int:
         return self._pgids[name]
@@ -191,113 +197,13 @@ class Entry:
         return self.log.read_text(errors="replace")
 
     def stop(self, grace: float = 40.0) -> int | None:
+        """SIGTERM llm-entry (it stops its own children) and reap it; then
+        SIGKILL whatever of its run is still alive."""
         assert self.process is not None
-        if self.running() and not self._pgids:
-            try:
-                self.remember_programs()
-            except RuntimeError:
-                pass  # not all started yet: supervisord stops them when we go
-        return procs.stop_group(self.process, grace=grace, extra_pgids=self.known_pgids())
+        self.record_tree()
+        code = procs.stop_group(self.process, grace=grace)
+        self.kill_leftovers()
+        return code
 
-
-class Engine:
-    """The engine double alone, with a key of our own."""
-
-    def __init__(self, runs: Runs, startup_delay: float = 0.0, extra_env: dict[str, str] | None = None):
-        self.runs = runs
-        self.dir = runs.folder("engine")
-        self.port = procs.free_port()
-        self.key = new_master_key()
-        self.startup_delay = startup_delay
-        self.argv = [PYTHON, str(ENGINE_DOUBLE), "--model", str(make_model_dir(self.dir)),
-                     "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.env = {**base_env(), "VLLM_API_KEY": self.key,
-                    "ENGINE_DOUBLE_STARTUP_DELAY": str(startup_delay), **(extra_env or {})}
-        self.process: subprocess.Popen | None = None
-        self.launched_at = 0.0
-
-    def start(self) -> "Engine":
-        self.launched_at = time.monotonic()
-        self.process = procs.launch(self.argv, self.env, self.dir / "engine.log")
-        self.runs.track(self.process, self)
-        return self
-
-    def healthy(self) -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def stop(self) -> None:
-        procs.stop_group(self.process)
-
-
-class Proxy:
-    """The LiteLLM proxy alone, started exactly as llm-entry starts it (same
-    command, config, custom auth and environment), in front of `engine`.
-    `custom_auth=False` drops llm-entry's key check from the config, leaving
-    LiteLLM's own master-key check: the one difference, to measure its cost."""
-
-    def __init__(self, runs: Runs, engine: Engine, workers: int = 1, custom_auth: bool = True):
-        from entrypoint.config import Options, build_config
-        from entrypoint.gpus import NodeGpus
-        from entrypoint.keys import Secret
-        from entrypoint.render import proxy_command, render_run_files
-        from entrypoint.run import child_environment
-
-        self.runs = runs
-        self.dir = runs.folder("proxy")
-        self.port = procs.free_port()
-        self.master_key = new_master_key()
-        options = Options(model=str(make_model_dir(self.dir)), master_key=self.master_key,
-                          host="127.0.0.1", port=self.port, engine_port=engine.port,
-                          probe_dir=self.dir / "probe", proxy_workers=workers)
-        config = build_config(options, {}, lambda: NodeGpus(0, "none"))
-        for file in render_run_files(config, PYTHON, self.dir):
-            content = file.content
-            if file.name.endswith((".yaml", ".yml")) and not custom_auth:
-                content = "".join(line for line in content.splitlines(keepends=True)
-                                  if not line.lstrip().startswith("custom_auth"))
-            (self.dir / file.name).write_text(content)
-        self.argv = proxy_command(config, PYTHON, self.dir)
-        self.env = child_environment(config, base_env(), Secret(engine.key))
-        self.env["PYTHONPATH"] = str(REPO)  # the auth shim imports entrypoint
-        self.process: subprocess.Popen | None = None
-        self.launched_at = 0.0
-
-    def start(self) -> "Proxy":
-        self.launched_at = time.monotonic()
-        self.process = procs.launch(self.argv, self.env, self.dir / "proxy.log", cwd=self.dir)
-        self.runs.track(self.process, self)
-        return self
-
-    def stop(self) -> None:
-        procs.stop_group(self.process)
-
-
-class Baseline:
-    """bench/baseline_start.sh: engine, poll, then proxy, poll."""
-
-    def __init__(self, runs: Runs, engine_env: dict[str, str] | None = None):
-        self.runs = runs
-        self.dir = runs.folder("baseline")
-        self.port = procs.free_port()
-        self.engine_port = procs.free_port()
-        self.master_key = new_master_key()
-        self.env = {
-            **base_env(), **(engine_env or {}),
-            "ENGINE_CMD": f"{PYTHON} {ENGINE_DOUBLE}", "MODEL": str(make_model_dir(self.dir)),
-            "SERVED_NAME": MODEL_NAME, "ENGINE_PORT": str(self.engine_port), "PORT": str(self.port),
-            "WORK_DIR": str(self.dir), "LITELLM_MASTER_KEY": self.master_key,
-        }
-        self.process: subprocess.Popen | None = None
-        self.launched_at = 0.0
-
-    def start(self) -> "Baseline":
-        self.launched_at = time.monotonic()
-        self.process = procs.launch(["sh", str(BASELINE_SCRIPT)], self.env, self.dir / "baseline.log")
-        self.runs.track(self.process, self)
-        return self
-
-    def stop(self) -> None:
-        procs.stop_group(self.process)
+    def kill_leftovers(self) -> None:
+        procs.kill_identities(self._seen)

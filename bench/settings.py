@@ -30,7 +30,7 @@ class Settings:
     @classmethod
     def full(cls) -> "Settings":
         return cls(quick=False, engine_delay=5.0, startup_rounds=5,
-                   load_duration=6.0, load_warmup=1.0, load_rounds=3,
+                   load_duration=5.0, load_warmup=0.75, load_rounds=4,
                    concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
                    profile_duration=8.0, reaction_repeats=3, default_hang=True,
                    idle_window=20.0, probe_runs=200, python_runs=200)
@@ -38,7 +38,7 @@ class Settings:
     @classmethod
     def quick_run(cls) -> "Settings":
         return cls(quick=True, engine_delay=2.0, startup_rounds=1,
-                   load_duration=1.5, load_warmup=0.3, load_rounds=1,
+                   load_duration=1.0, load_warmup=0.3, load_rounds=1,
                    concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
                    profile_duration=2.0, reaction_repeats=1, default_hang=False,
-                   idle_window=5.0, probe_runs=50, python_runs=20)
+                   idle_window=3.0, probe_runs=50, python_runs=20)

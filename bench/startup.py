@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from . import runner
+from . import alone, procs, runner
 from .procs import Timeout
 from .watch import Watch, probe_ready
 
@@ -27,6 +27,7 @@ class StartupResults:
     rounds: int
     times: dict[str, list[float]] = field(default_factory=lambda: {side: [] for side in SIDES})
     probe_ready: list[float] = field(default_factory=list)   # llm-entry: launch -> not-ready removed
+    spawned: dict[str, list[float]] = field(default_factory=dict)  # llm-entry: launch -> supervisord/engine/proxy start
     failures: list[str] = field(default_factory=list)
 
     def overheads(self, side: str) -> list[float]:
@@ -41,22 +42,26 @@ def poll_chat(port: int, key: str, launched_at: float, process, timeout: float =
     while time.monotonic() < deadline:
         if runner.chat_ok(port, key):
             return time.monotonic() - launched_at
-        if process.poll() is not None:
-            raise RuntimeError(f"it exited with {process.returncode} before answering")
+        if procs.exited(process):
+            raise RuntimeError(f"it exited with {procs.stop_group(process)} before answering")
         time.sleep(POLL)
     raise Timeout(f"no answer within {timeout:g} s")
 
 
-def time_entry(runs: runner.Runs, delay: float) -> tuple[float, float]:
+def time_entry(runs: runner.Runs, delay: float, results: StartupResults) -> tuple[float, float]:
     entry = runner.Entry(runs, engine_env={"ENGINE_DOUBLE_STARTUP_DELAY": str(delay)})
     watch = Watch({"probe ready": lambda: probe_ready(entry.probe_dir)})
     try:
+        launched = procs.boot_clock()
         entry.start()
         watch.start()
         answered = poll_chat(entry.port, entry.master_key, entry.launched_at, entry.process)
         at = watch.wait("probe ready", 30)
         files = at - entry.launched_at if at is not None else float("nan")
         entry.remember_programs()
+        for name in ("supervisord", "engine", "proxy"):
+            started = procs.started_at(entry.pgid(name))
+            results.spawned.setdefault(name, []).append(float("nan") if started is None else started - launched)
         return answered, files
     finally:
         watch.stop()
@@ -64,7 +69,7 @@ def time_entry(runs: runner.Runs, delay: float) -> tuple[float, float]:
 
 
 def time_baseline(runs: runner.Runs, delay: float) -> float:
-    baseline = runner.Baseline(runs, engine_env={"ENGINE_DOUBLE_STARTUP_DELAY": str(delay)})
+    baseline = alone.Baseline(runs, engine_env={"ENGINE_DOUBLE_STARTUP_DELAY": str(delay)})
     try:
         baseline.start()
         return poll_chat(baseline.port, baseline.master_key, baseline.launched_at, baseline.process)
@@ -72,8 +77,8 @@ def time_baseline(runs: runner.Runs, delay: float) -> float:
         baseline.stop()
 
 
-def time_proxy(runs: runner.Runs, engine: runner.Engine) -> float:
-    proxy = runner.Proxy(runs, engine)
+def time_proxy(runs: runner.Runs, engine: alone.Engine) -> float:
+    proxy = alone.Proxy(runs, engine)
     try:
         proxy.start()
         return poll_chat(proxy.port, proxy.master_key, proxy.launched_at, proxy.process)
@@ -82,7 +87,7 @@ def time_proxy(runs: runner.Runs, engine: runner.Engine) -> float:
 
 
 def time_engine(runs: runner.Runs, delay: float) -> float:
-    engine = runner.Engine(runs, startup_delay=delay)
+    engine = alone.Engine(runs, startup_delay=delay)
     try:
         engine.start()
         return poll_chat(engine.port, engine.key, engine.launched_at, engine.process)
@@ -92,14 +97,14 @@ def time_engine(runs: runner.Runs, delay: float) -> float:
 
 def measure(runs: runner.Runs, delay: float, rounds: int, say) -> StartupResults:
     results = StartupResults(engine_delay=delay, rounds=rounds)
-    backend = runner.Engine(runs).start()   # what the proxy alone talks to
+    backend = alone.Engine(runs).start()   # what the proxy alone talks to
     try:
         for round_number in range(rounds):
             order = SIDES if round_number % 2 == 0 else tuple(reversed(SIDES))
             for side in order:
                 try:
                     if side == "llm-entry":
-                        answered, files = time_entry(runs, delay)
+                        answered, files = time_entry(runs, delay, results)
                         results.probe_ready.append(files)
                     elif side == "baseline":
                         answered = time_baseline(runs, delay)
