@@ -87,6 +87,22 @@ def _time_once(argv: list[str]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _shown(argv: list[str], folder: Path) -> str:
+    """The command line as the report shows it: relative to the repo, the
+    interpreter and the temporary folder by role, so the report names no
+    path of the machine it ran on."""
+    words = []
+    for word in argv:
+        if word == sys.executable:
+            word = "python3"
+        elif word == str(folder):
+            word = "PROBE_DIR"
+        elif word.startswith(str(runner.REPO) + "/"):
+            word = word[len(str(runner.REPO)) + 1:]
+        words.append(word)
+    return " ".join(words)
+
+
 def probe_times(probe_runs: int, python_runs: int) -> ProbeTimes:
     """probes/readiness and probes/liveness on a ready probe folder, and
     `python3 -c pass`, interleaved so that the machine's mood hits all three."""
@@ -99,7 +115,7 @@ def probe_times(probe_runs: int, python_runs: int) -> ProbeTimes:
         "python3 -c pass": [sys.executable, "-c", "pass"],
     }
     result = ProbeTimes(runs=probe_runs, times_ms={name: [] for name in commands},
-                        commands={name: " ".join(argv) for name, argv in commands.items()})
+                        commands={name: _shown(argv, folder) for name, argv in commands.items()})
     try:
         ready = subprocess.run(commands["probes/readiness"], capture_output=True, timeout=10)
         if ready.returncode != 0:
