@@ -12,6 +12,7 @@ proxy is the only difference between "direct" and "proxy". Experiments:
 - auth:      the proxy alone with llm-entry's config, without the common
              checks after its key check, and without its key check at all
 - profile:   py-spy on A's proxy at the highest concurrency
+- reuse:     connections the proxy opens to the engine, per request
 
 Every cell runs each side once per round, one after the other; who goes
 first rotates from cell to cell.
@@ -23,7 +24,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import alone, footprint, load, procs, profile, runner
+from . import alone, footprint, load, procs, profile, reuse, runner
 from .settings import Settings
 from .stats import median, percentile
 
@@ -73,6 +74,7 @@ class OverheadResults:
     profile: profile.Profile | None = None
     profile_load: Cell | None = None
     proxy_libraries: dict[str, bool] = field(default_factory=dict)
+    engine_connections: list[reuse.Reuse] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -234,9 +236,13 @@ def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
         results.profile_load = Cell(rps=[loaded.rps], p50_ms=[median(loaded.latencies) * 1000],
                                     p99_ms=[percentile(loaded.latencies, 99) * 1000])
 
+    def reused() -> None:
+        results.engine_connections = [reuse.measure(one.port, one.master_key, one.engine_port, c,
+                                                    settings.load_duration) for c in (1, 8)]
+
     try:
         for name, action in (("idle footprint", idle), ("load", plain), ("streams", streams),
-                             ("workers", workers), ("auth", auth), ("profile", profiled)):
+                             ("workers", workers), ("auth", auth), ("profile", profiled), ("reuse", reused)):
             _guarded(results, name, say, action)
     finally:
         for entry in (one, two):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
 from .config import Options, build_config
@@ -77,16 +78,22 @@ SECONDS = click.FLOAT
 @option("--dry-run", is_flag=True, help="Print the engine command and the rendered configs; start nothing.")
 @click.version_option(__version__, prog_name="llm-entry")
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
-def command(engine_args: tuple[str, ...], **options) -> None:
+@click.pass_context
+def command(ctx: click.Context, engine_args: tuple[str, ...], **options) -> None:
     """Serve a model with vLLM behind a LiteLLM proxy that requires a key.
 
-    Arguments after `--` are passed to the engine unchanged.
+    Arguments after `--` are passed to the engine unchanged, except the flags
+    llm-entry sets itself (--host, --port, --api-key, --model,
+    --served-model-name, --tensor-parallel-size), which are refused.
     """
     console = Console()
-    opts = Options(engine_args=tuple(engine_args), **options)
+    from_argv = ctx.get_parameter_source("master_key") is ParameterSource.COMMANDLINE
+    opts = Options(engine_args=tuple(engine_args), master_key_on_command_line=from_argv, **options)
     try:
         config = build_config(opts, os.environ, query_node_gpus)
         if config.dry_run:
+            for warning in config.warnings:
+                console.error("warning: " + warning)  # stderr: stdout is the plan
             click.echo(dry_run_text(config, sys.executable, Path("<run-dir>")), nl=False)
             return
         from .run import serve  # heavy imports only when serving

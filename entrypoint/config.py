@@ -8,14 +8,13 @@ EntryError before anything starts. Nothing else reads os.environ or argv.
 from __future__ import annotations
 
 import os
-import re
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 from . import demo_model
+from .engine_options import default_engine_cmd  # noqa: F401 (imported from here by the e2e tests)
+from .engine_options import check_pass_through, demo_args, engine_cmd, engine_env, resolve_model
 from .errors import EntryError
 from .gpus import NodeGpus, visible_gpu_count
 from .keys import Secret, check_keys_file, resolve_master_key
@@ -24,7 +23,6 @@ from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_hea
 WORKSPACE_PORT = 8080
 PRODUCTION_PORT = 80
 DEFAULT_ENGINE_PORT = 3000
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 RESTART_POLICIES = ("never", "always")
 
 
@@ -34,6 +32,7 @@ class Options:
 
     model: str
     master_key: str | None = field(default=None, repr=False)
+    master_key_on_command_line: bool = False   # not from a variable: it shows in `ps`
     master_key_file: Path | None = None
     api_keys_file: Path | None = None
     served_model_name: str | None = None
@@ -102,6 +101,8 @@ class Config:
     restart_window: float
     demo: bool
     dry_run: bool
+    api_keys: tuple[Secret, ...] = field(default=(), repr=False)   # --api-keys-file's keys at start
+    warnings: tuple[str, ...] = ()    # said once at start; nothing is wrong enough to stop
 
     @property
     def on_cpu(self) -> bool:
@@ -129,48 +130,11 @@ def default_drain_delay(env: Mapping[str, str]) -> float:
     return 2.0 if env.get("KUBERNETES_SERVICE_HOST") else 0.0
 
 
-def cpu_kv_cache_gib(total_memory_bytes: int) -> int:
-    """vLLM's CPU KV cache otherwise claims most of the machine: take a quarter, 1..8 GiB."""
-    return max(1, min(8, total_memory_bytes // (4 << 30)))
-
-
 def _total_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return 4 << 30
-
-
-def default_cache_dir() -> Path:
-    return Path("~/.cache/llm-entry").expanduser()
-
-
-def default_engine_cmd() -> tuple[str, ...]:
-    # The module path works for both the CUDA and the CPU build; the CPU
-    # build's `vllm` console script crashes at start.
-    return (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
-
-
-def resolve_model(raw: str, cache_dir: Path | None) -> tuple[str, Path | None, bool]:
-    """(what vLLM gets, local folder or None, is the demo model)."""
-    if raw == demo_model.DEMO_MODEL_NAME:
-        folder = demo_model.demo_model_dir(cache_dir or default_cache_dir())
-        return str(folder), folder, True
-    path = Path(raw).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise EntryError(
-                f"model directory {path} has no config.json: is --model the folder that holds the weights?"
-            )
-        return str(path.resolve()), path.resolve(), False
-    if path.exists():
-        raise EntryError(f"--model {raw} is a file, not a folder: point it at the folder that holds config.json.")
-    if HUB_ID.match(raw) and not raw.startswith((".", "/", "~")):
-        return raw, None, False
-    raise EntryError(
-        f"model directory {raw} does not exist: mount the model there, or give a hub id like org/name, "
-        f"or use --model {demo_model.DEMO_MODEL_NAME} to try the built-in demo model."
-    )
 
 
 def _positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
@@ -183,16 +147,6 @@ def _positive(name: str, value: float | int | None, allow_zero: bool = False) ->
 def _check_port(name: str, port: int) -> None:
     if not 1 <= port <= 65535:
         raise EntryError(f"{name} {port} is not a TCP port: use a number from 1 to 65535.")
-
-
-def _engine_cmd(raw: str | None) -> tuple[str, ...]:
-    if raw is None or not raw.strip():
-        return default_engine_cmd()
-    try:
-        parts = tuple(shlex.split(raw))
-    except ValueError as error:
-        raise EntryError(f"--engine-cmd cannot be split like a shell command line ({error}): check its quotes.")
-    return parts
 
 
 def _timing(opts: Options, env: Mapping[str, str]) -> Timing:
@@ -223,18 +177,13 @@ def _timing(opts: Options, env: Mapping[str, str]) -> Timing:
     )
 
 
-def build_config(
-    opts: Options,
-    env: Mapping[str, str],
-    query_node_gpus: Callable[[], NodeGpus],
-    total_memory: Callable[[], int] = _total_memory,
-) -> Config:
-    """Validate everything the user gave; raise EntryError on the first problem."""
-    model, model_dir, demo = resolve_model(opts.model, opts.cache_dir)
-    master_key = resolve_master_key(opts.master_key, opts.master_key_file)
-    if opts.api_keys_file is not None:
-        check_keys_file(opts.api_keys_file)  # fail now, not in the proxy
-    port = default_port(env) if opts.port is None else opts.port
+MASTER_KEY_ON_COMMAND_LINE = (
+    "--master-key on the command line is visible to anyone who can list processes (ps, /proc/PID/cmdline): "
+    "set LLM_ENTRY_MASTER_KEY or LITELLM_MASTER_KEY, or use --master-key-file, instead."
+)
+
+
+def _check_numbers(opts: Options, port: int) -> None:
     _check_port("--port", port)
     _check_port("--engine-port", opts.engine_port)
     if port == opts.engine_port:
@@ -250,32 +199,48 @@ def build_config(
     if opts.engine_restart not in RESTART_POLICIES:
         raise EntryError(f"--engine-restart {opts.engine_restart} is unknown: use one of {', '.join(RESTART_POLICIES)}.")
 
-    timing = _timing(opts, env)
-    node = query_node_gpus()
+
+def _parallel_plan(opts: Options, env: Mapping[str, str], node: NodeGpus, model_dir: Path | None,
+                   demo: bool) -> tuple[int, ParallelPlan]:
     visible = visible_gpu_count(env, node.count)
-    heads = load_head_counts(model_dir) if model_dir is not None and not demo else None
     if demo:
         heads = HeadCounts(demo_model.NUM_HEADS, demo_model.NUM_KV_HEADS)
-    plan = choose_tensor_parallel(visible, heads, opts.tensor_parallel_size)
+    else:
+        heads = load_head_counts(model_dir) if model_dir is not None else None
+    return visible, choose_tensor_parallel(visible, heads, opts.tensor_parallel_size)
 
-    engine_env: dict[str, str] = {}
-    if visible == 0 and "VLLM_CPU_KVCACHE_SPACE" not in env:
-        engine_env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(total_memory()))
-    if demo:
-        engine_env.update(demo_model.DEMO_ENGINE_ENV)
 
+def build_config(
+    opts: Options,
+    env: Mapping[str, str],
+    query_node_gpus: Callable[[], NodeGpus],
+    total_memory: Callable[[], int] = _total_memory,
+) -> Config:
+    """Validate everything the user gave; raise EntryError on the first problem."""
+    model, model_dir, demo = resolve_model(opts.model, opts.cache_dir)
+    master_key = resolve_master_key(opts.master_key, opts.master_key_file)
+    # Read now: a missing file or a weak key fails here, not in the proxy.
+    api_keys = check_keys_file(opts.api_keys_file) if opts.api_keys_file is not None else ()
+    port = default_port(env) if opts.port is None else opts.port
+    _check_numbers(opts, port)
+    passed_through = check_pass_through(tuple(opts.engine_args))
+    timing = _timing(opts, env)
+    node = query_node_gpus()
+    visible, plan = _parallel_plan(opts, env, node, model_dir, demo)
     served = opts.served_model_name or (
         demo_model.DEMO_MODEL_NAME if demo else (model_dir.name if model_dir is not None else model)
     )
-    extra = tuple(demo_model.DEMO_ENGINE_ARGS) if demo else ()
     return Config(
         model=model, model_dir=model_dir, served_model_name=served, master_key=master_key,
-        api_keys_file=opts.api_keys_file, host=opts.host, port=port, engine_port=opts.engine_port,
+        api_keys_file=opts.api_keys_file, api_keys=tuple(Secret(key) for key in api_keys),
+        host=opts.host, port=port, engine_port=opts.engine_port,
         probe_dir=opts.probe_dir, gpus=node, visible_gpus=visible, parallel=plan,
         max_model_len=opts.max_model_len, gpu_memory_utilization=opts.gpu_memory_utilization,
-        engine_cmd=_engine_cmd(opts.engine_cmd), engine_args=extra + tuple(opts.engine_args),
-        engine_env=tuple(sorted(engine_env.items())), proxy_workers=opts.proxy_workers,
+        engine_cmd=engine_cmd(opts.engine_cmd),
+        engine_args=(demo_args(opts.max_model_len) if demo else ()) + passed_through,
+        engine_env=engine_env(env, visible == 0, demo, total_memory), proxy_workers=opts.proxy_workers,
         timing=timing, engine_restart=opts.engine_restart,
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
+        warnings=(MASTER_KEY_ON_COMMAND_LINE,) if opts.master_key_on_command_line else (),
     )

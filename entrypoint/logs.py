@@ -3,7 +3,9 @@
 supervisord writes each program's output to a file in the run folder; a
 thread follows those files (across supervisord's rotation) and prints each
 line behind the program's name. The last lines of each are kept for the
-one-line summary when a program dies.
+one-line summary when a program dies. Before each round it lets the key
+watch look at the keys file, so that redaction knows a new key before any
+line can carry it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 from .console import Console
 
@@ -59,9 +62,11 @@ class LogTail:
 
 
 class LogForwarder:
-    def __init__(self, tails: list[LogTail], interval: float = 0.1):
+    def __init__(self, tails: list[LogTail], interval: float = 0.1,
+                 before_pump: Callable[[], None] = lambda: None):
         self.tails = {tail.name: tail for tail in tails}
         self._interval = interval
+        self._before_pump = before_pump
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-forwarder", daemon=True)
@@ -76,6 +81,7 @@ class LogForwarder:
 
     def pump(self, final: bool = False) -> None:
         with self._lock:
+            self._before_pump()
             for tail in self.tails.values():
                 tail.pump(final)
 

@@ -1,12 +1,14 @@
 """API key check run inside the LiteLLM proxy (``general_settings.custom_auth``).
 
-Owns which keys open the proxy: the master key plus the keys listed in an
-optional keys file, re-read when the file changes so that a key removed from it
-stops working without a restart. LiteLLM alone cannot do this without a
-database: it knows one master key and answers any other key with 400
-"No connected db".
+Owns which keys open the proxy, and what they open: the master key opens
+everything; the keys listed in an optional keys file open only the routes
+that reach the model. The file is re-read when it changes, so that a key
+removed from it stops working without a restart; weak keys in it are set
+aside with a warning that names their line, never the key. LiteLLM alone
+cannot do this without a database: it knows one master key and answers any
+other key with 400 "No connected db".
 
-The proxy process gets its inputs from llm-entry through two environment
+The proxy process gets its inputs from llm-entry through environment
 variables, read once when LiteLLM looks up ``user_api_key_auth``. Everything
 else here is pure and takes its inputs as arguments.
 """
@@ -21,12 +23,13 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from entrypoint.keys import parse_keys_file
+from entrypoint.keys import MIN_KEY_LENGTH, FileStatus, KeysChange, KeysFile
 
 MASTER_KEY_VARIABLE = "LLM_ENTRY_MASTER_KEY"
 KEYS_FILE_VARIABLE = "LLM_ENTRY_API_KEYS_FILE"
+RELOAD_MARKER_VARIABLE = "LLM_ENTRY_KEYS_RELOAD_MARKER"
 RECHECK_INTERVAL_SECONDS = 1.0
 
 # The label LiteLLM records for a caller (spend logs, failure callbacks), never
@@ -38,6 +41,10 @@ _KEY_HEADERS = ("x-api-key", "api-key")
 _MISSING_KEY = (
     "No API key: send it as 'Authorization: Bearer <key>' (or in an 'x-api-key' or 'api-key' header)."
 )
+_MODEL_ROUTES_ONLY = (
+    "This key opens only the routes that reach the model (/v1/chat/completions, /v1/completions, "
+    "/v1/embeddings, /v1/models, ...): other routes need the master key."
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +52,6 @@ logger = logging.getLogger(__name__)
 class KeySource(enum.Enum):
     MASTER = "master key"
     KEYS_FILE = "keys file"
-
-
-class FileStatus(Protocol):
-    st_dev: int
-    st_ino: int
-    st_size: int
-    st_mtime_ns: int
 
 
 def _digest(key: str) -> bytes:
@@ -63,9 +63,10 @@ class KeyRing:
     """The keys that open the proxy, with the keys file re-read when it changes.
 
     The file is looked at (one stat) at most once per ``recheck_interval`` and read
-    again only when its device, inode, size or modification time changed. A file
-    that is missing or unreadable contributes no keys until it is readable again;
-    the master key always works.
+    again only when its device, inode, size or modification time changed, or at
+    once when the reload marker changed (llm-entry replaces it on SIGHUP; one
+    stat per request). A file that is missing or unreadable contributes no keys
+    until it is readable again; the master key always works.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class KeyRing:
         master_key: str,
         keys_file: Path | None = None,
         *,
+        reload_marker: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         stat: Callable[[Path], FileStatus] = os.stat,
         read: Callable[[Path], bytes] = Path.read_bytes,
@@ -81,16 +83,15 @@ class KeyRing:
         if not master_key:
             raise ValueError("the master key is empty")
         self._master_digest = _digest(master_key)
-        self._keys_file = keys_file
+        self._file = KeysFile(keys_file, stat=stat, read=read) if keys_file is not None else None
+        self._reload_marker = reload_marker
         self._clock = clock
         self._stat = stat
-        self._read = read
         self._recheck_interval = recheck_interval
         self._file_digests: tuple[bytes, ...] = ()
-        self._file_signature: tuple[int, ...] | None = None
-        self._file_failing = False
+        self._marker_signature = self._marker_status()
         self._next_check = clock()
-        self._refresh()
+        self._refresh(force=True)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> KeyRing:
@@ -101,7 +102,9 @@ class KeyRing:
                 "start the proxy through llm-entry, which sets it."
             )
         keys_file = environ.get(KEYS_FILE_VARIABLE, "")
-        return cls(master_key, Path(keys_file) if keys_file else None)
+        marker = environ.get(RELOAD_MARKER_VARIABLE, "")
+        return cls(master_key, Path(keys_file) if keys_file else None,
+                   reload_marker=Path(marker) if marker else None)
 
     def allows(self, presented_key: str) -> bool:
         return self.source_of(presented_key) is not None
@@ -124,41 +127,42 @@ class KeyRing:
             return KeySource.MASTER
         return KeySource.KEYS_FILE if in_file else None
 
-    def _refresh(self) -> None:
+    def _marker_status(self) -> tuple[int, int] | None:
+        if self._reload_marker is None:
+            return None
+        try:
+            status = self._stat(self._reload_marker)
+        except OSError:
+            return None
+        return (status.st_ino, status.st_mtime_ns)
+
+    def _refresh(self, force: bool = False) -> None:
+        if self._file is None:
+            return
+        marker = self._marker_status()
+        if marker != self._marker_signature:
+            self._marker_signature, force = marker, True
         now = self._clock()
-        if self._keys_file is None or now < self._next_check:
+        if not force and now < self._next_check:
             return
         self._next_check = now + self._recheck_interval
-        try:
-            status = self._stat(self._keys_file)
-            signature = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
-            if signature != self._file_signature:
-                # Stat before reading: a write during the read leaves a newer
-                # signature behind, so the next check reads the file again.
-                keys = parse_keys_file(self._read(self._keys_file).decode("utf-8"))
-                self._file_digests = tuple(_digest(key) for key in keys)
-                self._file_signature = signature
-        except (OSError, UnicodeDecodeError) as error:
-            self._file_digests = ()
-            self._file_signature = None
-            if not self._file_failing:
-                logger.warning(
-                    "llm-entry: cannot read the API keys file %s (%s): "
-                    "only the master key is accepted until it is readable again",
-                    self._keys_file,
-                    _reason(error),
-                )
-            self._file_failing = True
-            return
-        if self._file_failing:
-            logger.warning("llm-entry: the API keys file %s is readable again", self._keys_file)
-        self._file_failing = False
+        change = self._file.look(force=force)
+        if change is not None:
+            self._file_digests = tuple(_digest(key) for key in self._file.keys)
+            _report(self._file.path, change)
 
 
-def _reason(error: OSError | UnicodeDecodeError) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else type(error).__name__
+def _report(path: Path, change: KeysChange) -> None:
+    """Warnings for the proxy's log: the file and line, never a key."""
+    if change.failure is not None:
+        logger.warning("llm-entry: cannot read the API keys file %s (%s): only the master key "
+                       "is accepted until it is readable again", path, change.failure)
+    if change.recovered:
+        logger.warning("llm-entry: the API keys file %s is readable again", path)
+    for number, problem in change.weak:
+        logger.warning("llm-entry: the key on line %d of the API keys file %s %s: it is not accepted; "
+                       "replace it with a random key of at least %d characters",
+                       number, path, problem, MIN_KEY_LENGTH)
 
 
 class CredentialError(Exception):
@@ -193,24 +197,29 @@ def presented_key(headers: Iterable[tuple[str, str]]) -> str:
     return found.pop()
 
 
-def proxy_authenticator(key_ring: KeyRing) -> Callable[[Any, str], Awaitable[Any]]:
+def proxy_authenticator(
+    key_ring: KeyRing, reaches_model: Callable[[str], bool] | None = None
+) -> Callable[[Any, str], Awaitable[Any]]:
     """The coroutine function LiteLLM calls as custom auth for every authenticated route.
 
     LiteLLM passes ``api_key`` already stripped of any 'Bearer '/'Basic ' prefix,
     so the headers are read again from the request to reject malformed ones.
+    Keys from the file open only the routes ``reaches_model`` accepts (LiteLLM's
+    LLM API routes): with custom auth LiteLLM checks no routes itself, and some
+    management routes (/model/new) took such a key and failed only for want of
+    a database.
     """
     # Imported here, not at module top: importing litellm takes seconds, and the
     # pure parts above are used (and tested) without it.
     from litellm.proxy._types import LitellmUserRoles, ProxyErrorTypes, ProxyException, UserAPIKeyAuth
+    from litellm.proxy.auth.auth_utils import get_request_route
+    from litellm.proxy.auth.route_checks import RouteChecks
 
-    def refusal(message: str) -> ProxyException:
-        return ProxyException(
-            message=message,
-            type=ProxyErrorTypes.auth_error.value,
-            param=None,
-            code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    reaches_model = reaches_model or RouteChecks.is_llm_api_route
+
+    def refusal(message: str, code: int = 401) -> ProxyException:
+        return ProxyException(message=message, type=ProxyErrorTypes.auth_error.value, param=None, code=code,
+                              headers={"WWW-Authenticate": "Bearer"} if code == 401 else None)
 
     async def user_api_key_auth(request: Any, api_key: str) -> UserAPIKeyAuth:
         try:
@@ -221,6 +230,8 @@ def proxy_authenticator(key_ring: KeyRing) -> Callable[[Any, str], Awaitable[Any
         if source is KeySource.MASTER:
             return UserAPIKeyAuth(api_key=MASTER_KEY_LABEL, user_role=LitellmUserRoles.PROXY_ADMIN)
         if source is KeySource.KEYS_FILE:
+            if not reaches_model(get_request_route(request)):
+                raise refusal(_MODEL_ROUTES_ONLY, code=403)
             return UserAPIKeyAuth(api_key=KEYS_FILE_LABEL, user_role=LitellmUserRoles.INTERNAL_USER)
         raise refusal("Invalid API key: it is not a key this server accepts.")
 

@@ -43,13 +43,16 @@ def test_quick_benchmark_run_completes_every_section_without_failures(tmp_path):
     results = json.loads(out.with_suffix(".json").read_text())
     assert _failures(results) == [], done.stdout[-3000:]
     assert results["startup"]["times"]["llm-entry"], "time to ready measured nothing"
-    loads = results["overhead"]["cells"]["load"]
-    assert set(loads) == {"direct", "proxy"}
-    for side, cells in loads.items():
-        # A one-second window on a busy machine may complete nothing at one
-        # concurrency; every side must have answered somewhere, never wrongly.
-        assert sum(cell["requests"] for cell in cells.values()) > 0, side
-        assert all(cell["errors"] == 0 for cell in cells.values()), (side, cells)
+    experiments = results["overhead"]["cells"]
+    assert set(experiments["load"]) == {"direct", "proxy"}
+    for experiment, sides in experiments.items():
+        for side, cells in sides.items():
+            assert all(cell["errors"] == 0 for cell in cells.values()), (experiment, side, cells)
+    # Windows of a second on a busy machine may complete nothing in one cell;
+    # the proxy must have answered somewhere, in some experiment.
+    answered = sum(cell["requests"] for experiment, sides in experiments.items() for side, cells in sides.items()
+                   if side != "direct" for cell in cells.values())
+    assert answered > 0, "no request through a proxy completed in any experiment"
     assert {s["name"] for s in results["reaction"]} >= {"engine SIGKILL", "SIGTERM, idle"}
     assert results["probes"]["times_ms"]["probes/readiness"]
 

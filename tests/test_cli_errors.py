@@ -179,6 +179,23 @@ def test_a_probe_dir_that_cannot_be_created_is_refused(env: dict[str, str], mode
     assert blocker.read_text() == ""
 
 
+def test_a_managed_engine_flag_after_the_double_dash_is_refused_without_its_value(
+        env: dict[str, str], model_dir: Path, probe_dir: Path) -> None:
+    secret = "sk-argv-3c9e7b1d5f2a8e4c6b0d"
+    result = run(serve_args(model_dir, probe_dir, "--", "--enable-prefix-caching", f"--api-key={secret}"),
+                 {**env, "LLM_ENTRY_MASTER_KEY": MASTER_KEY})
+    line = assert_refused(result, probe_dir)
+    assert line.startswith("llm-entry: an argument after -- sets the engine's --api-key, which llm-entry manages: "
+                           "llm-entry makes the engine's key itself at every start")
+    assert secret not in result.stdout + result.stderr
+
+
+def test_host_after_the_double_dash_is_refused(env: dict[str, str], model_dir: Path, probe_dir: Path) -> None:
+    result = run(serve_args(model_dir, probe_dir, "--", "--host", "0.0.0.0"),
+                 {**env, "LLM_ENTRY_MASTER_KEY": MASTER_KEY})
+    assert "use llm-entry's --host for the proxy's public address" in assert_refused(result, probe_dir)
+
+
 # --- --help and --dry-run -------------------------------------------------------
 
 def test_help_lists_every_option(env: dict[str, str]) -> None:
@@ -221,6 +238,22 @@ def test_dry_run_takes_the_key_from_litellm_master_key(env: dict[str, str], mode
     result = run(["--model", str(model_dir), "--dry-run"], {**env, "LITELLM_MASTER_KEY": MASTER_KEY})
     assert result.returncode == 0, result.stderr
     assert MASTER_KEY not in result.stdout + result.stderr
+
+
+def test_a_master_key_on_the_command_line_brings_one_warning_line(env: dict[str, str], model_dir: Path) -> None:
+    result = run(["--model", str(model_dir), "--master-key", MASTER_KEY, "--dry-run"], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "llm-entry: warning: --master-key on the command line is visible to anyone who can list processes "
+        "(ps, /proc/PID/cmdline): set LLM_ENTRY_MASTER_KEY or LITELLM_MASTER_KEY, or use --master-key-file, "
+        "instead."]
+    assert MASTER_KEY not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variable", ["LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY"])
+def test_a_master_key_from_a_variable_brings_no_warning(env: dict[str, str], model_dir: Path, variable: str) -> None:
+    result = run(["--model", str(model_dir), "--dry-run"], {**env, variable: MASTER_KEY})
+    assert result.returncode == 0 and result.stderr == ""
 
 
 def test_dry_run_honours_cuda_visible_devices(env: dict[str, str], model_dir: Path) -> None:

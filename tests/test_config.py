@@ -13,6 +13,7 @@ import pytest
 from entrypoint.config import Config, Options, build_config
 from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
 from entrypoint.gpus import NodeGpus
+from entrypoint.render import engine_command
 
 MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
 GIB = 1 << 30
@@ -333,7 +334,7 @@ def test_the_local_url_uses_loopback_for_a_wildcard_host(model_dir: Path) -> Non
     assert build(model_dir, host="127.0.0.1", port=9000).local_url == "http://127.0.0.1:9000"
 
 
-def test_a_weak_key_in_the_keys_file_is_refused_by_position_without_echoing_it(tmp_path: Path) -> None:
+def test_a_weak_key_in_the_keys_file_is_refused_by_line_without_echoing_it(tmp_path: Path) -> None:
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text("{}")
@@ -342,5 +343,92 @@ def test_a_weak_key_in_the_keys_file_is_refused_by_position_without_echoing_it(t
     with pytest.raises(EntryError) as caught:
         build_config(Options(model=str(model), master_key="sk-" + "9" * 3 + "abcdefghijklmnop", api_keys_file=keys),
                      {}, query_node_gpus=lambda: NodeGpus(0, "none"))
-    assert "key 2 in --api-keys-file" in caught.value.message
+    assert caught.value.message.startswith(f"the key on line 3 of --api-keys-file {keys} is a well-known example key")
     assert "sk-1234" not in caught.value.message
+
+
+def test_a_keys_file_that_is_not_utf8_is_refused_in_one_sentence(model_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_bytes(b"team-a-5d1c9e7b3a8f2c6e4b0d\n\xff\xfe\n")
+    assert refused(model_dir, api_keys_file=keys) == (
+        f"cannot read --api-keys-file {keys} (not UTF-8 text): is the secret mounted there?")
+
+
+def test_the_keys_of_the_keys_file_come_in_the_config_and_never_show(model_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# team a\nteam-a-5d1c9e7b3a8f2c6e4b0d\n\nteam-b-8e2f6a0c4d9b1e7a3c5f\n")
+    config = build(model_dir, api_keys_file=keys)
+    assert [key.reveal() for key in config.api_keys] == ["team-a-5d1c9e7b3a8f2c6e4b0d", "team-b-8e2f6a0c4d9b1e7a3c5f"]
+    assert "team-a" not in repr(config)
+
+
+# --- the master key on the command line ------------------------------------------
+
+def test_a_master_key_from_the_command_line_brings_one_warning(model_dir: Path) -> None:
+    (warning,) = build(model_dir, master_key_on_command_line=True).warnings
+    assert warning.startswith("--master-key on the command line is visible to anyone who can list processes")
+    assert "LLM_ENTRY_MASTER_KEY" in warning and "LITELLM_MASTER_KEY" in warning
+    assert "--master-key-file" in warning and MASTER_KEY not in warning
+
+
+def test_a_master_key_from_a_variable_brings_no_warning(model_dir: Path) -> None:
+    assert build(model_dir).warnings == ()
+
+
+# --- arguments after `--` ---------------------------------------------------------
+
+SECRET_VALUE = "sk-passthrough-5f0e3b9c7a1d4e2f"
+
+
+@pytest.mark.parametrize("args,flag,advice", [
+    (("--host", "0.0.0.0"), "--host", "use llm-entry's --host for the proxy's public address"),
+    (("--host=0.0.0.0",), "--host", "the engine listens on 127.0.0.1 only"),
+    (("--hos", "0.0.0.0"), "--host", "the engine listens on 127.0.0.1 only"),
+    (("--port", "8000"), "--port", "use llm-entry's --engine-port"),
+    (("--api-key", SECRET_VALUE), "--api-key", "llm-entry makes the engine's key itself at every start"),
+    ((f"--api-key={SECRET_VALUE}",), "--api-key", "llm-entry makes the engine's key itself"),
+    ((f"--api_key={SECRET_VALUE}",), "--api-key", "llm-entry makes the engine's key itself"),
+    (("--model", "other/model"), "--model", "use llm-entry's --model"),
+    (("--served-model-name", "gpt-4"), "--served-model-name", "use llm-entry's --served-model-name"),
+    (("--tensor-parallel-size", "2"), "--tensor-parallel-size", "use llm-entry's --tensor-parallel-size"),
+    (("--tensor_parallel_size=2",), "--tensor-parallel-size", "use llm-entry's --tensor-parallel-size"),
+    (("-tp", "2"), "--tensor-parallel-size", "use llm-entry's --tensor-parallel-size"),
+    (("-tp=2",), "--tensor-parallel-size", "use llm-entry's --tensor-parallel-size"),
+])
+def test_arguments_after_the_double_dash_cannot_set_a_flag_llm_entry_manages(
+        model_dir: Path, args: tuple[str, ...], flag: str, advice: str) -> None:
+    message = refused(model_dir, engine_args=("--enable-prefix-caching", *args))
+    assert message.startswith(f"an argument after -- sets the engine's {flag}, which llm-entry manages: ")
+    assert advice in message
+    assert SECRET_VALUE not in message and "0.0.0.0" not in message
+
+
+@pytest.mark.parametrize("args", [
+    ("--enable-prefix-caching",), ("--max-num-seqs", "64"), ("--model-impl", "transformers"),
+    ("--max-model-len", "4096"), ("--chat-template", "{{ messages }} --host"), ("--dtype=half",),
+])
+def test_other_arguments_after_the_double_dash_pass(model_dir: Path, args: tuple[str, ...]) -> None:
+    assert build(model_dir, engine_args=args).engine_args == args
+
+
+# --- the demo model -------------------------------------------------------------
+
+def test_the_demo_caps_the_cpu_kv_cache_at_1_gib(tmp_path: Path) -> None:
+    config = build("demo", node_gpus=0, cache_dir=tmp_path)
+    assert config.engine_env == (("VLLM_CPU_KVCACHE_SPACE", "1"),)
+
+
+def test_the_demo_leaves_a_user_set_cpu_kv_cache_alone(tmp_path: Path) -> None:
+    config = build("demo", {"VLLM_CPU_KVCACHE_SPACE": "4"}, node_gpus=0, cache_dir=tmp_path)
+    assert config.engine_env == ()
+
+
+def test_the_demo_keeps_its_context_length_unless_the_user_sets_one(tmp_path: Path) -> None:
+    assert build("demo", node_gpus=0, cache_dir=tmp_path).engine_args == (
+        "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048")
+    config = build("demo", node_gpus=0, cache_dir=tmp_path, max_model_len=1024)
+    assert config.max_model_len == 1024
+    assert "--max-model-len" not in config.engine_args
+    command = engine_command(config)
+    assert command.count("--max-model-len") == 1
+    assert command[command.index("--max-model-len") + 1] == "1024"

@@ -1,4 +1,5 @@
-"""Unit tests of the proxy's key check: keys-file parsing, the key ring and header parsing.
+"""Unit tests of the proxy's key check: keys-file parsing, the key ring (reloads,
+weak keys, the SIGHUP marker) and header parsing.
 
 The coroutine LiteLLM calls (proxy_authenticator) needs litellm, which takes
 seconds to import: the integration tests against the real proxy cover it.
@@ -13,20 +14,23 @@ from pathlib import Path
 
 import pytest
 
+from entrypoint.keys import numbered_keys, parse_keys_file
 from entrypoint.proxy_auth import (
     KEYS_FILE_VARIABLE,
     MASTER_KEY_VARIABLE,
+    RELOAD_MARKER_VARIABLE,
     CredentialError,
     KeyRing,
     KeySource,
-    parse_keys_file,
     presented_key,
 )
 
 MASTER = "sk-master-0123456789"
-KEY_A = "key-alpha-7f3c"
+KEY_A = "key-alpha-7f3c9e2a"
 KEY_B = "sk-key-bravo-91d2"
+KEY_C = "key-charlie-4b8e1d7f"
 KEYS_FILE = Path("/run/secrets/api-keys")
+MARKER = Path("/tmp/llm-entry-run/keys-reload")
 
 
 class FakeClock:
@@ -126,6 +130,10 @@ def test_keys_file_accepts_crlf_line_endings() -> None:
     assert parse_keys_file(f"# comment\r\n{KEY_A}\r\n\r\n{KEY_B}\r\n") == (KEY_A, KEY_B)
 
 
+def test_keys_file_lines_are_numbered_as_an_editor_shows_them() -> None:
+    assert numbered_keys(f"# team a\n{KEY_A}\n\n  {KEY_B}\n") == ((2, KEY_A), (4, KEY_B))
+
+
 def test_keys_file_ignores_a_byte_order_mark() -> None:
     assert parse_keys_file(f"\ufeff{KEY_A}\n") == (KEY_A,)
 
@@ -187,9 +195,9 @@ def test_key_removed_from_file_stops_working_after_the_recheck_interval(clock: F
 
 def test_key_added_to_file_starts_working_after_the_recheck_interval(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, f"{KEY_A}\n{KEY_B}\nkey-charlie\n")
+    files.write(KEYS_FILE, f"{KEY_A}\n{KEY_B}\n{KEY_C}\n")
     clock.advance(1.0)
-    assert ring.allows("key-charlie")
+    assert ring.allows(KEY_C)
 
 
 def test_file_is_stat_at_most_once_per_interval(clock: FakeClock, files: FakeFiles) -> None:
@@ -300,6 +308,89 @@ def test_key_ring_reads_a_real_keys_file(tmp_path: Path) -> None:
     keys_file.write_text(f"{KEY_B}\n")
     assert not ring.allows(KEY_A)
     assert ring.allows(KEY_B)
+
+
+# weak keys on reload
+
+
+def test_a_weak_key_added_later_is_refused_and_the_good_ones_kept(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, f"{KEY_A}\n# new\nsk-1234\nshort-key\n{KEY_C}\n")
+    clock.advance(1.0)
+    assert not ring.allows("sk-1234")
+    assert not ring.allows("short-key")
+    assert ring.allows(KEY_A) and ring.allows(KEY_C)
+    assert not ring.allows(KEY_B), "a key removed in the same edit stops working"
+
+
+def test_a_weak_key_is_named_by_its_line_never_shown(
+    clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, f"{KEY_A}\n# new\nsk-1234\n")
+    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+        for _ in range(3):
+            clock.advance(1.0)
+            ring.allows(KEY_A)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"llm-entry: the key on line 3 of the API keys file {KEYS_FILE} is a well-known example key: "
+        "it is not accepted; replace it with a random key of at least 16 characters"
+    ]
+    assert "sk-1234" not in caplog.text and KEY_A not in caplog.text
+
+
+def test_a_file_of_only_weak_keys_leaves_the_master_key(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, "changeme\n")
+    clock.advance(1.0)
+    assert not ring.allows("changeme") and not ring.allows(KEY_A)
+    assert ring.allows(MASTER)
+
+
+# the reload marker (SIGHUP)
+
+
+def ring_with_marker(clock: FakeClock, files: FakeFiles) -> KeyRing:
+    files.write(MARKER, "1\n")
+    return KeyRing(MASTER, KEYS_FILE, reload_marker=MARKER, clock=clock, stat=files.stat, read=files.read)
+
+
+def test_a_new_marker_makes_the_next_request_read_the_file_at_once(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_marker(clock, files)
+    # An edit that keeps inode, size and modification time (cp -p of a key of
+    # the same length): the status alone cannot see it.
+    files.write(KEYS_FILE, f"{KEY_A.upper()}\n{KEY_B}\n", keep_mtime=True)
+    clock.advance(5.0)
+    assert ring.allows(KEY_A), "the status did not change: the file is not read"
+    files.write(MARKER, "2\n", new_inode=True)
+    assert not ring.allows(KEY_A)
+    assert ring.allows(KEY_A.upper())
+
+
+def test_an_unchanged_marker_costs_one_stat_and_no_read(clock: FakeClock, files: FakeFiles) -> None:
+    ring = ring_with_marker(clock, files)
+    stats, reads = files.stats, files.reads
+    ring.allows(KEY_A)
+    assert (files.stats, files.reads) == (stats + 1, reads)
+
+
+def test_a_missing_marker_changes_nothing(clock: FakeClock, files: FakeFiles) -> None:
+    ring = KeyRing(MASTER, KEYS_FILE, reload_marker=MARKER, clock=clock, stat=files.stat, read=files.read)
+    reads = files.reads
+    assert ring.allows(KEY_A)
+    assert files.reads == reads
+
+
+def test_environment_names_the_reload_marker(tmp_path: Path) -> None:
+    keys_file, marker = tmp_path / "api-keys", tmp_path / "keys-reload"
+    keys_file.write_text(f"{KEY_A}\n")
+    marker.write_text("1\n")
+    ring = KeyRing.from_environment({MASTER_KEY_VARIABLE: MASTER, KEYS_FILE_VARIABLE: str(keys_file),
+                                     RELOAD_MARKER_VARIABLE: str(marker)})
+    keys_file.write_text(f"{KEY_B}\n")
+    (tmp_path / "new-marker").write_text("2\n")
+    (tmp_path / "new-marker").replace(marker)
+    assert ring.allows(KEY_B) and not ring.allows(KEY_A)
 
 
 def test_environment_with_empty_keys_file_variable_gives_master_key_only() -> None:

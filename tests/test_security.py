@@ -1,9 +1,12 @@
-"""Keys and exposure: only key holders get answers, the engine is reachable
-on loopback with its own key only, and no key leaks into argv, logs or files
-(issue: keys and exposure)."""
+"""Keys and exposure: only key holders get answers, keys from the file open
+only the model routes, the engine is reachable on loopback with its own key
+only, keys rotate through a Kubernetes-style secret volume and on SIGHUP, and
+no key leaks into argv, logs or files (issue: keys and exposure)."""
 
 import os
+import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -16,17 +19,40 @@ pytestmark = pytest.mark.integration
 FILE_KEY_A = "team-a-" + "5d1c9e7b3a8f2c6e4b0d9a7c"
 FILE_KEY_B = "team-b-" + "8e2f6a0c4d9b1e7a3c5f2d8b"
 WRONG_KEY = "sk-wrong-" + "0123456789abcdef01234567"
+ROTATED_KEY = "team-c-" + "1a7e4c9b2d6f0a3e8c5b7d9f"
+
+
+def publish(secret_dir: Path, text: str) -> None:
+    """What the kubelet does to update a Secret volume: write the new files in a
+    fresh timestamped folder, point `..data` at it by an atomic rename of a
+    symlink, remove the old folder. The key file itself is a symlink through `..data`."""
+    stamp = f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    (secret_dir / stamp).mkdir()
+    (secret_dir / stamp / "api-keys").write_text(text)
+    data = secret_dir / "..data"
+    old = os.readlink(data) if data.is_symlink() else None
+    (secret_dir / "..data_tmp").symlink_to(stamp)
+    os.replace(secret_dir / "..data_tmp", data)
+    if not (secret_dir / "api-keys").is_symlink():
+        (secret_dir / "api-keys").symlink_to("..data/api-keys")
+    if old is not None:
+        (secret_dir / old / "api-keys").unlink()
+        (secret_dir / old).rmdir()
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("security")
-    keys = tmp / "api-keys"
-    keys.write_text(f"# team A\n{FILE_KEY_A}\n\n{FILE_KEY_B}  \n")
-    entry = Entry(tmp, args=["--api-keys-file", str(keys)]).start()
+    secret_dir = tmp / "secret"
+    secret_dir.mkdir()
+    publish(secret_dir, f"# team A\n{FILE_KEY_A}\n\n{FILE_KEY_B}  \n")
+    # The engine double logs every request it gets: a way to put a key in a log line.
+    entry = Entry(tmp, args=["--api-keys-file", str(secret_dir / "api-keys")],
+                  env={"ENGINE_DOUBLE_LOG_REQUESTS": "1"}).start()
     try:
         entry.wait_ready()
-        entry.keys_file = keys
+        entry.secret_dir = secret_dir
+        entry.keys_file = secret_dir / "api-keys"
         yield entry
     finally:
         entry.kill_everything()
@@ -97,6 +123,37 @@ def test_good_keys_get_answers_on_every_model_route(guarded, method, path, kind,
         "api-key": {"api-key": FILE_KEY_B},
     }[header]
     response = call(guarded, method, path, kind, headers)
+    assert response.status_code == 200, response.text
+
+
+ADMIN_ROUTES = [
+    ("POST", "/key/generate", {}),
+    ("POST", "/user/new", {}),
+    ("POST", "/team/new", {}),
+    ("POST", "/model/new", {"model_name": "mine", "litellm_params": {"model": "openai/mine"}}),
+    ("POST", "/model/delete", {"id": "anything"}),
+    ("GET", "/key/list", None),
+    ("GET", "/user/list", None),
+    ("GET", "/model/info", None),
+    ("POST", "/config/update", {}),
+    ("GET", "/health", None),
+]
+
+
+@pytest.mark.parametrize("method,path,body", ADMIN_ROUTES)
+def test_keys_from_the_file_get_no_admin_routes(guarded, method, path, body):
+    publish(guarded.secret_dir, f"{FILE_KEY_A}\n{FILE_KEY_B}\n")
+    wait_for(lambda: call(guarded, "GET", "/v1/models", None, guarded.headers(FILE_KEY_A)).status_code == 200,
+             15, "the file key to work", poll=0.2)
+    response = requests.request(method, guarded.url(path), json=body, headers=guarded.headers(FILE_KEY_A),
+                                timeout=30)
+    assert response.status_code in (401, 403), response.text
+    assert response.json()["error"]["message"]
+    assert FILE_KEY_A not in response.text
+
+
+def test_the_master_key_still_reaches_management_routes(guarded):
+    response = requests.get(guarded.url("/model/info"), headers=guarded.headers(MASTER_KEY), timeout=30)
     assert response.status_code == 200, response.text
 
 
@@ -181,7 +238,56 @@ def test_rendered_files_are_private_and_hold_no_key(guarded):
             assert secret not in text, path
 
 
+def test_a_kubernetes_secret_rotation_is_picked_up_and_the_new_key_is_hidden_in_logs(guarded):
+    publish(guarded.secret_dir, f"{FILE_KEY_A}\n{FILE_KEY_B}\n")
+    engine_before = guarded.program_pid("engine")
+    publish(guarded.secret_dir, f"# rotated\n{ROTATED_KEY}\n{FILE_KEY_B}\n")
+    wait_for(lambda: call(guarded, "GET", "/v1/models", None, guarded.headers(ROTATED_KEY)).status_code == 200,
+             15, "the rotated-in key to work", poll=0.2)
+    assert call(guarded, "GET", "/v1/models", None, guarded.headers(FILE_KEY_A)).status_code == 401
+    assert guarded.program_pid("engine") == engine_before
+    # The engine double logs the path it was asked for, query string included.
+    requests.get(f"http://127.0.0.1:{guarded.engine_port}/v1/models?leak={ROTATED_KEY}", timeout=10)
+    wait_for(lambda: "/v1/models?leak=" in guarded.output(), 15, "the engine to log the request")
+    assert ROTATED_KEY not in guarded.output()
+    assert "/v1/models?leak=***" in guarded.output()
+
+
+def test_a_weak_key_added_to_the_file_is_refused_and_named_by_line(guarded):
+    weak = "short-key-42"
+    publish(guarded.secret_dir, f"{FILE_KEY_B}\n# new team\n{weak}\n")
+    wait_for(lambda: "the key on line 3 of the API keys file" in guarded.output(), 15,
+             "the proxy to warn about the weak key", poll=0.2)
+    assert call(guarded, "GET", "/v1/models", None, guarded.headers(weak)).status_code == 401
+    assert call(guarded, "GET", "/v1/models", None, guarded.headers(FILE_KEY_B)).status_code == 200
+    assert "is shorter than 16 characters: it is not accepted" in guarded.output()
+    assert weak not in guarded.output()
+
+
+def test_sighup_reads_the_keys_file_again_at_once(guarded):
+    publish(guarded.secret_dir, f"{FILE_KEY_A}\n")
+    wait_for(lambda: call(guarded, "GET", "/v1/models", None, guarded.headers(FILE_KEY_A)).status_code == 200,
+             15, "the file key to work", poll=0.2)
+    # Rewrite in place with a key of the same length and put the time back
+    # (as `cp -p` would): inode, size and time are unchanged, so only SIGHUP
+    # can tell the proxy to read the file again.
+    target = guarded.keys_file.resolve()
+    before = target.stat()
+    target.write_text(f"{ROTATED_KEY}\n")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_size == before.st_size and target.stat().st_ino == before.st_ino
+    guarded.send(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP: read --api-keys-file again (1 key)" in guarded.output(), 15, "llm-entry to say so")
+    assert call(guarded, "GET", "/v1/models", None, guarded.headers(ROTATED_KEY)).status_code == 200
+    assert call(guarded, "GET", "/v1/models", None, guarded.headers(FILE_KEY_A)).status_code == 401
+    assert guarded.process.poll() is None and guarded.ready()
+    assert ROTATED_KEY not in guarded.output()
+
+
 def test_a_key_removed_from_the_file_stops_working_without_a_restart(guarded):
+    publish(guarded.secret_dir, f"{FILE_KEY_A}\n{FILE_KEY_B}\n")
+    wait_for(lambda: call(guarded, "GET", "/v1/models", None, guarded.headers(FILE_KEY_A)).status_code == 200,
+             15, "the file key to work", poll=0.2)
     headers = {"Authorization": f"Bearer {FILE_KEY_A}"}
     assert call(guarded, "GET", "/v1/models", None, headers).status_code == 200
     engine_before = guarded.program_pid("engine")
@@ -192,9 +298,14 @@ def test_a_key_removed_from_the_file_stops_working_without_a_restart(guarded):
     assert guarded.program_pid("engine") == engine_before
 
 
-def test_run_folder_is_removed_at_exit(entry_factory):
+def test_sighup_does_not_stop_llm_entry_and_the_run_folder_is_removed_at_exit(entry_factory):
     entry = entry_factory().start()
     entry.wait_ready()
     run_dir = run_dir_of(entry)
+    entry.send(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP: there is no --api-keys-file to read again" in entry.output(), 15,
+             "llm-entry to take the SIGHUP")
+    assert entry.process.poll() is None and entry.ready() and run_dir.exists()
     assert entry.stop() == 0
     assert not run_dir.exists()
+    entry.assert_nothing_left()

@@ -1,0 +1,129 @@
+"""What the engine is given, decided from the options: the model it loads,
+its command, the arguments after `--` (refused when they would override a
+flag llm-entry manages: they come last, and the last one wins in vLLM's
+parser), the demo model's arguments, and the environment for vLLM's CPU build.
+config calls these while it validates; none of them starts anything.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable, Mapping
+
+from . import demo_model
+from .errors import EntryError
+
+CPU_KV_CACHE = "VLLM_CPU_KVCACHE_SPACE"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# The flags llm-entry puts on the engine's command line (or, for --api-key,
+# deliberately keeps off it), with what to do instead of passing them after `--`.
+MANAGED_FLAGS: dict[str, str] = {
+    "--host": "the engine listens on 127.0.0.1 only, behind the proxy; "
+              "use llm-entry's --host for the proxy's public address",
+    "--port": "use llm-entry's --engine-port for the engine's loopback port, or --port for the public one",
+    "--api-key": "llm-entry makes the engine's key itself at every start and passes it by environment; "
+                 "give clients keys with --master-key-file or --api-keys-file",
+    "--model": "use llm-entry's --model",
+    "--served-model-name": "use llm-entry's --served-model-name",
+    "--tensor-parallel-size": "use llm-entry's --tensor-parallel-size, which is checked against the GPUs and heads",
+}
+SHORT_FLAGS = {"-tp": "--tensor-parallel-size"}
+
+
+def default_cache_dir() -> Path:
+    return Path("~/.cache/llm-entry").expanduser()
+
+
+def resolve_model(raw: str, cache_dir: Path | None) -> tuple[str, Path | None, bool]:
+    """(what vLLM gets, local folder or None, is the demo model)."""
+    if raw == demo_model.DEMO_MODEL_NAME:
+        folder = demo_model.demo_model_dir(cache_dir or default_cache_dir())
+        return str(folder), folder, True
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise EntryError(
+                f"model directory {path} has no config.json: is --model the folder that holds the weights?"
+            )
+        return str(path.resolve()), path.resolve(), False
+    if path.exists():
+        raise EntryError(f"--model {raw} is a file, not a folder: point it at the folder that holds config.json.")
+    if HUB_ID.match(raw) and not raw.startswith((".", "/", "~")):
+        return raw, None, False
+    raise EntryError(
+        f"model directory {raw} does not exist: mount the model there, or give a hub id like org/name, "
+        f"or use --model {demo_model.DEMO_MODEL_NAME} to try the built-in demo model."
+    )
+
+
+def default_engine_cmd() -> tuple[str, ...]:
+    # The module path works for both the CUDA and the CPU build; the CPU
+    # build's `vllm` console script crashes at start.
+    return (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+
+
+def engine_cmd(raw: str | None) -> tuple[str, ...]:
+    if raw is None or not raw.strip():
+        return default_engine_cmd()
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as error:
+        raise EntryError(f"--engine-cmd cannot be split like a shell command line ({error}): check its quotes.")
+
+
+def managed_flag(arg: str) -> str | None:
+    """The managed flag vLLM would read `arg` as, or None.
+
+    vLLM's parser turns underscores into dashes, takes `--flag=value`, and (being
+    argparse) accepts any unambiguous prefix: `--hos` is --host there.
+    """
+    name = arg.split("=", 1)[0]
+    if name.startswith("--") and len(name) > 2:
+        name = name.replace("_", "-")
+        return next((flag for flag in MANAGED_FLAGS if flag.startswith(name)), None)
+    if name.startswith("-") and len(name) > 1:
+        return next((flag for short, flag in SHORT_FLAGS.items() if short.startswith(name)), None)
+    return None
+
+
+def check_pass_through(args: tuple[str, ...]) -> tuple[str, ...]:
+    """The arguments after `--`, refused when one of them sets a managed flag.
+
+    The message names the flag, never the argument: `--api-key=...` holds a key.
+    """
+    for arg in args:
+        flag = managed_flag(arg)
+        if flag is not None:
+            raise EntryError(
+                f"an argument after -- sets the engine's {flag}, which llm-entry manages: {MANAGED_FLAGS[flag]}."
+            )
+    return args
+
+
+def demo_args(max_model_len: int | None) -> tuple[str, ...]:
+    """The demo's engine arguments, without its --max-model-len when the user chose one."""
+    args = list(demo_model.DEMO_ENGINE_ARGS)
+    if max_model_len is not None and "--max-model-len" in args:
+        at = args.index("--max-model-len")
+        del args[at:at + 2]
+    return tuple(args)
+
+
+def cpu_kv_cache_gib(total_memory_bytes: int) -> int:
+    """vLLM's CPU KV cache otherwise claims most of the machine: take a quarter, 1..8 GiB."""
+    return max(1, min(8, total_memory_bytes // (4 << 30)))
+
+
+def engine_env(env: Mapping[str, str], on_cpu: bool, demo: bool,
+               total_memory: Callable[[], int]) -> tuple[tuple[str, str], ...]:
+    """Settings for the engine's environment; a variable the user set is never replaced."""
+    settings: dict[str, str] = {}
+    if on_cpu and CPU_KV_CACHE not in env:
+        settings[CPU_KV_CACHE] = str(cpu_kv_cache_gib(total_memory()))
+    if demo:
+        settings.update(demo_model.DEMO_ENGINE_ENV)
+    return tuple(sorted((name, value) for name, value in settings.items() if name not in env))
