@@ -31,6 +31,25 @@ def option(*names, **kwargs):
 SECONDS = click.FLOAT
 
 
+class WorkerCount(click.ParamType):
+    """A number of processes, or "auto" (None: config decides from the machine)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "auto":
+            return None
+        if isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number nor auto.", param, ctx)
+
+
+WORKERS = WorkerCount()
+
+
 @click.command(context_settings={"auto_envvar_prefix": "LLM_ENTRY", "show_default": True,
                                  "help_option_names": ["-h", "--help"], "max_content_width": 100})
 @option("--model", required=True,
@@ -55,7 +74,9 @@ SECONDS = click.FLOAT
 @option("--engine-cmd",
               help="Command that starts the engine, split like a shell line; llm-entry appends the vLLM "
                    "arguments.  [default: this Python -m vllm.entrypoints.openai.api_server]")
-@option("--proxy-workers", type=click.INT, default=1, help="LiteLLM worker processes.")
+@option("--proxy-workers", type=WORKERS, default="auto",
+              help="LiteLLM worker processes, or auto: one per usable CPU up to 4 on a GPU node, "
+                   "1 when the engine runs on the CPU.")
 @option("--cache-dir", type=PATH, help="Where the demo model is built.  [default: ~/.cache/llm-entry]")
 @option("--startup-timeout", type=SECONDS, default=1800.0, help="Seconds to become ready before giving up.")
 @option("--check-interval", type=SECONDS, default=2.0, help="Seconds between health checks of each process.")

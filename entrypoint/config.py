@@ -19,6 +19,7 @@ from .errors import EntryError
 from .gpus import NodeGpus, visible_gpu_count
 from .keys import Secret, check_keys_file, resolve_master_key
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
+from .workers import choose_proxy_workers, read_usable_cpus
 
 WORKSPACE_PORT = 8080
 PRODUCTION_PORT = 80
@@ -45,7 +46,7 @@ class Options:
     gpu_memory_utilization: float | None = None
     engine_cmd: str | None = None
     engine_args: tuple[str, ...] = ()
-    proxy_workers: int = 1
+    proxy_workers: int | None = None   # None: auto (entrypoint.workers)
     cache_dir: Path | None = None
     startup_timeout: float = 1800.0
     check_interval: float = 2.0
@@ -95,6 +96,7 @@ class Config:
     engine_args: tuple[str, ...]      # extra arguments after `--`, passed unchanged
     engine_env: tuple[tuple[str, str], ...]
     proxy_workers: int
+    proxy_workers_reason: str
     timing: Timing
     engine_restart: str
     max_restarts: int
@@ -193,7 +195,8 @@ def _check_numbers(opts: Options, port: int) -> None:
             f"--gpu-memory-utilization {opts.gpu_memory_utilization} must be a fraction in (0, 1], e.g. 0.9."
         )
     _positive("--max-model-len", opts.max_model_len)
-    _positive("--proxy-workers", opts.proxy_workers)
+    if opts.proxy_workers is not None:
+        _positive("--proxy-workers", opts.proxy_workers)
     _positive("--max-restarts", opts.max_restarts, allow_zero=True)
     _positive("--restart-window", opts.restart_window)
     if opts.engine_restart not in RESTART_POLICIES:
@@ -215,6 +218,7 @@ def build_config(
     env: Mapping[str, str],
     query_node_gpus: Callable[[], NodeGpus],
     total_memory: Callable[[], int] = _total_memory,
+    usable_cpus: Callable[[], int] = read_usable_cpus,
 ) -> Config:
     """Validate everything the user gave; raise EntryError on the first problem."""
     model, model_dir, demo = resolve_model(opts.model, opts.cache_dir)
@@ -227,6 +231,7 @@ def build_config(
     timing = _timing(opts, env)
     node = query_node_gpus()
     visible, plan = _parallel_plan(opts, env, node, model_dir, demo)
+    workers = choose_proxy_workers(opts.proxy_workers, usable_cpus(), visible)
     served = opts.served_model_name or (
         demo_model.DEMO_MODEL_NAME if demo else (model_dir.name if model_dir is not None else model)
     )
@@ -238,8 +243,8 @@ def build_config(
         max_model_len=opts.max_model_len, gpu_memory_utilization=opts.gpu_memory_utilization,
         engine_cmd=engine_cmd(opts.engine_cmd),
         engine_args=(demo_args(opts.max_model_len) if demo else ()) + passed_through,
-        engine_env=engine_env(env, visible == 0, demo, total_memory), proxy_workers=opts.proxy_workers,
-        timing=timing, engine_restart=opts.engine_restart,
+        engine_env=engine_env(env, visible == 0, demo, total_memory), proxy_workers=workers.workers,
+        proxy_workers_reason=workers.reason, timing=timing, engine_restart=opts.engine_restart,
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
         warnings=(MASTER_KEY_ON_COMMAND_LINE,) if opts.master_key_on_command_line else (),

@@ -150,6 +150,7 @@ def dry_run_text(config: Config, python: str, run_dir: Path) -> str:
         shlex.join(engine_command(config)),
         "# engine settings: " + (" ".join(f"{n}={v}" for n, v in config.engine_env) or "none")
         + " (VLLM_API_KEY is generated at every start)",
+        f"# {config.proxy_workers_reason}",
         "# proxy command:",
         shlex.join(proxy_command(config, python, run_dir)),
     ]

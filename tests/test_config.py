@@ -32,10 +32,10 @@ def gpus(count: int) -> Callable[[], NodeGpus]:
 
 
 def build(model: Path | str, env: dict[str, str] | None = None, node_gpus: int = 8,
-          memory: int = 64 * GIB, **options) -> Config:
+          memory: int = 64 * GIB, cpus: int = 2, **options) -> Config:
     options.setdefault("master_key", MASTER_KEY)
     return build_config(Options(model=str(model), **options), env or {}, query_node_gpus=gpus(node_gpus),
-                        total_memory=lambda: memory)
+                        total_memory=lambda: memory, usable_cpus=lambda: cpus)
 
 
 def refused(model: Path | str, env: dict[str, str] | None = None, **options) -> str:
@@ -432,3 +432,13 @@ def test_the_demo_keeps_its_context_length_unless_the_user_sets_one(tmp_path: Pa
     command = engine_command(config)
     assert command.count("--max-model-len") == 1
     assert command[command.index("--max-model-len") + 1] == "1024"
+
+
+def test_proxy_workers_follow_the_usable_cpus_on_a_gpu_node(model_dir):
+    assert build(model_dir, node_gpus=8, cpus=3).proxy_workers == 3
+
+
+def test_proxy_keeps_one_worker_when_the_engine_runs_on_the_cpu(model_dir):
+    config = build(model_dir, node_gpus=0, cpus=16)
+    assert config.proxy_workers == 1
+    assert "CPU engine" in config.proxy_workers_reason

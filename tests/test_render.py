@@ -44,6 +44,7 @@ CONFIG = Config(
     engine_args=("--enable-prefix-caching",),
     engine_env=(),
     proxy_workers=2,
+    proxy_workers_reason="proxy: 2 worker(s), as asked",
     timing=Timing(startup_timeout=1800.0, check_interval=2.0, check_timeout=3.0, unready_after=2,
                   hang_timeout=30.0, heartbeat_ttl=15.0, grace_period=25.0, drain_delay=0.0),
     engine_restart="never",
