@@ -1,7 +1,8 @@
 """HTTP checks of the engine and the proxy, each in its own thread.
 
-Each check has a timeout, so a stuck server costs one timeout and never
-freezes anything; the two threads never wait for each other. A thread only
+Each check has one deadline (--check-timeout), however many requests it
+makes, so a stuck server costs one timeout and never freezes anything; the
+two threads never wait for each other. A thread only
 checks while its program is alive, and every result is tagged with the
 start it belongs to, so the monitor can ignore results from before a restart.
 """
@@ -20,15 +21,24 @@ from .keys import Secret
 # follow the moment it can answer, not up to a whole interval later.
 STARTUP_POLL = 0.25
 
+# check(session, deadline): deadline is a time.monotonic() reading.
 Check = Callable[[requests.Session, float], tuple[bool, str]]
+
+
+def time_left(deadline: float, clock: Callable[[], float] = time.monotonic) -> float:
+    """What remains of one check's deadline, for the next request's timeout."""
+    left = deadline - clock()
+    if left <= 0:
+        raise requests.exceptions.Timeout("the check's deadline passed")
+    return left
 
 
 def engine_check(port: int) -> Check:
     """vLLM's /health: 200 while the engine core lives, 503 once it died."""
     url = f"http://127.0.0.1:{port}/health"
 
-    def check(session: requests.Session, timeout: float) -> tuple[bool, str]:
-        response = session.get(url, timeout=timeout)
+    def check(session: requests.Session, deadline: float) -> tuple[bool, str]:
+        response = session.get(url, timeout=time_left(deadline))
         if response.status_code == 200:
             return True, "/health 200"
         return False, f"/health answered {response.status_code}"
@@ -36,16 +46,18 @@ def engine_check(port: int) -> Check:
     return check
 
 
-def proxy_check(base: str, master_key: Secret, served_model_name: str) -> Check:
+def proxy_check(base: str, master_key: Secret, served_model_name: str,
+                clock: Callable[[], float] = time.monotonic) -> Check:
     """Readiness, then one authenticated request that never reaches the model:
-    a proxy that lost its config or its key fails here, not at a user."""
+    a proxy that lost its config or its key fails here, not at a user. Both
+    requests share the one deadline."""
 
-    def check(session: requests.Session, timeout: float) -> tuple[bool, str]:
-        response = session.get(base + "/health/readiness", timeout=timeout)
+    def check(session: requests.Session, deadline: float) -> tuple[bool, str]:
+        response = session.get(base + "/health/readiness", timeout=time_left(deadline, clock))
         if response.status_code != 200:
             return False, f"/health/readiness answered {response.status_code}"
         response = session.get(
-            base + "/v1/models", timeout=timeout,
+            base + "/v1/models", timeout=time_left(deadline, clock),
             headers={"Authorization": "Bearer " + master_key.reveal()},
         )
         if response.status_code != 200:
@@ -61,7 +73,7 @@ def proxy_check(base: str, master_key: Secret, served_model_name: str) -> Check:
 def describe_failure(error: Exception) -> str:
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return "connect timed out"
-    if isinstance(error, requests.exceptions.ReadTimeout):
+    if isinstance(error, requests.exceptions.Timeout):
         return "no answer within the check timeout"
     if isinstance(error, requests.exceptions.ConnectionError):
         text = str(error)
@@ -110,8 +122,8 @@ class Checker:
                 generation, alive = self._generation, self._alive
             if alive:
                 try:
-                    ok, detail = self._check(session, self._timeout)
-                except (requests.RequestException, ValueError) as error:
+                    ok, detail = self._check(session, time.monotonic() + self._timeout)
+                except Exception as error:  # noqa: BLE001 - a surprise is a failed check, not a dead thread
                     ok, detail = False, describe_failure(error)
                     session.close()  # a half-read connection must not be reused
                     session = requests.Session()

@@ -12,6 +12,7 @@ EXIT_PROXY_FAILED = 4        # the proxy kept exiting after restarts
 EXIT_STARTUP_TIMEOUT = 5     # not ready within --startup-timeout
 EXIT_HUNG = 6                # a process stopped answering its checks for --hang-timeout
 EXIT_SUPERVISOR_FAILED = 7   # supervisord itself died or stopped answering
+EXIT_INTERNAL_ERROR = 8      # a bug in llm-entry's monitor: everything was stopped all the same
 
 
 class EntryError(Exception):

@@ -37,6 +37,7 @@ class Verdict:
     waiting_for: str = ""          # why not ready, for the not-ready file and the log
     fatal: str = ""                # why only a restart helps; empty while there is hope
     exit_code: int = 0
+    program: str = ""              # whose fatal verdict it is
 
 
 def assess(vitals: Vitals, now: float, timing: Timing) -> Verdict:
@@ -48,7 +49,7 @@ def assess(vitals: Vitals, now: float, timing: Timing) -> Verdict:
                 False, f"{vitals.name} did not start",
                 fatal=(f"{vitals.name} was not ready after {waited:.0f} s (--startup-timeout "
                        f"{timing.startup_timeout:g} s); last check: {vitals.detail}"),
-                exit_code=EXIT_STARTUP_TIMEOUT,
+                exit_code=EXIT_STARTUP_TIMEOUT, program=vitals.name,
             )
         return Verdict(False, f"{vitals.name} starting ({waited:.0f} s): {vitals.detail}")
     silent = now - vitals.last_ok
@@ -57,7 +58,7 @@ def assess(vitals: Vitals, now: float, timing: Timing) -> Verdict:
             False, f"{vitals.name} not answering",
             fatal=(f"{vitals.name} has not passed a check for {silent:.0f} s (--hang-timeout "
                    f"{timing.hang_timeout:g} s): it looks hung; last check: {vitals.detail}"),
-            exit_code=EXIT_HUNG,
+            exit_code=EXIT_HUNG, program=vitals.name,
         )
     if vitals.failures >= timing.unready_after:
         return Verdict(False, f"{vitals.name} failing checks ({vitals.failures} in a row): {vitals.detail}")

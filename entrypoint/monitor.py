@@ -3,7 +3,8 @@
 Every tick it reaps children, takes recorded signals, asks supervisord for
 the programs' states (an exit always wins over a stale "ready"), restarts
 what may be restarted, folds the checks into one verdict and shows it in the
-probe files. It returns an Outcome; shutting down is the caller's next step.
+probe files, which also refreshes the heartbeat. It returns an Outcome;
+shutting down is the caller's next step, also after a bug in the loop.
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from .checks import Checker
 from .config import Config
 from .console import Console
-from .errors import EXIT_ENGINE_FAILED, EXIT_OK, EXIT_PROXY_FAILED, EXIT_SUPERVISOR_FAILED
+from .errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROXY_FAILED,
+                     EXIT_SUPERVISOR_FAILED)
+from .exits import TAIL_LINES, tell_exit
 from .health import Verdict, Vitals, assess, combine
 from .logs import LogForwarder
 from .probe_files import ProbeFiles
-from .processes import Reaper, describe_wait_status, group_alive, signal_group
+from .processes import ProcessTable, Reaper, describe_wait_status
 from .render import ENGINE, PROXY
+from .restarts import Program, Restarts
 from .signals import SignalQueue
 from .supervision import ProgramState, Supervisor, SupervisorError
 
@@ -35,26 +40,19 @@ EXITED_STATES = frozenset({"EXITED", "FATAL", "BACKOFF"})
 @dataclass(frozen=True)
 class Outcome:
     exit_code: int
-    summary: str
-    requested: bool = False     # a signal asked us to stop: drain gracefully
+    summary: str                        # one line
+    requested: bool = False             # a signal asked us to stop: drain gracefully
     was_ready: bool = False
-
-
-@dataclass
-class Program:
-    """What the monitor knows about one program across its restarts."""
-
-    name: str
-    vitals: Vitals
-    generation: int = 0
-    pgids: set[int] = field(default_factory=set)     # every group it ever led
-    restarts: deque = field(default_factory=deque)   # monotonic times of restarts
+    since: float | None = None          # monotonic time the shutdown's budget counts from
+    details: tuple[str, ...] = ()       # lines to print below the summary
+    kill_at_once: tuple[str, ...] = ()  # programs that looked hung: no SIGTERM deadline
 
 
 class Monitor:
     def __init__(self, config: Config, supervisor: Supervisor, probes: ProbeFiles,
                  console: Console, forwarder: LogForwarder, signals: SignalQueue,
-                 reaper: Reaper, clock: Callable[[], float] = time.monotonic):
+                 reaper: Reaper, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, processes: ProcessTable = ProcessTable()):
         self.config = config
         self.supervisor = supervisor
         self.probes = probes
@@ -63,13 +61,18 @@ class Monitor:
         self.signals = signals
         self.reaper = reaper
         self.clock = clock
+        self.sleep = sleep
+        self.processes = processes
         self.started = clock()
         self.programs = {name: Program(name, Vitals(name, self.started)) for name in (ENGINE, PROXY)}
         self.checkers: dict[str, Checker] = {}
         self.ready_since: float | None = None
         self.was_ready = False
         self._lock = threading.Lock()
+        self.restarts = Restarts(config, supervisor, processes, console, clock, self._lock)
         self._last_progress = self.started
+        self._signals_seen_at = self.started
+        self._rpc_answered = False
         self._rpc_failing_since: float | None = None
 
     # -- called from the checker threads ------------------------------------
@@ -85,66 +88,90 @@ class Monitor:
     # -- the loop ------------------------------------------------------------
     def run(self) -> Outcome:
         while True:
-            outcome = self.tick()
+            try:
+                outcome = self.tick()
+            except Exception as error:  # noqa: BLE001 - a bug must still end in the shutdown routine
+                outcome = self._crashed(error)
             if outcome is not None:
                 return outcome
-            time.sleep(TICK)
+            self.sleep(TICK)
 
     def tick(self) -> Outcome | None:
         self.reaper.reap()
+        now = self.clock()
         sig = self.signals.pop()
         if sig is not None:
+            # It arrived after the previous look: the grace period runs from then.
             return Outcome(EXIT_OK, f"received {signal.Signals(sig).name}", requested=True,
-                           was_ready=self.was_ready)
+                           was_ready=self.was_ready, since=self._signals_seen_at)
+        self._signals_seen_at = now
         supervisor_status = self.reaper.statuses.get(self.supervisor.pid or -1)
         if supervisor_status is not None:
             return self._fail(EXIT_SUPERVISOR_FAILED,
                               f"supervisord exited ({describe_wait_status(supervisor_status)})")
-        states = self._states()
-        if states is None:
-            return self._supervisor_silence()
-        for program in self.programs.values():
-            state = states.get(program.name)
-            if state is None:
-                continue
-            if state.alive:
-                program.pgids.add(state.pid)
-            elif state.state in EXITED_STATES:
-                outcome = self._exited(program, state)
-                if outcome is not None:
-                    return outcome
-                continue
-            checker = self.checkers.get(program.name)
-            if checker is not None:
-                checker.follow(program.generation, state.alive)
-        return self._show(self._verdict())
-
-    def _states(self) -> dict[str, ProgramState] | None:
         try:
             states = self.supervisor.states()
-        except SupervisorError:
-            return None
-        self._rpc_failing_since = None
-        return states
+        except SupervisorError as error:
+            return self._supervisor_silence(str(error))
+        self._supervisor_answers()
+        self.probes.beat()  # a restart below may wait for supervisord once more
+        for program in self.programs.values():
+            outcome = self._follow(program, states.get(program.name))
+            if outcome is not None:
+                return outcome
+        return self._show(self._verdict())
 
-    def _supervisor_silence(self) -> Outcome | None:
+    def _follow(self, program: Program, state: ProgramState | None) -> Outcome | None:
+        if program.restart_pending_since is not None:
+            return self._restart_failed(program, self.restarts.advance(program))
+        if state is None:
+            return None
+        if state.alive:
+            program.pgids.add(state.pid)
+        elif state.state in EXITED_STATES:
+            return self._exited(program, state)
+        checker = self.checkers.get(program.name)
+        if checker is not None:
+            checker.follow(program.generation, state.alive)
+        return None
+
+    # -- supervisord's silence -------------------------------------------------
+    def _supervisor_answers(self) -> None:
+        if self._rpc_failing_since is not None and self._rpc_answered:
+            self.console.say("supervisord answers again")
+        self._rpc_answered, self._rpc_failing_since = True, None
+
+    def _supervisor_silence(self, error: str) -> Outcome | None:
+        """Nobody can say whether the programs still run: not ready, and the
+        heartbeat stays fresh, since the monitor itself is fine."""
         now = self.clock()
         if self._rpc_failing_since is None:
             self._rpc_failing_since = now
-        elif now - self._rpc_failing_since > self.config.timing.hang_timeout:
+            if self._rpc_answered:
+                self.console.say(f"supervisord does not answer: {error}")
+        silent = now - self._rpc_failing_since
+        if silent > self.config.timing.hang_timeout:
             return self._fail(EXIT_SUPERVISOR_FAILED,
-                              f"supervisord has not answered for {now - self._rpc_failing_since:.0f} s")
-        return None
+                              f"supervisord has not answered for {silent:.0f} s: {error}")
+        if self._rpc_answered:
+            reason = f"supervisord not answering ({silent:.0f} s): {error}"
+        else:
+            reason = f"supervisord starting ({silent:.0f} s)"
+        return self._show(self._verdict(also_waiting_for=reason))
 
-    def _verdict(self) -> Verdict:
+    # -- verdicts and the probe files ----------------------------------------------
+    def _verdict(self, also_waiting_for: str = "") -> Verdict:
         now = self.clock()
         with self._lock:
             verdicts = [assess(p.vitals, now, self.config.timing) for p in self.programs.values()]
+        if also_waiting_for:
+            verdicts.append(Verdict(False, also_waiting_for))
         return combine(verdicts)
 
     def _show(self, verdict: Verdict) -> Outcome | None:
         if verdict.fatal:
-            return self._fail(verdict.exit_code, verdict.fatal)
+            hung = (verdict.program,) if verdict.exit_code == EXIT_HUNG and verdict.program else ()
+            return self._fail(verdict.exit_code, verdict.fatal, kill_at_once=hung)
         now = self.clock()
         self.probes.show(None if verdict.ready else verdict.waiting_for, None)
         if verdict.ready and self.ready_since is None:
@@ -175,46 +202,39 @@ class Monitor:
         if how.startswith("terminated by SIGKILL"):
             how += " (perhaps out of memory: check the container's memory limit and dmesg)"
         self.forwarder.pump()
-        tail = self.forwarder.tails[program.name].last_lines(3)
-        lived = self.clock() - program.vitals.started_at
-        phase = "after it was ready" if program.vitals.last_ok is not None else "while starting"
-        summary = f"{program.name} exited ({how}) {lived:.0f} s after start, {phase}"
-        if program.name == ENGINE:
-            summary += "; vLLM exits even with status 0 when its engine core dies"
-        if tail:
-            summary += "; last output: " + " | ".join(tail)
-        if self._may_restart(program):
-            self.console.say(summary + "; restarting it")
-            self._restart(program)
-            return None
+        tail = self.forwarder.tails[program.name].last_lines(TAIL_LINES)
+        story = tell_exit(program.name, how, self.clock() - program.vitals.started_at,
+                          program.vitals.last_ok is not None, tail)
+        if self.restarts.allowed(program):
+            self.console.say(story.summary + "; restarting it")
+            return self._restart_failed(program, self.restarts.begin(program))
         code = EXIT_ENGINE_FAILED if program.name == ENGINE else EXIT_PROXY_FAILED
+        summary = story.summary
         if program.restarts:
             summary += f"; gave up after {len(program.restarts)} restarts in {self.config.restart_window:g} s"
-        return self._fail(code, summary)
+        details = tuple(f"{program.name} | {line}" for line in story.last_lines)
+        return self._fail(code, summary, details=details)
 
-    def _may_restart(self, program: Program) -> bool:
-        if program.name == ENGINE and self.config.engine_restart == "never":
-            return False
-        now = self.clock()
-        while program.restarts and now - program.restarts[0] > self.config.restart_window:
-            program.restarts.popleft()
-        return len(program.restarts) < self.config.max_restarts
+    def _restart_failed(self, program: Program, why: str) -> Outcome | None:
+        if not why:
+            return None
+        return self._fail(EXIT_ENGINE_FAILED if program.name == ENGINE else EXIT_PROXY_FAILED, why)
 
-    def _restart(self, program: Program) -> None:
-        # Leftovers of the old start (vLLM workers) would hold memory and ports.
-        for pgid in program.pgids:
-            if group_alive(pgid):
-                signal_group(pgid, signal.SIGKILL)
-        now = self.clock()
-        program.restarts.append(now)
-        with self._lock:
-            program.generation += 1
-            program.vitals = Vitals(program.name, now)
-        try:
-            self.supervisor.start_program(program.name)
-        except SupervisorError as error:
-            self.console.say(f"could not restart {program.name}: {error}")
-
-    def _fail(self, code: int, summary: str) -> Outcome:
+    # -- endings -----------------------------------------------------------------
+    def _fail(self, code: int, summary: str, details: tuple[str, ...] = (),
+              kill_at_once: tuple[str, ...] = ()) -> Outcome:
         self.probes.show(summary, summary)
-        return Outcome(code, summary, was_ready=self.was_ready)
+        return Outcome(code, summary, was_ready=self.was_ready, since=self.clock(),
+                       details=details, kill_at_once=kill_at_once)
+
+    def _crashed(self, error: Exception) -> Outcome:
+        frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+        summary = (f"llm-entry's monitor failed ({type(error).__name__}: {error}{where}); "
+                   "stopping everything: please report this bug")
+        try:
+            self.probes.show(summary, summary)
+        except OSError:
+            pass  # the heartbeat runs out and the probes fail on their own
+        return Outcome(EXIT_INTERNAL_ERROR, summary, was_ready=self.was_ready, since=self.clock(),
+                       details=tuple("".join(traceback.format_exception(error)).splitlines()[-8:]))

@@ -19,11 +19,13 @@ from .checks import Checker, engine_check, proxy_check
 from .config import Config
 from .console import Console
 from .errors import EXIT_OK, EntryError
-from .keys import Secret, new_internal_key, parse_keys_file
+from .key_watch import RELOAD_MARKER, KeyWatch
+from .keys import Secret, new_internal_key
 from .logs import LogForwarder, LogTail
 from .monitor import Monitor, Outcome
 from .probe_files import ProbeFiles
 from .processes import Reaper, become_subreaper
+from .proxy_auth import RELOAD_MARKER_VARIABLE
 from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, MASTER_KEY_VAR, PROXY,
                      render_run_files)
 from .shutdown import Shutdown, proxy_drain_budget
@@ -55,7 +57,8 @@ def _has_module(python: str, module: str) -> bool:
     return True  # another interpreter: let the engine's own error speak
 
 
-def child_environment(config: Config, env: Mapping[str, str], internal_key: Secret) -> dict[str, str]:
+def child_environment(config: Config, env: Mapping[str, str], internal_key: Secret,
+                      reload_marker: Path | None = None) -> dict[str, str]:
     """supervisord's environment, which both programs inherit (the engine's
     command drops the proxy's keys from it)."""
     child = dict(env)
@@ -76,6 +79,8 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
         # absolute(), not resolve(): a Kubernetes Secret volume swaps a symlink
         # on update, and the proxy must follow the name, not today's target.
         child[API_KEYS_FILE_VAR] = str(config.api_keys_file.absolute())
+        if reload_marker is not None:
+            child[RELOAD_MARKER_VARIABLE] = str(reload_marker)
     return child
 
 
@@ -85,46 +90,59 @@ def write_private(folder: Path, name: str, content: str) -> None:
         file.write(content)
 
 
+def announce(config: Config, console: Console) -> None:
+    """What llm-entry decided, said once before anything starts."""
+    for warning in config.warnings:
+        console.say("warning: " + warning)
+    console.say(f"GPUs: {config.visible_gpus} visible ({config.gpus.count} on the node, via {config.gpus.source})")
+    if config.gpus.warning:
+        console.say(config.gpus.warning)
+    console.say(config.parallel.reason)
+    console.say(config.proxy_workers_reason)
+    if config.demo:
+        console.say(f"demo model: {config.model} (tiny, random weights: it answers gibberish)")
+
+
+def make_checkers(config: Config, monitor: Monitor) -> dict[str, Checker]:
+    timing = config.timing
+    return {
+        ENGINE: Checker(ENGINE, engine_check(config.engine_port), timing.check_interval,
+                        timing.check_timeout, monitor.report),
+        PROXY: Checker(PROXY, proxy_check(config.local_url, config.master_key, config.served_model_name),
+                       timing.check_interval, timing.check_timeout, monitor.report),
+    }
+
+
 def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
     preflight(config)
     probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl)
     probes.prepare()
     probes.show("starting", None)
-    console.say(f"GPUs: {config.visible_gpus} visible ({config.gpus.count} on the node, via {config.gpus.source})")
-    if config.gpus.warning:
-        console.say(config.gpus.warning)
-    console.say(config.parallel.reason)
+    announce(config, console)
     if config.demo:
-        console.say(f"demo model: {config.model} (tiny, random weights: it answers gibberish)")
         demo_model.ensure_demo_model(Path(config.model).parent)
 
     internal_key = new_internal_key()
     console.hide(config.master_key.reveal(), internal_key.reveal())
-    if config.api_keys_file is not None:
-        console.hide(*parse_keys_file(config.api_keys_file.read_text()))
     signals = SignalQueue().install()
     reaper = Reaper()
     become_subreaper()
 
     run_dir = Path(tempfile.mkdtemp(prefix="llm-entry-"))
     supervisor = Supervisor(run_dir)
-    forwarder = LogForwarder([LogTail(name, run_dir / f"{name}.log", console) for name in (ENGINE, PROXY)])
+    key_watch = KeyWatch(config, console, run_dir / RELOAD_MARKER, signals.take_reload).start()
+    forwarder = LogForwarder([LogTail(name, run_dir / f"{name}.log", console) for name in (ENGINE, PROXY)],
+                             before_pump=key_watch.poll)
     checkers: dict[str, Checker] = {}
     try:
         for file in render_run_files(config, sys.executable, run_dir):
             write_private(run_dir, file.name, file.content)
-        supervisor.start(sys.executable, child_environment(config, env, internal_key))
+        supervisor.start(sys.executable, child_environment(config, env, internal_key, key_watch.marker))
         forwarder.start()
         console.say(f"starting engine (127.0.0.1:{config.engine_port}) and proxy "
                     f"({config.host}:{config.port}) together")
         monitor = Monitor(config, supervisor, probes, console, forwarder, signals, reaper)
-        timing = config.timing
-        checkers = {
-            ENGINE: Checker(ENGINE, engine_check(config.engine_port), timing.check_interval,
-                            timing.check_timeout, monitor.report),
-            PROXY: Checker(PROXY, proxy_check(config.local_url, config.master_key, config.served_model_name),
-                           timing.check_interval, timing.check_timeout, monitor.report),
-        }
+        checkers = make_checkers(config, monitor)
         monitor.attach(checkers)
         for checker in checkers.values():
             checker.start()
@@ -145,12 +163,15 @@ def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Mo
         console.say(f"{outcome.summary}: shutting down")
     else:
         console.error(outcome.summary)
+        for line in outcome.details:
+            console.error("  " + line)
     for checker in checkers.values():
         checker.stop()
-    Shutdown(config, supervisor, console, signals, reaper).run(
+    Shutdown(config, supervisor, console, signals, reaper, probes).run(
         proxy_pgids=monitor.programs[PROXY].pgids,
         engine_pgids=monitor.programs[ENGINE].pgids,
         drain=outcome.requested, was_ready=outcome.was_ready,
+        since=outcome.since, kill_at_once=outcome.kill_at_once,
     )
     probes.beat()
     forwarder.stop()  # the programs' last words come before our last line

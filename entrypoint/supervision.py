@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Mapping
 
 PR_SET_PDEATHSIG = 1
+# A local supervisord answers in milliseconds. The monitor blocks on each call,
+# and its tick refreshes the heartbeat, so a silent supervisord may delay the
+# heartbeat by this much at most.
+RPC_TIMEOUT = 1.0
 RUNNING_STATES = frozenset({"STARTING", "RUNNING", "STOPPING"})
 
 
@@ -56,10 +60,10 @@ class _UnixTransport(xmlrpc.client.Transport):
     def __init__(self, path: str, timeout: float):
         super().__init__()
         self._path = path
-        self._timeout = timeout
+        self.timeout = timeout
 
     def make_connection(self, host):
-        return _UnixConnection(self._path, self._timeout)
+        return _UnixConnection(self._path, self.timeout)
 
 
 class SupervisorError(Exception):
@@ -67,15 +71,18 @@ class SupervisorError(Exception):
 
 
 class Supervisor:
-    def __init__(self, run_dir: Path, timeout: float = 3.0):
+    def __init__(self, run_dir: Path, timeout: float = RPC_TIMEOUT):
         self.run_dir = run_dir
         self.config_path = run_dir / "supervisord.conf"
         self.socket_path = run_dir / "supervisor.sock"
         self.log_path = run_dir / "supervisord.log"
         self.process: subprocess.Popen | None = None
-        self._rpc = xmlrpc.client.ServerProxy(
-            "http://localhost", transport=_UnixTransport(str(self.socket_path), timeout), allow_none=True
-        )
+        self._transport = _UnixTransport(str(self.socket_path), timeout)
+        self._rpc = xmlrpc.client.ServerProxy("http://localhost", transport=self._transport, allow_none=True)
+
+    def set_timeout(self, seconds: float) -> None:
+        """Limit every later call to this long (the shutdown counts each call in its budget)."""
+        self._transport.timeout = seconds
 
     @property
     def pid(self) -> int | None:

@@ -6,16 +6,17 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from harness import REPO, descendants, pgid_of, pid_alive, wait_for
+from harness import REPO, children_of, descendants, pgid_of, pid_alive, wait_for
 
 pytestmark = pytest.mark.integration
 
-EXIT_ENGINE_FAILED, EXIT_PROXY_FAILED, EXIT_STARTUP_TIMEOUT, EXIT_HUNG = 3, 4, 5, 6
+EXIT_ENGINE_FAILED, EXIT_PROXY_FAILED, EXIT_STARTUP_TIMEOUT, EXIT_HUNG, EXIT_SUPERVISOR_FAILED = 3, 4, 5, 6, 7
 FAST_CHECKS = ["--check-interval", "0.5", "--check-timeout", "1", "--unready-after", "2"]
 
 
@@ -34,13 +35,33 @@ def assert_failed(entry, code, *phrases):
     entry.assert_nothing_left()
 
 
+def assert_stopped(entry):
+    """After a requested shutdown (exit 0): not-ready says so, no not-healthy,
+    nothing left."""
+    assert "shutting down" in entry.probe_text("not-ready"), entry.probe_text("not-ready")
+    assert not entry.has("not-healthy")
+    assert probe(entry, "readiness") == 1
+    entry.assert_nothing_left()
+
+
+def supervisord_pid(entry):
+    for pid in children_of(entry.pid):
+        try:
+            if b"supervisor.supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 def test_engine_failing_at_start_exits_at_once_with_its_own_error(entry_factory):
     entry = entry_factory(env={"ENGINE_DOUBLE_FAIL_AT_START": "Total number of attention heads (7) must be divisible"})
     entry.start()
     wait_for(lambda: entry.process.poll() is not None or entry.record_tree() and False, 60,
              "llm-entry to give up on the engine")
     assert_failed(entry, EXIT_ENGINE_FAILED, "engine exited", "while starting",
-                  "ValueError: Total number of attention heads (7) must be divisible")
+                  "its error: ValueError: Total number of attention heads (7) must be divisible",
+                  "llm-entry:   engine | Traceback (most recent call last):")
 
 
 def exit_engine_when_told(tmp_path, code):
@@ -88,11 +109,17 @@ def test_engine_hang_makes_not_ready_and_recovery_makes_ready_again(entry_factor
     entry.assert_nothing_left()
 
 
-def test_engine_hang_beyond_the_hang_timeout_makes_not_healthy(entry_factory):
+def test_engine_hang_beyond_the_hang_timeout_makes_not_healthy_and_the_engine_is_killed_at_once(entry_factory):
     entry = entry_factory(args=[*FAST_CHECKS, "--hang-timeout", "4"])
     entry.start().wait_ready()
     engine = entry.program_pid("engine")
     os.killpg(engine, signal.SIGSTOP)
+    wait_for(lambda: entry.has("not-healthy"), 30, "not-healthy after the hang timeout", poll=0.02)
+    not_healthy_at = time.monotonic()
+    assert entry.wait_exit() == EXIT_HUNG
+    # A stopped engine ignores SIGTERM: waiting for its deadline took 20 s.
+    assert time.monotonic() - not_healthy_at < 8, entry.output()
+    assert "engine looks hung: killing its process group at once" in entry.output()
     assert_failed(entry, EXIT_HUNG, "engine has not passed a check", "hung")
 
 
@@ -103,9 +130,11 @@ def test_engine_health_503_makes_not_ready_until_it_recovers(entry_factory, tmp_
     status.write_text("503")
     wait_for(lambda: entry.has("not-ready"), 30, "not-ready while /health is 503")
     assert "503" in entry.probe_text("not-ready")
+    assert not entry.has("not-healthy") and probe(entry, "liveness") == 0
     status.unlink()
     wait_for(entry.ready, 30, "ready again")
     assert entry.stop() == 0
+    assert_stopped(entry)
 
 
 def test_proxy_crash_restarts_it_in_place(entry_factory):
@@ -142,17 +171,21 @@ def test_startup_timeout_makes_not_healthy(entry_factory):
     assert_failed(entry, EXIT_STARTUP_TIMEOUT, "--startup-timeout 3")
 
 
-def test_engine_restart_policy_always_restarts_the_engine(entry_factory, tmp_path):
-    entry = entry_factory(env=exit_engine_when_told(tmp_path, 0),
+def test_engine_restart_policy_always_restarts_the_engine_without_its_old_workers(entry_factory):
+    entry = entry_factory(env={"ENGINE_DOUBLE_WORKERS": "2"},
                           args=[*FAST_CHECKS, "--engine-restart", "always", "--max-restarts", "5"])
     entry.start().wait_ready()
     first = entry.program_pid("engine")
-    (tmp_path / "exit-now").touch()
+    old_workers = [int(p) for p in entry.pid_file.read_text().split()[1:]]
+    assert len(old_workers) == 2
+    os.kill(first, signal.SIGKILL)  # its workers stay behind in its process group
     wait_for(lambda: "engine exited" in entry.output(), 30, "the engine to exit")
+    assert not entry.has("not-healthy")
     wait_for(lambda: entry.ready() and _engine_pid_or_none(entry) not in (None, first), 30, "a new engine")
+    assert not any(map(pid_alive, old_workers)), "the old engine's workers survived its restart"
     assert entry.process.poll() is None
     assert entry.stop() == 0
-    entry.assert_nothing_left()
+    assert_stopped(entry)
 
 
 def _engine_pid_or_none(entry):
@@ -175,6 +208,7 @@ def test_stale_heartbeat_fails_both_probes(entry_factory):
         os.kill(entry.pid, signal.SIGCONT)
     wait_for(lambda: probe(entry, "liveness") == 0, 30, "a fresh heartbeat after SIGCONT", poll=0.5)
     assert entry.stop() == 0
+    assert_stopped(entry)
 
 
 def test_sigterm_during_startup_stops_an_engine_that_ignores_it(entry_factory):
@@ -185,6 +219,54 @@ def test_sigterm_during_startup_stops_an_engine_that_ignores_it(entry_factory):
     entry.record_tree()
     assert entry.stop(timeout=30) == 0, entry.output()
     assert "killed its process group" in entry.output()
+    assert_stopped(entry)
+
+
+def test_sigterm_before_the_monitor_saw_the_engine_still_stops_its_whole_group(entry_factory):
+    """The monitor takes a SIGTERM before it ever learnt the engine's process
+    group from supervisord: the shutdown must ask for it itself. llm-entry is
+    frozen (as on a busy machine) from supervisord's start until the engine
+    runs, so its first look at the programs comes after the signal."""
+    entry = entry_factory(env={"ENGINE_DOUBLE_STARTUP_DELAY": "300", "ENGINE_DOUBLE_WORKERS": "2",
+                               "ENGINE_DOUBLE_IGNORE_SIGTERM_DURING_STARTUP": "1"})
+    entry.start()
+    wait_for(lambda: supervisord_pid(entry), 60, "supervisord to start", poll=0.01)
+    os.kill(entry.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: entry.pid_file.exists() and len(entry.pid_file.read_text().split()) == 3, 60,
+                 "the engine and its two workers")
+        engine_processes = {int(p) for p in entry.pid_file.read_text().split()}
+        entry.send(signal.SIGTERM)
+    finally:
+        os.kill(entry.pid, signal.SIGCONT)
+    started = time.monotonic()
+    assert entry.wait_exit(timeout=30) == 0, entry.output()
+    assert time.monotonic() - started < 15, entry.output()
+    assert not any(map(pid_alive, engine_processes)), "the engine outlived llm-entry"
+    assert_stopped(entry)
+
+
+def test_supervisord_not_answering_makes_not_ready_the_heartbeat_goes_on_and_it_fails_after_the_hang_timeout(
+        entry_factory):
+    entry = entry_factory(args=[*FAST_CHECKS, "--hang-timeout", "6"])
+    entry.start().wait_ready()
+    supervisord = wait_for(lambda: supervisord_pid(entry), 10, "supervisord's pid")
+    entry.record_tree()
+    os.kill(supervisord, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "supervisord not answering" in entry.probe_text("not-ready"), 30,
+                 "not-ready that names supervisord")
+        beat = int(entry.probe_text("heartbeat"))
+        wait_for(lambda: int(entry.probe_text("heartbeat") or 0) >= beat + 2, 30, "the heartbeat to go on")
+        assert probe(entry, "readiness") == 1 and probe(entry, "liveness") == 0
+        assert entry.wait_exit() == EXIT_SUPERVISOR_FAILED, entry.output()
+    finally:
+        try:
+            os.kill(supervisord, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert "supervisord has not answered" in entry.probe_text("not-healthy")
+    assert probe(entry, "liveness") == 1
     entry.assert_nothing_left()
 
 
@@ -213,7 +295,7 @@ def test_sigterm_lets_a_stream_in_flight_finish(entry_factory):
     assert results.get("status") == 200, results
     assert results["lines"][-1] == "data: [DONE]", results
     assert len(results["lines"]) >= 21
-    entry.assert_nothing_left()
+    assert_stopped(entry)
 
 
 def _in_flight(entry) -> bool:
@@ -240,7 +322,7 @@ def test_second_sigterm_cuts_the_drain_short(entry_factory):
     entry.send(signal.SIGTERM)
     assert entry.wait_exit(timeout=15) == 0, entry.output()
     assert "second signal" in entry.output()
-    entry.assert_nothing_left()
+    assert_stopped(entry)
 
 
 def test_as_pid_1_orphaned_workers_are_killed_and_reaped(entry_factory):
@@ -259,4 +341,6 @@ def test_as_pid_1_orphaned_workers_are_killed_and_reaped(entry_factory):
     os.kill(engine, signal.SIGKILL)
     assert entry.wait_exit() == EXIT_ENGINE_FAILED, entry.output()
     assert not any(map(pid_alive, workers))
+    assert entry.has("not-ready") and entry.has("not-healthy")
+    assert "engine exited" in entry.probe_text("not-healthy")
     entry.assert_nothing_left()

@@ -141,3 +141,9 @@ def test_a_fatal_verdict_wins_over_not_ready_ones() -> None:
 def test_the_first_fatal_verdict_wins() -> None:
     assert combine([ENGINE_HUNG, PROXY_TIMED_OUT]) is ENGINE_HUNG
     assert combine([PROXY_TIMED_OUT, ENGINE_HUNG]) is PROXY_TIMED_OUT
+
+
+def test_a_fatal_verdict_names_its_program_so_a_hung_one_can_be_killed_at_once() -> None:
+    assert assess(ready_at(START + 10), START + 41, TIMING).program == "engine"
+    assert assess(started(), START + 101, TIMING).program == "engine"
+    assert assess(ready_at(START + 10), START + 11, TIMING).program == ""

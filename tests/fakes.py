@@ -1,0 +1,216 @@
+"""Fakes for the unit tests of the monitor and the shutdown: one fake clock
+drives time, process groups, supervisord and signals, so a test can play a
+worst case (nothing dies, supervisord never answers) in microseconds."""
+
+from __future__ import annotations
+
+import io
+import math
+import signal
+from dataclasses import dataclass, field
+
+from entrypoint.config import Timing
+from entrypoint.console import Console
+from entrypoint.supervision import ProgramState, SupervisorError
+
+WALL_OFFSET = 1_700_000_000.0   # wall time = fake monotonic time + this
+
+
+def timing(**changes) -> Timing:
+    values = dict(startup_timeout=100.0, check_interval=2.0, check_timeout=3.0, unready_after=2,
+                  hang_timeout=30.0, heartbeat_ttl=15.0, grace_period=25.0, drain_delay=0.0)
+    values.update(changes)
+    return Timing(**values)
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    """The fields of Config that the monitor and the shutdown read."""
+
+    timing: Timing = field(default_factory=timing)
+    engine_restart: str = "never"
+    max_restarts: int = 3
+    restart_window: float = 300.0
+    local_url: str = "http://127.0.0.1:8080"
+    served_model_name: str = "tiny"
+
+
+class FakeClock:
+    def __init__(self, now: float = 0.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.now + WALL_OFFSET
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+
+
+@dataclass
+class Group:
+    """A process group: it dies at `dies_at`, sooner after a signal it obeys."""
+
+    term_takes: float | None = 0.1   # None: ignores SIGTERM (vLLM while loading)
+    kill_takes: float | None = 0.01  # None: outlives SIGKILL (stuck in a driver)
+    dies_at: float = math.inf
+    leader_dies_at: float = math.inf
+
+
+class FakeProcesses:
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+        self.groups: dict[int, Group] = {}
+        self.adopted: set[int] = set()
+        self.sent: list[tuple[float, int, str]] = []   # (time, pgid, "TERM leader" / "KILL group")
+
+    def add(self, pgid: int, **behaviour) -> Group:
+        self.groups[pgid] = Group(**behaviour)
+        return self.groups[pgid]
+
+    def group_alive(self, pgid: int) -> bool:
+        group = self.groups.get(pgid)
+        return group is not None and self.clock() < group.dies_at
+
+    def leader_alive(self, pid: int) -> bool:
+        group = self.groups.get(pid)
+        return group is not None and self.clock() < min(group.dies_at, group.leader_dies_at)
+
+    def signal_leader(self, pid: int, sig: int) -> None:
+        self.sent.append((self.clock(), pid, f"{signal.Signals(sig).name} leader"))
+        group = self.groups.get(pid)
+        if group is not None and sig == signal.SIGTERM and group.term_takes is not None:
+            group.dies_at = min(group.dies_at, self.clock() + group.term_takes)
+
+    def signal_group(self, pgid: int, sig: int) -> None:
+        self.sent.append((self.clock(), pgid, f"{signal.Signals(sig).name} group"))
+        group = self.groups.get(pgid)
+        if group is not None and sig == signal.SIGKILL and group.kill_takes is not None:
+            group.dies_at = min(group.dies_at, self.clock() + group.kill_takes)
+
+    def adopted_groups(self) -> set[int]:
+        return {pgid for pgid in self.adopted if self.group_alive(pgid)}
+
+    def killed(self, pgid: int) -> list[float]:
+        return [at for at, target, what in self.sent if target == pgid and what == "SIGKILL group"]
+
+
+class FakeReaper:
+    """Reaps supervisord (pid 100) once its fake process group is gone."""
+
+    def __init__(self, processes: FakeProcesses, supervisor_pid: int = 100):
+        self.processes = processes
+        self.supervisor_pid = supervisor_pid
+        self.statuses: dict[int, int] = {}
+
+    def reap(self) -> None:
+        if self.supervisor_pid in self.processes.groups and not self.processes.group_alive(self.supervisor_pid):
+            self.statuses[self.supervisor_pid] = 0
+
+
+class FakeSupervisor:
+    """supervisord as pid 100; `silent` makes every call cost its timeout and fail."""
+
+    def __init__(self, clock: FakeClock, processes: FakeProcesses, timeout: float = 1.0):
+        self.clock = clock
+        self.processes = processes
+        self.pid = 100
+        self.timeout = timeout
+        self.calls: list[tuple[str, float]] = []   # (method, the timeout it ran under)
+        self.silent = False
+        self.fault: Exception | None = None
+        self.programs: dict[str, ProgramState] = {}
+        self.started: list[tuple[float, str]] = []
+        self.next_pid: dict[str, int] = {}          # what a start_program gives each program
+        self.exit_reasons: dict[str, str] = {}
+        processes.add(self.pid, term_takes=0.3)
+
+    def run(self, name: str, pid: int) -> None:
+        self.programs[name] = ProgramState(name, "RUNNING", pid, 0, "")
+
+    def exit(self, name: str, status: int = 0, reason: str = "") -> None:
+        self.programs[name] = ProgramState(name, "EXITED", 0, status, "")
+        self.exit_reasons[name] = reason or f"exit status {status}"
+
+    def set_timeout(self, seconds: float) -> None:
+        self.timeout = seconds
+
+    def _call(self, method: str) -> None:
+        self.calls.append((method, self.timeout))
+        if self.fault is not None:
+            raise self.fault
+        if self.silent or not self.processes.group_alive(self.pid):
+            self.clock.sleep(self.timeout)
+            raise SupervisorError(f"supervisord {method}: timed out")
+
+    def states(self) -> dict[str, ProgramState]:
+        self._call("getAllProcessInfo")
+        return dict(self.programs)
+
+    def start_program(self, name: str) -> None:
+        self._call("startProcess")
+        self.started.append((self.clock(), name))
+        if name in self.next_pid:
+            self.processes.add(self.next_pid[name])
+            self.run(name, self.next_pid[name])
+
+    def shutdown(self) -> None:
+        self._call("shutdown")
+        self.processes.signal_leader(self.pid, signal.SIGTERM)
+
+    def signal_self(self, sig: int) -> None:
+        self.processes.signal_leader(self.pid, sig)
+
+    def exit_reason(self, name: str) -> str:
+        return self.exit_reasons.get(name, "")
+
+
+class FakeSignals:
+    """Signals that arrive at given fake times."""
+
+    def __init__(self, clock: FakeClock, at: tuple[float, ...] = ()):
+        self.clock = clock
+        self.pending = sorted(at)
+
+    def pop(self) -> int | None:
+        if self.pending and self.pending[0] <= self.clock():
+            self.pending.pop(0)
+            return signal.SIGTERM
+        return None
+
+
+class FakeProbes:
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+        self.beats: list[float] = []
+        self.shown: list[tuple[str | None, str | None]] = []
+
+    def show(self, not_ready: str | None, not_healthy: str | None) -> None:
+        self.shown.append((not_ready, not_healthy))
+        self.beat()
+
+    def beat(self) -> None:
+        self.beats.append(self.clock())
+
+
+def quiet_console() -> tuple[Console, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return Console(out=out, err=err), out, err
+
+
+class FakeTail:
+    def __init__(self, lines: list[str] | None = None):
+        self.lines = lines or []
+
+    def last_lines(self, count: int = 5) -> list[str]:
+        return self.lines[-count:]
+
+
+class FakeForwarder:
+    def __init__(self):
+        self.tails = {"engine": FakeTail(), "proxy": FakeTail()}
+
+    def pump(self, final: bool = False) -> None:
+        pass

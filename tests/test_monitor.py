@@ -1,0 +1,205 @@
+"""Unit tests of the monitor's tick with a fake clock, a fake supervisord and
+fake process groups: what the probe files say when supervisord falls silent,
+how a signal, a hang, a bug and an exit end the loop, and how a restart waits
+for the old process group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from entrypoint.errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK,
+                               EXIT_SUPERVISOR_FAILED)
+from entrypoint.monitor import TICK, Monitor
+from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles
+from entrypoint.restarts import RESTART_KILL_WAIT
+from fakes import (FakeClock, FakeConfig, FakeForwarder, FakeProcesses, FakeReaper, FakeSignals,
+                   FakeSupervisor, quiet_console)
+
+ENGINE, PROXY = 200, 300
+TTL = 15.0
+
+
+class World:
+    def __init__(self, tmp_path: Path, config: FakeConfig = FakeConfig(), signal_at: tuple[float, ...] = ()):
+        self.clock = FakeClock(1000.0)
+        self.processes = FakeProcesses(self.clock)
+        self.supervisor = FakeSupervisor(self.clock, self.processes)
+        self.probes = ProbeFiles(tmp_path / "probe", TTL, clock=self.clock.wall)
+        self.probes.prepare()
+        self.console, self.out, _ = quiet_console()
+        self.forwarder = FakeForwarder()
+        self.monitor = Monitor(config, self.supervisor, self.probes, self.console, self.forwarder,
+                               FakeSignals(self.clock, signal_at), FakeReaper(self.processes),
+                               clock=self.clock, sleep=self.clock.sleep, processes=self.processes)
+        for name, pid in (("engine", ENGINE), ("proxy", PROXY)):
+            self.processes.add(pid)
+            self.supervisor.run(name, pid)
+
+    def passes(self, *names: str) -> None:
+        for name in names or ("engine", "proxy"):
+            program = self.monitor.programs[name]
+            self.monitor.report(name, program.generation, True, "200", self.clock())
+
+    def tick(self):
+        outcome = self.monitor.tick()
+        self.clock.sleep(TICK)
+        return outcome
+
+    def file(self, name: str) -> str | None:
+        path = self.probes.dir / name
+        return path.read_text() if path.exists() else None
+
+    def heartbeat_is_fresh(self) -> bool:
+        """Written within the last second (it holds whole seconds)."""
+        return int(self.file(HEARTBEAT)) >= int(self.clock.wall() + TTL) - 1
+
+
+def ready_world(tmp_path: Path, **kwargs) -> World:
+    world = World(tmp_path, **kwargs)
+    world.passes()
+    assert world.tick() is None
+    assert world.file(NOT_READY) is None
+    return world
+
+
+def test_both_programs_passing_their_checks_make_the_container_ready(tmp_path: Path) -> None:
+    world = ready_world(tmp_path)
+    assert "ready in" in world.out.getvalue()
+    assert world.monitor.programs["engine"].pgids == {ENGINE}
+
+
+def test_a_silent_supervisord_makes_not_ready_with_the_reason_and_the_heartbeat_stays_fresh(tmp_path: Path) -> None:
+    world = ready_world(tmp_path)
+    world.supervisor.silent = True
+    for _ in range(5):
+        world.passes()
+        assert world.tick() is None
+        assert world.heartbeat_is_fresh()
+        assert "supervisord not answering" in world.file(NOT_READY)
+    assert world.file(NOT_HEALTHY) is None
+    world.supervisor.silent = False
+    assert world.tick() is None
+    assert world.file(NOT_READY) is None
+    assert "supervisord answers again" in world.out.getvalue()
+
+
+def test_supervisord_silent_beyond_the_hang_timeout_fails_the_container_with_exit_7(tmp_path: Path) -> None:
+    world = ready_world(tmp_path)
+    world.supervisor.silent = True
+    outcome = None
+    while outcome is None:
+        world.passes()
+        outcome = world.tick()
+    assert outcome.exit_code == EXIT_SUPERVISOR_FAILED
+    assert "supervisord has not answered for 30 s" in world.file(NOT_HEALTHY)
+
+
+def test_a_supervisord_still_starting_is_shown_as_starting(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.supervisor.silent = True
+    assert world.tick() is None
+    assert "supervisord starting" in world.file(NOT_READY)
+    assert world.heartbeat_is_fresh()
+
+
+def test_a_signal_outcome_counts_its_budget_from_the_previous_look(tmp_path: Path) -> None:
+    world = World(tmp_path, signal_at=(1000.5,))
+    assert world.tick() is None          # looked at 1000.0
+    world.clock.now = 1001.7             # a slow tick: the signal waited
+    outcome = world.tick()
+    assert outcome.requested and outcome.exit_code == EXIT_OK
+    assert outcome.summary == "received SIGTERM"
+    assert outcome.since == 1000.0
+
+
+def test_a_bug_in_the_loop_ends_in_an_outcome_with_exit_8_and_one_line(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.supervisor.fault = ZeroDivisionError("division by zero")
+    outcome = world.monitor.run()
+    assert outcome.exit_code == EXIT_INTERNAL_ERROR
+    assert "\n" not in outcome.summary
+    assert "monitor failed (ZeroDivisionError: division by zero at fakes.py:" in outcome.summary
+    assert world.file(NOT_HEALTHY) == outcome.summary + "\n"
+    assert any("ZeroDivisionError" in line for line in outcome.details)
+
+
+def test_a_hung_engine_fails_with_exit_6_and_asks_to_be_killed_at_once(tmp_path: Path) -> None:
+    world = ready_world(tmp_path)
+    outcome = None
+    while outcome is None:
+        world.passes("proxy")
+        outcome = world.tick()
+    assert outcome.exit_code == EXIT_HUNG
+    assert outcome.kill_at_once == ("engine",)
+    assert world.file(NOT_HEALTHY).startswith("engine has not passed a check for 30 s")
+
+
+VLLM_FAILURE = [
+    "(EngineCore_DP0 pid=812) ERROR 05-02 10:00:01 [core.py:708] EngineCore failed to start.",
+    "(EngineCore_DP0 pid=812) ERROR 05-02 10:00:01 [core.py:708] Traceback (most recent call last):",
+    *[f'(EngineCore_DP0 pid=812) ERROR 05-02 10:00:01 [core.py:708]   File "x.py", line {n}, in f' for n in range(8)],
+    "(EngineCore_DP0 pid=812) ERROR 05-02 10:00:01 [core.py:708] torch.OutOfMemoryError: CUDA out of memory. "
+    "Tried to allocate 2.00 GiB",
+    "(APIServer pid=1) Traceback (most recent call last):",
+    *[f'(APIServer pid=1)   File "y.py", line {n}, in g' for n in range(8)],
+    "(APIServer pid=1) RuntimeError: Engine core initialization failed. See root cause above. "
+    "Failed core proc(s): {'EngineCore_DP0': 1}",
+]
+
+
+def test_the_exit_summary_names_the_root_cause_and_the_last_lines_come_below(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.forwarder.tails["engine"].lines = ["INFO loading"] * 10 + VLLM_FAILURE
+    world.supervisor.exit("engine", 1)
+    outcome = world.tick()
+    assert outcome.exit_code == EXIT_ENGINE_FAILED
+    assert outcome.summary.startswith("engine exited (exit status 1) 0 s after start, while starting")
+    assert outcome.summary.endswith("; its error: torch.OutOfMemoryError: CUDA out of memory. "
+                                    "Tried to allocate 2.00 GiB")
+    assert len(outcome.details) == 20
+    assert outcome.details[-1] == "engine | " + VLLM_FAILURE[-1]
+
+
+def restart_world(tmp_path: Path, **old_group) -> World:
+    world = ready_world(tmp_path, config=FakeConfig(engine_restart="always"))
+    world.processes.add(ENGINE, **old_group)   # workers outlive the API server
+    world.supervisor.next_pid["engine"] = 201
+    world.supervisor.exit("engine", 0)
+    return world
+
+
+def test_an_engine_restart_starts_the_engine_only_once_its_old_group_is_gone(tmp_path: Path) -> None:
+    world = restart_world(tmp_path, kill_takes=0.5)
+    assert world.tick() is None
+    killed_at = world.processes.killed(ENGINE)
+    assert len(killed_at) == 1 and world.supervisor.started == []
+    assert "restarting it" in world.out.getvalue()
+    while not world.supervisor.started:
+        assert world.processes.group_alive(ENGINE) or world.clock() <= killed_at[0] + 0.5 + TICK
+        assert world.tick() is None
+        assert "engine starting" in world.file(NOT_READY)
+    assert world.supervisor.started[0][0] >= killed_at[0] + 0.5
+    world.tick()
+    assert world.monitor.programs["engine"].pgids == {201}, "the old group id is forgotten"
+
+
+def test_an_old_engine_group_that_outlives_sigkill_fails_the_restart(tmp_path: Path) -> None:
+    world = restart_world(tmp_path, kill_takes=None)
+    outcome = None
+    while outcome is None:
+        outcome = world.tick()
+    assert outcome.exit_code == EXIT_ENGINE_FAILED
+    assert "still there" in outcome.summary and "SIGKILL" in outcome.summary
+    assert world.supervisor.started == []
+    assert world.clock() - world.processes.killed(ENGINE)[0] == pytest.approx(RESTART_KILL_WAIT, abs=2 * TICK)
+
+
+def test_an_engine_exit_without_restarts_fails_at_once(tmp_path: Path) -> None:
+    world = ready_world(tmp_path)
+    world.supervisor.exit("engine", 0)
+    outcome = world.tick()
+    assert outcome.exit_code == EXIT_ENGINE_FAILED
+    assert world.file(NOT_READY) == world.file(NOT_HEALTHY) == outcome.summary + "\n"
+    assert "after it was ready; vLLM exits even with status 0" in outcome.summary

@@ -1,0 +1,142 @@
+"""Unit tests of the shutdown routine with a fake clock, fake process groups
+and a fake supervisord: the budget holds in the worst case, groups the
+monitor never saw are stopped, a second signal skips only graceful waits, a
+hung program is killed at once, and the heartbeat stays fresh."""
+
+from __future__ import annotations
+
+import pytest
+
+from entrypoint.shutdown import (FULL_SIZE_GRACE, LOG_FLUSH, RPC_TIMEOUT, STARTING_ENGINE_GRACE, Shutdown, budget,
+                                 proxy_drain_budget)
+from fakes import (FakeClock, FakeConfig, FakeProbes, FakeProcesses, FakeReaper, FakeSignals, FakeSupervisor,
+                   quiet_console, timing)
+
+ENGINE, PROXY, SUPERVISORD, LEFTOVER = 200, 300, 100, 400
+# The monitor may notice a signal this late: a tick, and a call to a silent supervisord.
+NOTICED_AFTER = 0.2 + 1.0
+
+
+class World:
+    def __init__(self, second_signal_at: tuple[float, ...] = ()):
+        self.clock = FakeClock()
+        self.processes = FakeProcesses(self.clock)
+        self.reaper = FakeReaper(self.processes)
+        self.supervisor = FakeSupervisor(self.clock, self.processes)
+        self.signals = FakeSignals(self.clock, second_signal_at)
+        self.probes = FakeProbes(self.clock)
+        self.console, self.out, _ = quiet_console()
+
+    def shutdown(self, config: FakeConfig = FakeConfig()) -> Shutdown:
+        return Shutdown(config, self.supervisor, self.console, self.signals, self.reaper, self.probes,
+                        clock=self.clock, sleep=self.clock.sleep, processes=self.processes)
+
+    def nothing_dies(self) -> None:
+        for pgid in (PROXY, ENGINE, SUPERVISORD, LEFTOVER):
+            self.processes.add(pgid, term_takes=None, kill_takes=None)
+        self.processes.adopted = {LEFTOVER}
+        self.supervisor.silent = True
+
+    def alive(self) -> list[int]:
+        return [pgid for pgid in self.processes.groups if self.processes.group_alive(pgid)]
+
+
+@pytest.mark.parametrize("grace", [25.0, 12.0, 6.0, 3.0])
+@pytest.mark.parametrize("was_ready", [True, False])
+@pytest.mark.parametrize("hung", [(), ("engine",)])
+def test_the_whole_shutdown_fits_the_grace_period_when_nothing_stops_and_supervisord_never_answers(
+        grace, was_ready, hung) -> None:
+    world = World()
+    world.nothing_dies()
+    config = FakeConfig(timing(grace_period=grace, drain_delay=grace / 5))
+    world.clock.now = NOTICED_AFTER
+    world.shutdown(config).run([PROXY], [ENGINE], drain=True, was_ready=was_ready, since=0.0, kill_at_once=hung)
+    log_flush = LOG_FLUSH * min(1.0, grace / FULL_SIZE_GRACE)  # the log forwarder's last flush comes after
+    assert world.clock.now + log_flush <= grace
+    assert {at for at, pgid, what in world.processes.sent if what == "SIGKILL group"}, "nothing was killed"
+    assert all(world.processes.killed(pgid) for pgid in (PROXY, ENGINE, SUPERVISORD, LEFTOVER))
+
+
+def test_every_call_to_supervisord_during_shutdown_has_the_short_timeout() -> None:
+    world = World()
+    world.nothing_dies()
+    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    assert world.supervisor.calls
+    assert all(timeout <= RPC_TIMEOUT for _, timeout in world.supervisor.calls)
+
+
+def test_the_heartbeat_stays_fresh_through_the_longest_shutdown() -> None:
+    world = World()
+    world.nothing_dies()
+    world.clock.now = NOTICED_AFTER
+    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    beats = [NOTICED_AFTER, *world.probes.beats, world.clock.now]
+    assert max(later - earlier for earlier, later in zip(beats, beats[1:])) <= 1.0
+
+
+def test_a_signal_before_the_monitor_saw_any_group_still_stops_the_loading_engine() -> None:
+    world = World()
+    world.processes.add(ENGINE, term_takes=None)   # vLLM ignores SIGTERM while loading
+    world.processes.add(PROXY)
+    world.supervisor.run("engine", ENGINE)
+    world.supervisor.run("proxy", PROXY)
+    world.shutdown().run(proxy_pgids=set(), engine_pgids=set(), drain=True, was_ready=False, since=0.0)
+    assert world.alive() == []
+    assert world.processes.killed(ENGINE)[0] <= STARTING_ENGINE_GRACE + 1.0
+
+
+def test_process_groups_adopted_from_supervisord_are_killed_and_waited_for() -> None:
+    world = World()
+    world.processes.add(LEFTOVER, term_takes=None, kill_takes=0.3)
+    world.processes.adopted = {LEFTOVER}
+    world.shutdown().run([], [], drain=True, was_ready=True, since=0.0)
+    assert world.processes.killed(LEFTOVER)
+    assert world.alive() == []
+
+
+def test_a_second_signal_skips_the_graceful_waits_but_not_the_wait_for_killed_groups() -> None:
+    world = World(second_signal_at=(1.0,))
+    world.processes.add(PROXY, term_takes=None, kill_takes=0.4)
+    world.processes.add(ENGINE, term_takes=None, kill_takes=0.4)
+    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    assert "second signal" in world.out.getvalue()
+    assert world.clock.now < 5.0
+    assert world.alive() == []
+
+
+def test_a_hung_engine_is_killed_at_once_before_the_proxy_is_stopped() -> None:
+    world = World()
+    world.processes.add(ENGINE, term_takes=None)
+    world.processes.add(PROXY)
+    world.shutdown().run([PROXY], [ENGINE], drain=False, was_ready=True, since=0.0, kill_at_once=("engine",))
+    first = world.processes.sent[0]
+    assert first == (0.0, ENGINE, "SIGKILL group")
+    assert world.alive() == []
+    assert world.clock.now < 3.0
+
+
+def test_a_program_that_ignores_sigterm_is_killed_at_its_deadline() -> None:
+    world = World()
+    world.processes.add(ENGINE, term_takes=None)
+    config = FakeConfig(timing(grace_period=25.0))
+    world.shutdown(config).run([], [ENGINE], drain=True, was_ready=True, since=0.0)
+    assert world.processes.killed(ENGINE) == [pytest.approx(budget(config, True).engine_by)]
+    assert "engine did not stop in time: killed its process group" in world.out.getvalue()
+
+
+def test_programs_that_stop_on_sigterm_are_not_killed() -> None:
+    world = World()
+    world.processes.add(ENGINE)
+    world.processes.add(PROXY)
+    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    assert not world.processes.killed(ENGINE) and not world.processes.killed(PROXY)
+    assert world.alive() == []
+    assert world.clock.now < 2.0
+
+
+def test_the_proxy_drain_budget_leaves_time_for_the_engine_and_the_tail() -> None:
+    config = FakeConfig(timing(grace_period=25.0, drain_delay=2.0))
+    plan = budget(config, was_ready=True)
+    assert proxy_drain_budget(config) == pytest.approx(plan.proxy_by - RPC_TIMEOUT - 2.0)
+    assert proxy_drain_budget(config) == pytest.approx(9.5)
+    assert plan.end + LOG_FLUSH <= 25.0
