@@ -14,8 +14,9 @@ RUN python3 -m pip install --no-cache-dir . \
  && mkdir -p /etc/probe
 
 # Exec probes call /opt/llm-entry/probes/{startup,readiness,liveness}.
-ENV LLM_ENTRY_PROBE_DIR=/etc/probe \
-    HF_HUB_OFFLINE=1
+# HF_HUB_OFFLINE is left to the deployment: a hub id as --model needs the hub;
+# set HF_HUB_OFFLINE=1 in air-gapped clusters that serve a mounted folder.
+ENV LLM_ENTRY_PROBE_DIR=/etc/probe
 # 8080 in workspaces; 80 when OPENBAYES_SERVING_PRODUCTION is set.
 EXPOSE 8080 80
 STOPSIGNAL SIGTERM

@@ -151,6 +151,11 @@ def _check_port(name: str, port: int) -> None:
         raise EntryError(f"{name} {port} is not a TCP port: use a number from 1 to 65535.")
 
 
+# The monitor refreshes the heartbeat every tick; a tick waits at most about
+# 1 s for supervisord, so a heartbeat is never older than ~1.5 s.
+MIN_HEARTBEAT_TTL = 2.0
+
+
 def _timing(opts: Options, env: Mapping[str, str]) -> Timing:
     for name, value in (
         ("--startup-timeout", opts.startup_timeout), ("--check-interval", opts.check_interval),
@@ -170,6 +175,18 @@ def _timing(opts: Options, env: Mapping[str, str]) -> Timing:
         raise EntryError(
             f"--hang-timeout {opts.hang_timeout:g} s must be longer than --check-timeout "
             f"{opts.check_timeout:g} s, or a single slow check would kill the container."
+        )
+    noticed = opts.unready_after * (opts.check_interval + opts.check_timeout)
+    if opts.hang_timeout < noticed:
+        raise EntryError(
+            f"--hang-timeout {opts.hang_timeout:g} s is shorter than it takes to notice failing checks "
+            f"(--unready-after {opts.unready_after} x (--check-interval {opts.check_interval:g} s + "
+            f"--check-timeout {opts.check_timeout:g} s) = {noticed:g} s): raise --hang-timeout or check more often."
+        )
+    if opts.heartbeat_ttl < MIN_HEARTBEAT_TTL:
+        raise EntryError(
+            f"--heartbeat-ttl {opts.heartbeat_ttl:g} s is shorter than llm-entry may take between two heartbeats "
+            f"(up to about 1.5 s while supervisord is slow): use at least {MIN_HEARTBEAT_TTL:g} s."
         )
     return Timing(
         startup_timeout=opts.startup_timeout, check_interval=opts.check_interval,

@@ -46,7 +46,8 @@ DEMO_ENGINE_ARGS: tuple[str, ...] = (
 )
 
 # Without a cap the CPU KV cache claims most of the machine's memory (GiB).
-DEMO_ENGINE_ENV: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+# The demo is built locally and never on the hub: no lookup may leave the machine.
+DEMO_ENGINE_ENV: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
 
 # head_dim 64 is one the CPU attention supports (16, for one, passes /health
 # and dies on the first request). Two KV heads keep grouped-query attention in

@@ -415,12 +415,12 @@ def test_other_arguments_after_the_double_dash_pass(model_dir: Path, args: tuple
 
 def test_the_demo_caps_the_cpu_kv_cache_at_1_gib(tmp_path: Path) -> None:
     config = build("demo", node_gpus=0, cache_dir=tmp_path)
-    assert config.engine_env == (("VLLM_CPU_KVCACHE_SPACE", "1"),)
+    assert config.engine_env == (("HF_HUB_OFFLINE", "1"), ("VLLM_CPU_KVCACHE_SPACE", "1"))
 
 
 def test_the_demo_leaves_a_user_set_cpu_kv_cache_alone(tmp_path: Path) -> None:
     config = build("demo", {"VLLM_CPU_KVCACHE_SPACE": "4"}, node_gpus=0, cache_dir=tmp_path)
-    assert config.engine_env == ()
+    assert config.engine_env == (("HF_HUB_OFFLINE", "1"),)
 
 
 def test_the_demo_keeps_its_context_length_unless_the_user_sets_one(tmp_path: Path) -> None:
@@ -442,3 +442,13 @@ def test_proxy_keeps_one_worker_when_the_engine_runs_on_the_cpu(model_dir):
     config = build(model_dir, node_gpus=0, cpus=16)
     assert config.proxy_workers == 1
     assert "CPU engine" in config.proxy_workers_reason
+
+
+def test_a_hang_timeout_shorter_than_noticing_failed_checks_is_refused(model_dir: Path) -> None:
+    message = refused(model_dir, check_interval=30.0, check_timeout=3.0, hang_timeout=20.0)
+    assert "--hang-timeout 20 s is shorter than it takes to notice failing checks" in message
+    assert "= 66 s" in message
+
+
+def test_a_heartbeat_ttl_below_the_monitors_refresh_is_refused(model_dir: Path) -> None:
+    assert "use at least 2 s" in refused(model_dir, heartbeat_ttl=0.5)

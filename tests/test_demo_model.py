@@ -224,7 +224,7 @@ def test_engine_settings_are_plain_data():
     assert all(isinstance(a, str) for a in DEMO_ENGINE_ARGS)
     assert "--dtype" in DEMO_ENGINE_ARGS
     assert DEMO_ENGINE_ARGS[DEMO_ENGINE_ARGS.index("--dtype") + 1] == "float32"
-    assert DEMO_ENGINE_ENV == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert DEMO_ENGINE_ENV == {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def test_vllm_parser_accepts_the_demo_engine_args(model):
