@@ -283,8 +283,12 @@ def _stream_in_background(entry, results):
     return thread
 
 
-def test_sigterm_lets_a_stream_in_flight_finish(entry_factory):
-    entry = entry_factory(env={"ENGINE_DOUBLE_TOKENS": "20", "ENGINE_DOUBLE_TOKEN_INTERVAL": "0.2"})
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_lets_a_stream_in_flight_finish(entry_factory, workers):
+    # Two workers: GPU nodes get several by default (uvicorn's supervisor
+    # forwards SIGTERM to each worker, which drains like a single one).
+    entry = entry_factory(env={"ENGINE_DOUBLE_TOKENS": "20", "ENGINE_DOUBLE_TOKEN_INTERVAL": "0.2"},
+                          args=["--proxy-workers", workers])
     entry.start().wait_ready()
     results: dict = {}
     thread = _stream_in_background(entry, results)
