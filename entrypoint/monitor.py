@@ -180,7 +180,8 @@ class Monitor:
                 self.was_ready = True
                 self.console.say(
                     f"ready in {now - self.started:.1f} s: {self.config.local_url}/v1 serves model "
-                    f"{self.config.served_model_name!r} to holders of the master key"
+                    f"{self.config.served_model_name!r} to holders of the master key "
+                    f"(public: {self.config.host}:{self.config.port})"
                 )
             else:
                 self.console.say("ready again")

@@ -61,6 +61,7 @@ def test_ready_line_names_url_and_model_but_not_the_key(serving):
     text = wait_for(lambda: "ready in" in serving.output() and serving.output(), 10, "the ready line")
     ready_line = next(line for line in text.splitlines() if "ready in" in line)
     assert f"127.0.0.1:{serving.port}/v1" in ready_line
+    assert f"(public: 127.0.0.1:{serving.port})" in ready_line
     assert serving.served_model_name in ready_line
     assert MASTER_KEY not in text
 
