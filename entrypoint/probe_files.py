@@ -51,10 +51,15 @@ class ProbeFiles:
         self._beat_until = 0
 
     def prepare(self) -> None:
-        """Create the folder and prove we can write there, before anything starts."""
+        """Create the folder and prove we can write there, before anything starts.
+
+        The proof is not-ready itself: a reader that only tests for not-ready
+        (`test ! -e not-ready`) must never find the folder looking ready, not
+        even between this and the first heartbeat.
+        """
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.dir / HEARTBEAT, "0\n")
+            write_atomically(self.dir / NOT_READY, "starting\n")
         except OSError as error:
             raise EntryError(
                 f"probe dir {self.dir} is not writable ({error.strerror}): run as a user who can "

@@ -202,7 +202,13 @@ class Entry:
             return ""
 
     def ready(self) -> bool:
-        return (self.probe_dir / "heartbeat").exists() and not self.has("not-ready")
+        """What the readiness probe decides: no not-ready and a heartbeat that
+        vouches for now (a placeholder or an old one does not count)."""
+        try:
+            vouched_until = float(self.probe_text("heartbeat").strip() or 0)
+        except ValueError:
+            return False
+        return vouched_until > time.time() and not self.has("not-ready")
 
     def wait_ready(self, timeout: float = PROXY_START_DEADLINE) -> None:
         def check():

@@ -3,22 +3,30 @@ real vLLM (CPU build) serving the demo model built offline, driven with the
 official openai client (issue: real engine end to end).
 
 No skip: a missing vLLM is an error here, so CI cannot pass without this tier.
+The tests that share the module's one engine start run in file order; the
+SIGTERM test stops that instance, so it comes last among them.
 """
 
 import os
 import signal
+import socket
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
 import requests
 
-from harness import MASTER_KEY, Entry, pgid_of, pid_alive, wait_for
+from harness import MASTER_KEY, REPO, Entry, descendants, pgid_of, pid_alive, wait_for
+from test_security import WRONG_KEY, internal_key
 
 pytestmark = pytest.mark.e2e
 
 VLLM_START_DEADLINE = 600.0   # cold start on 2 busy cores, compile included
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}   # 127.0.0.1, ::1 as /proc/net writes them
+TCP_LISTEN = "0A"
 
 
 def demo_entry(tmp) -> Entry:
@@ -28,20 +36,47 @@ def demo_entry(tmp) -> Entry:
                  args=["--cache-dir", str(tmp / "cache")], env={"HF_HUB_OFFLINE": "1"})
 
 
+def wait_ready(entry: Entry) -> None:
+    """Wait for the verdict Kubernetes would get: the real probes/startup script.
+
+    Entry.wait_ready alone is not enough: it can see the placeholder heartbeat
+    that llm-entry writes before its first not-ready, and return before
+    anything started.
+    """
+    def check():
+        if entry.process.poll() is not None:
+            raise AssertionError(f"llm-entry exited with {entry.process.returncode}\n{entry.output()}")
+        probe = subprocess.run(["sh", str(REPO / "probes" / "startup"), str(entry.probe_dir)],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        return probe.returncode == 0
+    wait_for(check, VLLM_START_DEADLINE, "probes/startup to pass", poll=0.2)
+    entry.record_tree()
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     entry = demo_entry(tmp_path_factory.mktemp("e2e")).start()
     entry.served_model_name = "demo"
     try:
-        entry.wait_ready(timeout=VLLM_START_DEADLINE)
+        wait_ready(entry)
         yield entry
     finally:
         entry.kill_everything()
 
 
+@pytest.fixture(scope="module")
+def engine_key(live) -> str:
+    """The internal key llm-entry gave vLLM (read from its environment while it runs)."""
+    key = internal_key(live)
+    assert key and key not in (MASTER_KEY, WRONG_KEY)
+    return key
+
+
 def client(entry, key=MASTER_KEY, **kwargs) -> openai.OpenAI:
     return openai.OpenAI(base_url=entry.url("/v1"), api_key=key, max_retries=0, timeout=120, **kwargs)
 
+
+# -- the public port, through LiteLLM ------------------------------------------
 
 def test_models_lists_the_demo_model(live):
     assert [m.id for m in client(live).models.list()] == ["demo"]
@@ -67,20 +102,51 @@ def test_text_completion_answers(live):
     assert reply.choices[0].text is not None
 
 
-@pytest.mark.parametrize("headers", [
-    {},                                                   # no key
-    {"Authorization": "Bearer sk-wrong-0123456789abcdef0123"},
-    {"Authorization": f"Basic {MASTER_KEY}"},            # malformed
-])
-def test_requests_without_a_valid_key_get_401(live, headers):
-    response = requests.post(live.url("/v1/chat/completions"), headers=headers, timeout=60,
-                             json={"model": "demo", "messages": [{"role": "user", "content": "x"}]})
-    assert response.status_code == 401
+ROUTES = {
+    "models": ("GET", "/v1/models", None),
+    "chat": ("POST", "/v1/chat/completions",
+             {"model": "demo", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}),
+    "chat-stream": ("POST", "/v1/chat/completions",
+                    {"model": "demo", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2,
+                     "stream": True}),
+    "completion": ("POST", "/v1/completions", {"model": "demo", "prompt": "x", "max_tokens": 2}),
+}
+
+PUBLIC_BAD_CREDENTIALS = {
+    "no key": {},
+    "wrong key": {"Authorization": f"Bearer {WRONG_KEY}"},
+    "basic scheme": {"Authorization": f"Basic {MASTER_KEY}"},
+}
+
+
+def call(base_url: str, route: str, headers: dict[str, str]) -> requests.Response:
+    method, path, body = ROUTES[route]
+    return requests.request(method, base_url + path, json=body, headers=headers, timeout=60)
+
+
+def assert_openai_style_401(response: requests.Response, *secrets: str) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    error = response.json()["error"]
+    assert isinstance(error, dict) and error["message"] and str(error["code"]) == "401", response.text
+    for secret in secrets:
+        assert secret not in response.text
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+@pytest.mark.parametrize("variant", sorted(PUBLIC_BAD_CREDENTIALS))
+def test_requests_without_a_valid_key_get_an_openai_style_401(live, route, variant):
+    response = call(live.url(""), route, PUBLIC_BAD_CREDENTIALS[variant])
+    assert_openai_style_401(response, MASTER_KEY, WRONG_KEY)
 
 
 def test_the_openai_client_with_a_wrong_key_gets_an_authentication_error(live):
-    with pytest.raises(openai.AuthenticationError):
-        client(live, key="sk-wrong-0123456789abcdef0123").models.list()
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client(live, key=WRONG_KEY).models.list()
+    assert refused.value.status_code == 401
+    body = refused.value.body   # the client's view of the body's "error" object
+    assert isinstance(body, dict) and body["message"], body
+    assert WRONG_KEY not in str(body) and MASTER_KEY not in str(body)
 
 
 def test_sixteen_concurrent_requests_all_succeed(live):
@@ -95,52 +161,175 @@ def test_sixteen_concurrent_requests_all_succeed(live):
     assert len(replies) == 16 and all(r.choices for r in replies)
 
 
-def test_sigterm_with_a_stream_in_flight_finishes_it_and_leaves_nothing(live):
-    """Last test of the module: it stops the shared instance."""
-    live.record_tree()
-    assert any("VLLM" in _cmdline(pid) or "vllm" in _cmdline(pid) for pid in live.seen)
+# -- the real engine's exposure and keys ----------------------------------------
+
+def listening_tcp_sockets() -> list[tuple[str, int, str]]:
+    """(address as /proc/net writes it, port, socket inode) of every listening TCP socket."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port = fields[1].rsplit(":", 1)
+            if fields[3] == TCP_LISTEN:
+                found.append((address, int(port, 16), fields[9]))
+    return found
+
+
+def engine_group(entry) -> list[int]:
+    """Every process in the engine's process group: API server, EngineCore, workers."""
+    leader = entry.program_pid("engine")
+    members = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and pgid_of(int(p.name)) == leader]
+    titles = " ".join(cmdline(pid) for pid in members)
+    assert leader in members and "VLLM::EngineCore" in titles and "VLLM::Worker" in titles, titles
+    return members
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue   # closed while we looked
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_engine_port_listens_on_loopback_only(live):
+    addresses = [address for address, port, _ in listening_tcp_sockets() if port == live.engine_port]
+    assert addresses == ["0100007F"], addresses   # 127.0.0.1 only: not 0.0.0.0, not ::
+
+
+def test_every_socket_the_engine_group_listens_on_is_loopback(live):
+    """vLLM's workers open more TCP listeners (torch.distributed) than the HTTP port."""
+    inodes = set().union(*map(socket_inodes, engine_group(live)))
+    held = [(address, port) for address, port, inode in listening_tcp_sockets() if inode in inodes]
+    assert ("0100007F", live.engine_port) in held, held   # proves the inode matching sees the port
+    assert all(address in LOOPBACK for address, _ in held), held
+
+
+@pytest.mark.parametrize("route", ["models", "chat", "completion"])
+@pytest.mark.parametrize("variant", ["no key", "wrong key", "master key"])
+def test_engine_refuses_everything_but_the_internal_key(live, engine_key, route, variant):
+    """Even a process inside the pod needs the internal key; the master key is not it."""
+    headers = {"no key": {}, "wrong key": {"Authorization": f"Bearer {WRONG_KEY}"},
+               "master key": {"Authorization": f"Bearer {MASTER_KEY}"}}[variant]
+    response = call(f"http://127.0.0.1:{live.engine_port}", route, headers)
+    assert response.status_code == 401, response.text
+    # vLLM answers {"error": "Unauthorized"}: JSON, but not OpenAI's error object.
+    assert response.json()["error"], response.text
+    assert engine_key not in response.text and MASTER_KEY not in response.text
+
+
+@pytest.mark.parametrize("route", ["models", "chat", "completion"])
+def test_engine_answers_the_internal_key(live, engine_key, route):
+    response = call(f"http://127.0.0.1:{live.engine_port}", route, {"Authorization": f"Bearer {engine_key}"})
+    assert response.status_code == 200, response.text
+    assert response.json()["object"] in ("list", "chat.completion", "text_completion")
+
+
+def test_no_key_on_the_command_line_of_any_engine_process(live, engine_key):
+    pids = set(engine_group(live)) | descendants(live.pid) | {live.pid}
+    for pid in pids:
+        line = cmdline(pid)
+        for name, secret in (("master", MASTER_KEY), ("internal", engine_key)):
+            assert secret not in line, f"the {name} key is on the command line of pid {pid}: {line[:80]}"
+
+
+def test_no_engine_process_holds_the_master_key(live):
+    for pid in engine_group(live):
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert MASTER_KEY.encode() not in environ, f"pid {pid} ({cmdline(pid)[:40]}) has the master key"
+
+
+def test_no_key_in_the_captured_output(live, engine_key):
+    client(live).chat.completions.create(model="demo", messages=[{"role": "user", "content": "log"}],
+                                         max_tokens=2)
+    call(live.url(""), "models", {"Authorization": f"Bearer {WRONG_KEY}"})
+    text = live.output()
+    assert "engine" in text and "proxy" in text   # both programs' output is in there
+    for name, secret in (("master", MASTER_KEY), ("internal", engine_key), ("wrong", WRONG_KEY)):
+        assert secret not in text, f"the {name} key is in llm-entry's output"
+
+
+# -- shutdown (stops the shared instance: keep it last among the `live` tests) ----
+
+STREAM_TOKENS = 600   # 4-6 s through the proxy on 2 busy cores; the proxy may drain for about 11 s
+SIGTERM_AT_CHUNK = 5
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_sigterm_with_a_stream_in_flight_finishes_it_and_leaves_nothing(live, engine_key):
+    """Last test of the module: it stops the shared instance.
+
+    The stream's own thread sends SIGTERM at its fifth chunk, so the count at
+    that moment is exact: sent from the main thread, the signal went out 14 to
+    89 chunks after the first one here, and once only after the whole stream.
+    """
+    live.record_tree()   # the tree is complete now: nothing starts during a stream
+    engine = live.program_pid("engine")
+    assert "vllm" in cmdline(engine)
     got: dict = {"chunks": 0}
-    started = threading.Event()
+    signalled = threading.Event()
 
     def stream():
         try:
             for chunk in client(live).chat.completions.create(
-                    model="demo", messages=[{"role": "user", "content": "Tell me"}], max_tokens=64,
+                    model="demo", messages=[{"role": "user", "content": "Tell me"}], max_tokens=STREAM_TOKENS,
                     stream=True, extra_body={"ignore_eos": True}):
                 if chunk.choices and chunk.choices[0].delta.content:
                     got["chunks"] += 1
-                    started.set()
+                    if got["chunks"] == SIGTERM_AT_CHUNK:
+                        os.kill(live.pid, signal.SIGTERM)
+                        got["at_sigterm"] = got["chunks"]
+                        signalled.set()
                 if chunk.choices and chunk.choices[0].finish_reason:
                     got["finish"] = chunk.choices[0].finish_reason
         except Exception as error:  # reported below
             got["error"] = repr(error)
-        started.set()
+        signalled.set()
 
     thread = threading.Thread(target=stream, daemon=True)
     thread.start()
-    assert started.wait(120)
-    live.send(signal.SIGTERM)
+    assert signalled.wait(120) and "at_sigterm" in got, f"SIGTERM was never sent: {got}"
+    # The proxy closes its listener when its drain begins: the stream must outlive that.
+    wait_for(lambda: not port_open(live.port), 30, "the proxy to stop listening", poll=0.05)
+    at_drain = got["chunks"]
     assert live.wait_exit(120) == 0, live.output()
     thread.join(60)
+    assert not thread.is_alive(), "the stream never ended"
     assert "error" not in got, got
-    assert got.get("finish") == "length" and got["chunks"] >= 32, got
+    assert got["chunks"] > at_drain >= got["at_sigterm"] > 0, (at_drain, got)
+    assert got.get("finish") == "length", got   # ignore_eos: every requested token came
+    output = live.output()
+    assert "proxy stopped in" in output and "engine stopped in" in output, output[-3000:]
+    for secret in (MASTER_KEY, engine_key):
+        assert secret not in output
     assert live.has("not-ready") and not live.has("not-healthy")
     live.assert_nothing_left()
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return file.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    assert not [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and pgid_of(int(p.name)) == engine]
 
 
 def test_engine_sigkill_fails_the_container_and_leaves_no_worker(tmp_path):
     entry = demo_entry(tmp_path).start()
     entry.served_model_name = "demo"
     try:
-        entry.wait_ready(timeout=VLLM_START_DEADLINE)
+        wait_ready(entry)
         engine = entry.program_pid("engine")
         workers = [pid for pid in entry.record_tree() if pid != engine and pgid_of(pid) == engine]
         assert workers, "vLLM's EngineCore should run in the engine's process group"

@@ -36,15 +36,17 @@ def contents(folder: Path) -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted(folder.iterdir())}
 
 
-def test_prepare_creates_the_folder_with_a_heartbeat_that_vouches_for_nothing(tmp_path: Path, clock: FakeClock) -> None:
+def test_prepare_creates_the_folder_saying_not_ready_before_any_heartbeat(tmp_path: Path, clock: FakeClock) -> None:
     files = ProbeFiles(tmp_path / "a" / "b" / "probe", heartbeat_ttl=15.0, clock=clock)
     files.prepare()
-    assert contents(tmp_path / "a" / "b" / "probe") == {HEARTBEAT: "0\n"}
+    # A probe that only tests `! -e not-ready` must not see "ready" here.
+    assert contents(tmp_path / "a" / "b" / "probe") == {NOT_READY: "starting\n"}
 
 
 def test_prepare_in_an_existing_folder_keeps_it(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "other").write_text("kept\n")
     ProbeFiles(tmp_path, heartbeat_ttl=15.0, clock=clock).prepare()
-    assert (tmp_path / HEARTBEAT).read_text() == "0\n"
+    assert contents(tmp_path) == {NOT_READY: "starting\n", "other": "kept\n"}
 
 
 def test_prepare_under_a_regular_file_is_refused_with_the_way_out(tmp_path: Path, clock: FakeClock) -> None:
