@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import footprint, overhead, reaction, report, runner, startup, system
+from . import footprint, overhead, reaction, report, runner, startup, startup_real, system
 from .chart import render as render_chart
 from .procs import Timeout
 from .settings import Settings
@@ -94,6 +94,14 @@ def main(argv: list[str]) -> int:
         say("1/4 time to ready")
         run.startup = section(run, "time to ready",
                               lambda: startup.measure(runs, settings.engine_delay, settings.startup_rounds, say))
+        if settings.real_engine_rounds:
+            why_not = startup_real.missing()
+            if why_not:
+                run.errors.append(f"time to ready with the real engine: not run: {why_not}")
+            else:
+                say("1/4 time to ready, real engine")
+                run.real_startup = section(run, "time to ready, real engine",
+                                           lambda: startup_real.measure(runs, settings.real_engine_rounds, say))
         say("2/4 request overhead")
         run.overhead = section(run, "request overhead", lambda: overhead.measure(runs, settings, say))
         say("3/4 reaction times")

@@ -10,11 +10,12 @@ from .footprint import ProbeTimes
 from .markdown import per_round, s, table, verdict
 from .overhead import OverheadResults
 from .reaction import Scenario
-from .report_lifecycle import footprint_section, reaction_section, startup_section
+from .report_lifecycle import footprint_section, reaction_section, real_startup_section, startup_section
 from .report_overhead import (auth_section, cpu_ms_per_request, load_section, profile_section, stream_section,
                               workers_section)
 from .settings import Settings
 from .startup import StartupResults
+from .startup_real import RealStartupResults
 from .stats import Summary, ratio
 
 
@@ -28,6 +29,7 @@ class Run:
     seconds: float = 0.0
     load_at_end: str = ""
     startup: StartupResults | None = None
+    real_startup: RealStartupResults | None = None
     overhead: OverheadResults | None = None
     reaction: list[Scenario] | None = None
     probes: ProbeTimes | None = None
@@ -52,6 +54,12 @@ def goals(run: Run) -> list[Goal]:
         over = Summary.of(run.startup.overheads("llm-entry"))
         found.append(Goal("time to ready: llm-entry over max(engine alone, proxy alone)", "≤ 1 s",
                           over.text(1, 2, " s"), None if over.runs == 0 else over.median <= 1.0,
+                          by=f"{over.median - 1.0:.2f} s"))
+    if run.real_startup:
+        over = Summary.of(run.real_startup.overheads("llm-entry"))
+        found.append(Goal("time to ready, real vLLM CPU engine: llm-entry over the engine alone", "≤ 1 s",
+                          over.text(1, 2, " s"), None if over.runs == 0 else over.median <= 1.0,
+                          "the proxy's start shares the 2 cores with the loading engine",
                           by=f"{over.median - 1.0:.2f} s"))
     o = run.overhead
     if o and "load" in o.cells:
@@ -140,6 +148,12 @@ def panels(run: Run) -> list[chart.Panel]:
             (label, [bar("median, min–max", r.times[side])]) for side, label in (
                 ("engine alone", "engine double alone"), ("proxy alone", "proxy alone"),
                 ("llm-entry", "llm-entry"), ("baseline", "baseline script"))]))
+    if run.real_startup:
+        over = Summary.of(run.real_startup.overheads("llm-entry"))
+        found.append(Goal("time to ready, real vLLM CPU engine: llm-entry over the engine alone", "≤ 1 s",
+                          over.text(1, 2, " s"), None if over.runs == 0 else over.median <= 1.0,
+                          "the proxy's start shares the 2 cores with the loading engine",
+                          by=f"{over.median - 1.0:.2f} s"))
     o = run.overhead
     if o and "load" in o.cells:
         d, p = o.cells["load"]["direct"], o.cells["load"]["proxy"]
@@ -169,6 +183,8 @@ def render(run: Run, chart_link: str) -> str:
     parts = [header(run), goals_section(run), f"![benchmark chart]({chart_link})\n"]
     if run.startup:
         parts.append(startup_section(run.startup))
+    if run.real_startup:
+        parts.append(real_startup_section(run.real_startup))
     o = run.overhead
     if o:
         for key, section in (("load", lambda: load_section(o, run.settings)), ("streams", lambda: stream_section(o)),

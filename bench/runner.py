@@ -63,11 +63,11 @@ def chat_body(content: str = "hello", stream: bool = False) -> dict:
     return body
 
 
-def chat_ok(port: int, key: str | None, timeout: float = 2.0) -> bool:
+def chat_ok(port: int, key: str | None, timeout: float = 2.0, body: dict | None = None) -> bool:
     """One authenticated chat completion answered 200 (what "ready" means to a client)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=chat_body("ready?"),
+        response = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body or chat_body("ready?"),
                                  headers=headers, timeout=timeout)
         return response.status_code == 200
     except requests.RequestException:
@@ -100,7 +100,8 @@ class Runs:
 class Entry:
     """One llm-entry and the engine double it runs."""
 
-    def __init__(self, runs: Runs, args: list[str] = (), engine_env: dict[str, str] | None = None):
+    def __init__(self, runs: Runs, args: list[str] = (), engine_env: dict[str, str] | None = None,
+                 model: Path | None = None):
         self.runs = runs
         self.dir = runs.folder("entry")
         self.port = procs.free_port()
@@ -109,7 +110,7 @@ class Entry:
         self.master_key = new_master_key()
         self.log = self.dir / "llm-entry.log"
         self.argv = [
-            PYTHON, "-m", "entrypoint.cli", "--model", str(make_model_dir(self.dir)),
+            PYTHON, "-m", "entrypoint.cli", "--model", str(model or make_model_dir(self.dir)),
             "--host", "127.0.0.1", "--port", str(self.port), "--engine-port", str(self.engine_port),
             "--probe-dir", str(self.probe_dir), *args,
         ]

@@ -36,11 +36,12 @@ class StartupResults:
         return [t - b for t, b in zip(self.times[side], bound)]
 
 
-def poll_chat(port: int, key: str, launched_at: float, process, timeout: float = runner.START_DEADLINE) -> float:
+def poll_chat(port: int, key: str, launched_at: float, process, timeout: float = runner.START_DEADLINE,
+              body: dict | None = None) -> float:
     """Seconds from launch until a chat completion through `port` answers 200."""
     deadline = launched_at + timeout
     while time.monotonic() < deadline:
-        if runner.chat_ok(port, key):
+        if runner.chat_ok(port, key, body=body):
             return time.monotonic() - launched_at
         if procs.exited(process):
             raise RuntimeError(f"it exited with {procs.stop_group(process)} before answering")

@@ -32,6 +32,8 @@ class FakeConfig:
     max_restarts: int = 3
     restart_window: float = 300.0
     local_url: str = "http://127.0.0.1:8080"
+    host: str = "0.0.0.0"
+    port: int = 8080
     served_model_name: str = "tiny"
 
 

@@ -67,6 +67,7 @@ def ready_world(tmp_path: Path, **kwargs) -> World:
 def test_both_programs_passing_their_checks_make_the_container_ready(tmp_path: Path) -> None:
     world = ready_world(tmp_path)
     assert "ready in" in world.out.getvalue()
+    assert "(public: 0.0.0.0:8080)" in world.out.getvalue()
     assert world.monitor.programs["engine"].pgids == {ENGINE}
 
 
