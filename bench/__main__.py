@@ -128,12 +128,13 @@ def main(argv: list[str]) -> int:
 def write(run: report.Run, out: Path, chart: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     chart.parent.mkdir(parents=True, exist_ok=True)
+    # The raw results first: a rendering bug must not lose a long run.
+    raw = chart.with_suffix(".json")
+    raw.write_text(json.dumps(dataclasses.asdict(run), indent=1, default=str, allow_nan=True))
     chart.write_text(render_chart(report.panels(run), "llm-entry benchmarks"
                                   + (" (quick run)" if run.settings.quick else "")))
     link = os.path.relpath(chart.resolve(), out.resolve().parent)
     out.write_text(report.render(run, link))
-    raw = chart.with_suffix(".json")
-    raw.write_text(json.dumps(dataclasses.asdict(run), indent=1, default=str, allow_nan=True))
     say(f"wrote {out}, {chart} and {raw}")
 
 
