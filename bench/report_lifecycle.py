@@ -97,8 +97,8 @@ def reaction_section(scenarios: list[Scenario], settings: Settings) -> str:
     ]
     if hang_gaps:
         text.append("After a hang, llm-entry exits this long after not-healthy ("
-                    + "; ".join(hang_gaps) + "): a stopped engine ignores SIGTERM, so the shutdown waits "
-                    "for its deadline before SIGKILL.\n")
+                    + "; ".join(hang_gaps) + "): a hung engine is SIGKILLed by process group at once (it "
+                    "would ignore SIGTERM), then the proxy drains as in any shutdown.\n")
     return "\n".join(text)
 
 

@@ -136,11 +136,15 @@ def auth_section(o: OverheadResults) -> str:
 def reuse_text(o: OverheadResults) -> str:
     if not o.engine_connections:
         return ""
-    counts = "; ".join(f"{r.clients} client(s): {r.requests} requests over {r.connections} connection(s), "
-                       f"at most {r.most_open} open at once" for r in o.engine_connections)
+    counts = "; ".join(f"{r.clients} client(s): {r.requests} requests, {r.opened} connection(s) opened "
+                       f"during the load ({r.open_before} already open)" for r in o.engine_connections)
+    reused = all(r.opened <= r.clients for r in o.engine_connections)
+    verdict = ("LiteLLM keeps its connections to the engine open and reuses them, so there is no connection "
+               "set-up per request to tune away." if reused else
+               "More connections were opened than there were clients: the proxy does not fully reuse its "
+               "connections to the engine.")
     return ("Connections from the proxy to the engine (the socket table sampled every 5 ms while clients "
-            f"load the proxy): {counts}. LiteLLM keeps its connections to the engine open and reuses them "
-            "(about one per concurrent request), so there is no connection set-up per request to tune away.\n")
+            f"load the proxy): {counts}. {verdict}\n")
 
 
 WRAPPERS = ("litellm/proxy/middleware/", "litellm/proxy/_lazy_features.py", "litellm/proxy/proxy_cli.py")

@@ -2,11 +2,13 @@
 opens to the engine for how many requests.
 
 The socket table (/proc/net/tcp) is sampled every few milliseconds while a
-load runs through the proxy; every distinct client port seen connected to
-the engine's port is one connection. A connection that opened and closed
-between two samples is missed, so a proxy that did not reuse connections
-would show far fewer connections than requests, never as few as the
-clients: one connection per client is what reuse looks like.
+load runs through the proxy; every client port seen connected to the
+engine's port that was not connected before the load began is a connection
+opened for it (other proxies of the benchmark keep idle pooled connections
+to the same engine: those are counted apart). A connection that opened and
+closed between two samples is missed, so a proxy that did not reuse
+connections would still show many new ones; a handful for hundreds of
+requests is what reuse looks like.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ ESTABLISHED = "01"
 class Reuse:
     clients: int
     requests: int
-    connections: int          # distinct engine connections seen
-    most_open: int            # most connections open at one sample
+    opened: int               # engine connections seen during the load, not open before it
+    open_before: int          # engine connections already open (idle pools) when it began
 
 
 def engine_peers(port: int) -> set[int]:
@@ -45,15 +47,13 @@ def engine_peers(port: int) -> set[int]:
 
 
 def measure(proxy_port: int, master_key: str, engine_port: int, clients: int, duration: float) -> Reuse:
+    before = engine_peers(engine_port)
     seen: set[int] = set()
-    most = [0]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            now = engine_peers(engine_port)
-            seen.update(now)
-            most[0] = max(most[0], len(now))
+            seen.update(engine_peers(engine_port))
             stop.wait(SAMPLE_EVERY)
 
     sampler = threading.Thread(target=sample, name="bench-reuse", daemon=True)
@@ -63,4 +63,4 @@ def measure(proxy_port: int, master_key: str, engine_port: int, clients: int, du
     finally:
         stop.set()
         sampler.join()
-    return Reuse(clients, len(result.latencies), len(seen), most[0])
+    return Reuse(clients, len(result.latencies), len(seen - before), len(before))
