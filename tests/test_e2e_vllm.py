@@ -314,7 +314,11 @@ def test_sigterm_with_a_stream_in_flight_finishes_it_and_leaves_nothing(live, en
     thread.join(60)
     assert not thread.is_alive(), "the stream never ended"
     assert "error" not in got, got
-    assert got["chunks"] > at_drain >= got["at_sigterm"] > 0, (at_drain, got)
+    # In flight at SIGTERM and completed after it. The listener may close only
+    # after the last chunk on a fast run (457 of 457 seen once), so the count
+    # at the drain's start is a lower bound, not a strict one.
+    assert got["chunks"] >= at_drain >= got["at_sigterm"] > 0, (at_drain, got)
+    assert got["chunks"] > got["at_sigterm"], got
     assert got.get("finish") == "length", got   # ignore_eos: every requested token came
     output = live.output()
     assert "proxy stopped in" in output and "engine stopped in" in output, output[-3000:]
