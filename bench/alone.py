@@ -102,8 +102,7 @@ class Baseline:
     def __init__(self, runs: Runs, engine_env: dict[str, str] | None = None):
         self.runs = runs
         self.dir = runs.folder("baseline")
-        self.port = procs.free_port()
-        self.engine_port = procs.free_port()
+        self.port, self.engine_port = procs.free_ports(2)
         self.master_key = new_master_key()
         self.env = {
             **base_env(), **(engine_env or {}),

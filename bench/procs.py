@@ -7,6 +7,7 @@ group), and is stopped by that group: SIGTERM, a deadline, SIGKILL.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,10 +19,48 @@ from typing import Callable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LISTENER_PORTS_FROM = 20000
+_pick = random.SystemRandom()
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports, free now, below the kernel's ephemeral range.
+
+    bind(0) hands out ports from the ephemeral range, which the kernel also uses
+    for every outgoing connection (the proxy's to the engine, a test's client):
+    such a port can be taken again before the server binds it, and two picks in
+    a row can return the same port. Below that range only listeners take ports,
+    and holding every pick open until the last one makes them distinct.
+    """
+    upper = ephemeral_range_start()
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", _pick.randrange(LISTENER_PORTS_FROM, upper) if upper else 0))
+            except OSError:   # taken, or lingering from an earlier server: pick again
+                sock.close()
+                continue
+            held.append(sock)
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def ephemeral_range_start() -> int | None:
+    """Where outgoing connections' ports begin, or None when there is no room below it."""
+    try:
+        start = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        start = 32768   # Linux's default
+    return start if start > LISTENER_PORTS_FROM + 1000 else None
 
 
 class Timeout(Exception):

@@ -104,8 +104,7 @@ class Entry:
                  model: Path | None = None):
         self.runs = runs
         self.dir = runs.folder("entry")
-        self.port = procs.free_port()
-        self.engine_port = procs.free_port()
+        self.port, self.engine_port = procs.free_ports(2)
         self.probe_dir = self.dir / "probe"
         self.master_key = new_master_key()
         self.log = self.dir / "llm-entry.log"

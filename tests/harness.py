@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,12 @@ from typing import Callable
 
 import requests
 
+from bench.procs import free_ports
+
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_DOUBLE = REPO / "tests" / "engine_double.py"
 MASTER_KEY = "sk-test-" + "7f3a9c2e4b8d1f6a0c5e9b3d7a2f4c8e"
 PROXY_START_DEADLINE = 120.0   # LiteLLM takes 10-30 s on a busy 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.05):
@@ -89,8 +84,7 @@ class Entry:
                  model: str | None = None, engine_cmd: str | None = None, wrapper: list[str] | None = None):
         self.tmp = tmp
         self.wrapper = wrapper or []   # e.g. unshare, to run llm-entry as PID 1
-        self.port = free_port()
-        self.engine_port = free_port()
+        self.port, self.engine_port = free_ports(2)
         self.probe_dir = tmp / "probe"
         self.pid_file = tmp / "engine-pids"
         if model is None:

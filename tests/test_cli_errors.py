@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import free_port, free_ports
 from entrypoint.cli import command
 
 MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
@@ -29,12 +30,6 @@ SIX_GPUS = "".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-5d1c0b6e-7a4b-9f7
 def llm_entry() -> list[str]:
     found = shutil.which("llm-entry", path=str(VENV_BIN)) or shutil.which("llm-entry")
     return [found] if found else [sys.executable, "-m", "entrypoint.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -84,8 +79,9 @@ def assert_refused(result: subprocess.CompletedProcess, probe_dir: Path) -> str:
 
 
 def serve_args(model_dir: Path, probe_dir: Path, *extra: str) -> list[str]:
-    return ["--model", str(model_dir), "--host", "127.0.0.1", "--port", str(free_port()),
-            "--engine-port", str(free_port()), "--probe-dir", str(probe_dir), *extra]
+    public_port, engine_port = free_ports(2)
+    return ["--model", str(model_dir), "--host", "127.0.0.1", "--port", str(public_port),
+            "--engine-port", str(engine_port), "--probe-dir", str(probe_dir), *extra]
 
 
 def test_no_model_is_refused(env: dict[str, str], probe_dir: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,14 @@ from pathlib import Path
 
 import openai
 import pytest
+
+from bench.procs import free_port
 import requests
 
 DOUBLE = Path(__file__).with_name("engine_double.py")
 DEADLINE_S = 10.0
 SERVED_NAME = "demo"
 KEY = "engine-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(condition, what: str, timeout: float = DEADLINE_S):
