@@ -180,11 +180,11 @@ def profile_section(o: OverheadResults) -> str:
         callers = ", ".join(f"`{name}` ({pct:.1f}%)" for name, pct in p.import_callers)
         text.append(f"{p.imports:.1f}% of the samples are inside Python's import machinery while serving, "
                     f"called from {callers}: an import that fails is retried, and re-compiled, on every "
-                    "request. The failing import is LiteLLM 1.103's `litellm.integrations.otel.logger`, "
-                    "which needs `opentelemetry._events`, gone from opentelemetry-api 1.44 and later (vLLM "
-                    "pulls in 1.45). With opentelemetry-api and -sdk 1.43 on the proxy's path the import "
-                    "succeeds once, and a side-by-side run (8 alternating rounds, c=8) measured 9.9 against "
-                    "11.5 CPU ms per request (per-round ratio median 0.84). llm-entry does not pin it: the "
-                    "pin would fight vLLM's own OpenTelemetry exporter packages; a LiteLLM release that "
-                    "works with opentelemetry-api 1.44+ is the real fix.\n")
+                    "request. llm-entry settles the ones it knows once per worker "
+                    "(`entrypoint/proxy_imports.py`); one showing here is new: add it there.\n")
+    else:
+        text.append(f"Python's import machinery: {p.imports:.1f}% of the samples. LiteLLM 1.103 retries "
+                    "a failing import of its OpenTelemetry V2 logger on every request (it needs "
+                    "`opentelemetry._events`, gone from opentelemetry-api 1.44, which vLLM pulls in); "
+                    "llm-entry settles it once per worker (`entrypoint/proxy_imports.py`).\n")
     return "\n".join(text)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from . import demo_model
+from . import demo_model, demo_recipe
 from .engine_options import default_engine_cmd  # noqa: F401 (imported from here by the e2e tests)
 from .engine_options import check_pass_through, demo_args, engine_cmd, engine_env, resolve_model
 from .errors import EntryError
@@ -224,7 +224,7 @@ def _parallel_plan(opts: Options, env: Mapping[str, str], node: NodeGpus, model_
                    demo: bool) -> tuple[int, ParallelPlan]:
     visible = visible_gpu_count(env, node.count)
     if demo:
-        heads = HeadCounts(demo_model.NUM_HEADS, demo_model.NUM_KV_HEADS)
+        heads = HeadCounts(demo_recipe.NUM_HEADS, demo_recipe.NUM_KV_HEADS)
     else:
         heads = load_head_counts(model_dir) if model_dir is not None else None
     return visible, choose_tensor_parallel(visible, heads, opts.tensor_parallel_size)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint import demo_model
+from entrypoint import demo_model, demo_recipe
 from entrypoint.demo_model import (
     DEMO_ENGINE_ARGS,
     DEMO_ENGINE_ENV,
@@ -71,8 +71,8 @@ def test_config_is_a_small_llama_the_cpu_engine_serves(model):
 
 def test_head_counts_constants_match_the_written_config(model):
     config = json.loads((model / "config.json").read_text())
-    assert config["num_attention_heads"] == demo_model.NUM_HEADS
-    assert config["num_key_value_heads"] == demo_model.NUM_KV_HEADS
+    assert config["num_attention_heads"] == demo_recipe.NUM_HEADS
+    assert config["num_key_value_heads"] == demo_recipe.NUM_KV_HEADS
 
 
 def test_vocab_size_matches_the_tokenizer_and_the_embeddings(model, tokenizer):
@@ -208,7 +208,7 @@ def test_command_line_reports_an_occupied_folder_and_exits_1(tmp_path, capsys):
 
 def test_module_imports_without_the_model_libraries():
     code = (
-        "import sys, entrypoint.demo_model; "
+        "import sys, entrypoint.demo_model, entrypoint.demo_recipe; "
         "print(sorted(m for m in ('numpy', 'tokenizers', 'safetensors', 'torch', 'transformers') "
         "if m in sys.modules))"
     )
