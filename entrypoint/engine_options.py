@@ -91,7 +91,8 @@ def managed_flag(arg: str) -> str | None:
 
 
 def check_pass_through(args: tuple[str, ...]) -> tuple[str, ...]:
-    """The arguments after `--`, refused when one of them sets a managed flag.
+    """The arguments after `--`, refused when one of them sets a managed flag,
+    directly or through a vLLM `--config` file.
 
     The message names the flag, never the argument: `--api-key=...` holds a key.
     """
@@ -101,7 +102,53 @@ def check_pass_through(args: tuple[str, ...]) -> tuple[str, ...]:
             raise EntryError(
                 f"an argument after -- sets the engine's {flag}, which llm-entry manages: {MANAGED_FLAGS[flag]}."
             )
+    config_file = engine_config_file(args)
+    if config_file is not None:
+        for key in config_file_keys(config_file):
+            flag = managed_flag(f"--{key}")
+            if flag is not None:
+                raise EntryError(
+                    f"the engine config file {config_file} (after --) sets {key}, which llm-entry manages: "
+                    f"{MANAGED_FLAGS[flag]}."
+                )
     return args
+
+
+def engine_config_file(args: tuple[str, ...]) -> str | None:
+    """The file of vLLM's `--config FILE` (or `--config=FILE`) among `args`."""
+    for at, arg in enumerate(args):
+        if arg == "--config" and at + 1 < len(args):
+            return args[at + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def config_file_keys(path: str) -> list[str]:
+    """The top-level keys of a vLLM config file, each of which vLLM turns into
+    `--key value` placed before the command line's own arguments. Those of
+    llm-entry would still win, except --api-key, which it passes by
+    environment and which vLLM reads only when no flag sets one: a key in the
+    file would lock the proxy out of the engine."""
+    import yaml  # LiteLLM's proxy extra brings it; only this rare path needs it
+
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise EntryError(f"the engine config file {path} (after --) cannot be read ({error.strerror}): "
+                         f"check the path.")
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        # The line number only: the file may hold a secret, the parser's message quotes it.
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise EntryError(f"the engine config file {path} (after --) is not valid YAML{where}: fix it, "
+                         f"or pass the options after -- directly.")
+    if not isinstance(config, dict):
+        raise EntryError(f"the engine config file {path} (after --) is not a mapping of option: value: "
+                         f"write one vLLM option per line, like `max-num-seqs: 64`.")
+    return [str(key) for key in config]
 
 
 def demo_args(max_model_len: int | None) -> tuple[str, ...]:

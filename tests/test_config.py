@@ -411,6 +411,47 @@ def test_other_arguments_after_the_double_dash_pass(model_dir: Path, args: tuple
     assert build(model_dir, engine_args=args).engine_args == args
 
 
+
+@pytest.mark.parametrize("spelling", [("--config", "{f}"), ("--config={f}",)])
+@pytest.mark.parametrize("line,key,advice", [
+    (f"api-key: {SECRET_VALUE}", "api-key", "llm-entry makes the engine's key itself"),
+    (f"api_key: {SECRET_VALUE}", "api_key", "llm-entry makes the engine's key itself"),
+    ("host: 0.0.0.0", "host", "the engine listens on 127.0.0.1 only"),
+    ("tensor-parallel-size: 2", "tensor-parallel-size", "use llm-entry's --tensor-parallel-size"),
+])
+def test_a_vllm_config_file_after_the_double_dash_cannot_set_a_flag_llm_entry_manages(
+        model_dir: Path, tmp_path: Path, spelling: tuple[str, ...], line: str, key: str, advice: str) -> None:
+    config_file = tmp_path / "engine.yaml"
+    config_file.write_text(f"max-num-seqs: 64\n{line}\n")
+    args = tuple(part.format(f=config_file) for part in spelling)
+    message = refused(model_dir, engine_args=("--enable-prefix-caching", *args))
+    assert message.startswith(f"the engine config file {config_file} (after --) sets {key}, which llm-entry manages: ")
+    assert advice in message
+    assert SECRET_VALUE not in message and "0.0.0.0" not in message
+
+
+def test_a_vllm_config_file_with_other_options_passes_unchanged(model_dir: Path, tmp_path: Path) -> None:
+    config_file = tmp_path / "engine.yaml"
+    config_file.write_text("max-num-seqs: 64\nenable-prefix-caching: true\nmodel-impl: transformers\n")
+    args = ("--config", str(config_file), "--dtype=half")
+    assert build(model_dir, engine_args=args).engine_args == args
+
+
+@pytest.mark.parametrize("content,problem", [
+    (None, "cannot be read (No such file or directory)"),
+    (f"max-num-seqs: 64\napi-key: [{SECRET_VALUE}\n", "is not valid YAML at line 3"),
+    ("- max-num-seqs\n- 64\n", "is not a mapping of option: value"),
+])
+def test_an_unusable_vllm_config_file_is_refused_before_the_start(
+        model_dir: Path, tmp_path: Path, content: str | None, problem: str) -> None:
+    config_file = tmp_path / "engine.yaml"
+    if content is not None:
+        config_file.write_text(content)
+    message = refused(model_dir, engine_args=("--config", str(config_file)))
+    assert message.startswith(f"the engine config file {config_file} (after --) {problem}")
+    assert SECRET_VALUE not in message
+
+
 # --- the demo model -------------------------------------------------------------
 
 def test_the_demo_caps_the_cpu_kv_cache_at_1_gib(tmp_path: Path) -> None:
