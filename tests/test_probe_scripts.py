@@ -168,3 +168,34 @@ def test_the_probes_read_what_probe_files_show(tmp_path: Path, state: tuple, exp
     assert exit_codes(files.dir) == {"readiness": 1, "liveness": 1, "startup": 1}
     files.show(*state)
     assert exit_codes(files.dir) == dict(zip(PROBE_NAMES, expected))
+
+
+# --- however Kubernetes or an operator names the script -------------------------
+
+def test_a_probe_run_from_its_own_folder_finds_its_helpers(tmp_path: Path) -> None:
+    """`sh readiness DIR` inside probes/: $0 has no slash."""
+    folder = make_probe_dir(tmp_path / "probe", fresh(), "starting\n")
+    for name, expected in zip(PROBE_NAMES, (1, 0, 1)):
+        result = subprocess.run(["sh", name, str(folder)], cwd=PROBES, env=BASE_ENV,
+                                capture_output=True, text=True, timeout=10)
+        assert (name, result.returncode) == (name, expected), result.stderr
+        assert "common.sh" not in result.stderr
+
+
+def test_a_probe_found_on_path_finds_its_helpers(tmp_path: Path) -> None:
+    folder = make_probe_dir(tmp_path / "probe", fresh())
+    env = dict(BASE_ENV, PATH=f"{PROBES}:{BASE_ENV['PATH']}")
+    for name in PROBE_NAMES:
+        result = subprocess.run([name, str(folder)], env=env, capture_output=True, text=True, timeout=10)
+        assert (name, result.returncode, result.stderr) == (name, 0, "")
+
+
+def test_a_probe_installed_in_a_folder_with_spaces_finds_its_helpers(tmp_path: Path) -> None:
+    installed = tmp_path / "opt with spaces" / "probes"
+    shutil.copytree(PROBES, installed)
+    folder = make_probe_dir(tmp_path / "probe", fresh(), "starting\n", "engine exited\n")
+    for name in PROBE_NAMES:
+        result = subprocess.run([str(installed / name), str(folder)], env=BASE_ENV,
+                                capture_output=True, text=True, timeout=10)
+        assert (name, result.returncode) == (name, 1)
+        assert "common.sh" not in result.stderr
