@@ -13,7 +13,9 @@ PYTHON="${PYTHON:-python3}"
 bash scripts/install-cpu-engine.sh .venv/bin/python
 
 # No tier may be skipped for a missing dependency: fail loudly instead.
-.venv/bin/python - <<'PY'
+# Offline: importing LiteLLM 1.103 fetches its cost map unless
+# LITELLM_LOCAL_MODEL_COST_MAP is set (LITELLM_OFFLINE_MODE alone does not stop it).
+LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true .venv/bin/python - <<'PY'
 import importlib
 for module in ("vllm", "litellm", "supervisor", "transformers", "openai", "entrypoint.cli"):
     importlib.import_module(module)
