@@ -78,13 +78,16 @@ class OverheadResults:
     notes: list[str] = field(default_factory=list)
 
 
-def _orders(sides: list[Target], rounds: int, concurrencies) -> list[tuple[int, int, list[Target]]]:
-    """Every cell runs every side; who goes first rotates from cell to cell."""
-    plan, turn = [], 0
+def _orders(sides: list, rounds: int, concurrencies) -> list[tuple[int, int, list]]:
+    """Every cell runs every side; who goes first rotates from round to round
+    within a cell, and from cell to cell within a round. (One turn counter
+    across cells would fix the order of every cell whenever the number of
+    cells is a multiple of the number of sides.)"""
+    plan = []
     for round_number in range(rounds):
-        for c in concurrencies:
+        for index, c in enumerate(concurrencies):
+            turn = (round_number + index) % len(sides)
             plan.append((round_number, c, sides[turn:] + sides[:turn]))
-            turn = (turn + 1) % len(sides)
     return plan
 
 
