@@ -10,10 +10,11 @@ line can carry it.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from .console import Console
 
@@ -21,30 +22,52 @@ KEPT_LINES = 30
 
 
 class LogTail:
+    """Follows one program's log file by an open handle, like `tail -F`:
+    after supervisord's rotation (a rename, then a new file) the old handle
+    still reads the last lines written before it, then the new file is opened."""
+
     def __init__(self, name: str, path: Path, console: Console):
         self.name = name
         self.path = path
         self.console = console
         self.recent: deque[str] = deque(maxlen=KEPT_LINES)
-        self._inode: int | None = None
-        self._offset = 0
+        self._file: BinaryIO | None = None
         self._partial = b""
 
     def pump(self, final: bool = False) -> None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
+        if self._file is None and not self._open():
             return
-        if stat.st_ino != self._inode or stat.st_size < self._offset:
-            self._inode, self._offset = stat.st_ino, 0  # rotated or new
-        if stat.st_size > self._offset:
-            with self.path.open("rb") as file:
-                file.seek(self._offset)
-                data = file.read(stat.st_size - self._offset)
-            self._offset += len(data)
-            self._emit(data)
+        self._drain()
+        try:
+            rotated = self.path.stat().st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            rotated = False  # between the rename and the new file: next round
+        if rotated:
+            self._drain()  # what came after the read above and before the rename
+            self._file.close()
+            if self._open():
+                self._drain()
         if final and self._partial:
             self._emit(b"\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _open(self) -> bool:
+        try:
+            self._file = self.path.open("rb")
+        except FileNotFoundError:
+            self._file = None
+        return self._file is not None
+
+    def _drain(self) -> None:
+        if os.fstat(self._file.fileno()).st_size < self._file.tell():
+            self._file.seek(0)  # truncated in place
+        data = self._file.read()
+        if data:
+            self._emit(data)
 
     def _emit(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
@@ -86,6 +109,13 @@ class LogForwarder:
                 tail.pump(final)
 
     def stop(self) -> None:
+        """The last pump, once: later calls (the run's `finally`) do nothing,
+        since a closed tail would open its file again and print it twice."""
+        if self._stop.is_set():
+            return
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
         self.pump(final=True)
+        for tail in self.tails.values():
+            tail.close()

@@ -1,0 +1,62 @@
+"""The log forwarder prints every line a program writes, once, in order,
+across supervisord's rotation (rename, then a new file) and in-place truncation."""
+
+import io
+import os
+from pathlib import Path
+
+from entrypoint.console import Console
+from entrypoint.logs import LogForwarder, LogTail
+
+
+def forwarder_for(path: Path) -> tuple[LogForwarder, io.StringIO]:
+    out = io.StringIO()
+    return LogForwarder([LogTail("engine", path, Console(out=out, err=io.StringIO()))]), out
+
+
+def printed(out: io.StringIO) -> list[str]:
+    return [line.split("| ", 1)[1] for line in out.getvalue().splitlines()]
+
+
+def test_lines_written_just_before_a_rotation_are_not_lost(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    writer = log.open("w")
+    writer.write("one\n"); writer.flush()
+    forwarder, out = forwarder_for(log)
+    forwarder.pump()
+    writer.write("two\n"); writer.flush()          # written, not yet read...
+    os.rename(log, tmp_path / "engine.log.1")      # ...when supervisord rotates
+    writer.write("three\n"); writer.close()        # its last write to the old file
+    log.write_text("four\n")
+    forwarder.pump()
+    assert printed(out) == ["one", "two", "three", "four"]
+
+
+def test_a_file_truncated_in_place_is_read_from_its_start(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    log.write_text("a long first line\n")
+    forwarder, out = forwarder_for(log)
+    forwarder.pump()
+    with log.open("r+") as file:
+        file.truncate(0)
+        file.write("b\n")
+    forwarder.pump()
+    assert printed(out) == ["a long first line", "b"]
+
+
+def test_stopping_twice_prints_nothing_twice_and_a_last_partial_line_once(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    log.write_text("done\nno newline at the end")
+    forwarder, out = forwarder_for(log)
+    forwarder.stop()
+    forwarder.stop()
+    assert printed(out) == ["done", "no newline at the end"]
+
+
+def test_a_file_that_appears_later_is_followed(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    forwarder, out = forwarder_for(log)
+    forwarder.pump()
+    log.write_text("late\n")
+    forwarder.pump()
+    assert printed(out) == ["late"]
