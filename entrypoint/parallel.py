@@ -73,7 +73,14 @@ def choose_tensor_parallel(gpus: int, heads: HeadCounts | None, requested: int |
     if gpus == 0:
         return ParallelPlan(1, "no GPU visible: the engine runs on the CPU")
     if heads is None:
-        return ParallelPlan(gpus, f"{_plural(gpus, 'GPU')}, head counts unknown: tensor parallel {gpus}")
+        # Head counts of real models are multiples of a power of two far more
+        # often than of 3, 5 or 6: 6 GPUs at size 6 would fail on most models.
+        size = 1 << (gpus.bit_length() - 1)
+        reason = (f"{_plural(gpus, 'GPU')}, head counts unknown (no local config.json): "
+                  f"tensor parallel {size}, the largest power of two that fits")
+        if size < gpus:
+            reason += f", {_plural(gpus - size, 'GPU')} idle; set --tensor-parallel-size if the model splits {gpus} ways"
+        return ParallelPlan(size, reason)
     size = max(s for s in range(1, gpus + 1) if is_valid_size(s, heads))
     reason = f"{_describe(gpus, heads)}: tensor parallel {size}"
     if size < gpus:
@@ -87,7 +94,7 @@ def _check_requested(gpus: int, heads: HeadCounts | None, size: int) -> Parallel
     if size > max(gpus, 1):
         raise EntryError(
             f"--tensor-parallel-size {size} needs {size} GPUs but {_plural(gpus, 'GPU')} "
-            "visible: lower it or leave it out to choose automatically."
+            f"{'is' if gpus == 1 else 'are'} visible: lower it or leave it out to choose automatically."
         )
     if heads is not None and not is_valid_size(size, heads):
         valid = [s for s in range(1, max(gpus, 1) + 1) if is_valid_size(s, heads)]

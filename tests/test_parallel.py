@@ -91,10 +91,17 @@ def test_no_gpu_and_unknown_heads_still_runs_on_the_cpu_with_size_one() -> None:
     assert choose_tensor_parallel(0, None, None).tensor_parallel_size == 1
 
 
-def test_unknown_head_counts_use_every_gpu_and_say_so() -> None:
+@pytest.mark.parametrize("gpus, size", [(1, 1), (2, 2), (3, 2), (4, 4), (6, 4), (7, 4), (8, 8), (12, 8)])
+def test_unknown_head_counts_take_the_largest_power_of_two_that_fits(gpus: int, size: int) -> None:
+    assert choose_tensor_parallel(gpus, None, None).tensor_parallel_size == size
+
+
+def test_unknown_head_counts_say_which_gpus_stay_idle_and_how_to_use_them() -> None:
     plan = choose_tensor_parallel(6, None, None)
-    assert plan.tensor_parallel_size == 6
-    assert plan.reason == "6 GPUs, head counts unknown: tensor parallel 6"
+    assert plan.reason == (
+        "6 GPUs, head counts unknown (no local config.json): tensor parallel 4, the largest power "
+        "of two that fits, 2 GPUs idle; set --tensor-parallel-size if the model splits 6 ways")
+    assert choose_tensor_parallel(8, None, None).reason.endswith("the largest power of two that fits")
 
 
 # --- sizes the user asked for ------------------------------------------------
@@ -124,11 +131,11 @@ def test_a_requested_size_above_the_gpu_count_is_refused() -> None:
     with pytest.raises(EntryError) as raised:
         choose_tensor_parallel(4, LLAMA_8B, 8)
     assert raised.value.exit_code == EXIT_BAD_CONFIG
-    assert "needs 8 GPUs but 4 GPUs visible" in raised.value.message
+    assert "needs 8 GPUs but 4 GPUs are visible" in raised.value.message
 
 
 def test_a_requested_size_above_one_without_gpus_is_refused() -> None:
-    with pytest.raises(EntryError, match="needs 2 GPUs but 0 GPUs visible"):
+    with pytest.raises(EntryError, match="needs 2 GPUs but 0 GPUs are visible"):
         choose_tensor_parallel(0, LLAMA_8B, 2)
 
 
