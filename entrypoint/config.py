@@ -200,6 +200,24 @@ MASTER_KEY_ON_COMMAND_LINE = (
     "--master-key on the command line is visible to anyone who can list processes (ps, /proc/PID/cmdline): "
     "set LLM_ENTRY_MASTER_KEY or LITELLM_MASTER_KEY, or use --master-key-file, instead."
 )
+MASTER_KEY_VARIABLE_IGNORED = (
+    "the master key comes from --master-key-file; the one in LLM_ENTRY_MASTER_KEY or "
+    "LITELLM_MASTER_KEY is ignored."
+)
+
+
+def _warnings(opts: Options, model_dir: Path | None, demo: bool) -> tuple[str, ...]:
+    said = []
+    if opts.master_key_on_command_line:
+        said.append(MASTER_KEY_ON_COMMAND_LINE)
+    elif opts.master_key and opts.master_key_file is not None:
+        said.append(MASTER_KEY_VARIABLE_IGNORED)
+    if model_dir is None and not demo:
+        # models/llama, mistyped, reads like a hub id: say which one vLLM gets.
+        said.append(f"--model {opts.model} is not a folder here: vLLM gets it as a hub id "
+                    "(from its cache, or downloaded unless HF_HUB_OFFLINE=1).")
+    return tuple(said)
+
 
 
 def _check_numbers(opts: Options, port: int) -> None:
@@ -239,7 +257,7 @@ def build_config(
 ) -> Config:
     """Validate everything the user gave; raise EntryError on the first problem."""
     model, model_dir, demo = resolve_model(opts.model, opts.cache_dir)
-    master_key = resolve_master_key(opts.master_key, opts.master_key_file)
+    master_key = resolve_master_key(opts.master_key, opts.master_key_file, opts.master_key_on_command_line)
     # Read now: a missing file or a weak key fails here, not in the proxy.
     api_keys = check_keys_file(opts.api_keys_file) if opts.api_keys_file is not None else ()
     port = default_port(env) if opts.port is None else opts.port
@@ -264,5 +282,5 @@ def build_config(
         proxy_workers_reason=workers.reason, timing=timing, engine_restart=opts.engine_restart,
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
-        warnings=(MASTER_KEY_ON_COMMAND_LINE,) if opts.master_key_on_command_line else (),
+        warnings=_warnings(opts, model_dir, demo),
     )

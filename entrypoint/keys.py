@@ -187,9 +187,13 @@ class KeysFile:
         return KeysChange(recovered=recovered, weak=screened.weak)
 
 
-def resolve_master_key(flag_value: str | None, key_file: Path | None) -> Secret:
-    """The master key from --master-key (or its variables) or --master-key-file."""
-    if flag_value and key_file is not None:
+def resolve_master_key(flag_value: str | None, key_file: Path | None,
+                       flag_on_command_line: bool = False) -> Secret:
+    """The master key from --master-key (or its variables) or --master-key-file.
+
+    A file named explicitly beats a key that only came from a variable (say a
+    LITELLM_MASTER_KEY exported for other tools); two explicit keys are refused."""
+    if flag_value and key_file is not None and flag_on_command_line:
         raise EntryError("both --master-key and --master-key-file are set: give the master key once.")
     if key_file is not None:
         value = read_key_file(key_file, "--master-key-file")

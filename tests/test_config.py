@@ -118,8 +118,11 @@ def test_a_hub_id_is_passed_to_the_engine_as_is(tmp_path: Path, monkeypatch: pyt
     assert config.model == "Qwen/Qwen2.5-0.5B-Instruct"
     assert config.model_dir is None
     assert config.served_model_name == "Qwen/Qwen2.5-0.5B-Instruct"
-    # Head counts are unknown without the folder: every GPU is used.
-    assert config.parallel.tensor_parallel_size == 6
+    # Head counts are unknown without the folder: the largest power of two.
+    assert config.parallel.tensor_parallel_size == 4
+    assert config.warnings == (
+        "--model Qwen/Qwen2.5-0.5B-Instruct is not a folder here: vLLM gets it as a hub id "
+        "(from its cache, or downloaded unless HF_HUB_OFFLINE=1).",)
 
 
 @pytest.mark.parametrize("raw", ["./org/name", "/org/name", "org/name/extra", "org name/x"])
@@ -194,8 +197,19 @@ def test_a_master_key_file_with_a_trailing_space_is_refused(model_dir: Path, tmp
 def test_both_master_key_and_master_key_file_are_refused(model_dir: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "master-key"
     key_file.write_text(MASTER_KEY)
-    message = refused(model_dir, master_key=MASTER_KEY, master_key_file=key_file)
+    message = refused(model_dir, master_key=MASTER_KEY, master_key_on_command_line=True,
+                      master_key_file=key_file)
     assert message == "both --master-key and --master-key-file are set: give the master key once."
+
+
+def test_a_master_key_file_beats_a_key_from_a_variable_and_says_so(model_dir: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "master-key"
+    key_file.write_text("file-" + MASTER_KEY)
+    config = build(model_dir, master_key=MASTER_KEY, master_key_file=key_file)
+    assert config.master_key.reveal() == "file-" + MASTER_KEY
+    assert config.warnings == (
+        "the master key comes from --master-key-file; the one in LLM_ENTRY_MASTER_KEY or "
+        "LITELLM_MASTER_KEY is ignored.",)
 
 
 @pytest.mark.parametrize("name", ["missing", "a-folder"])
