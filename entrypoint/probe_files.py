@@ -42,6 +42,16 @@ def remove(path: Path) -> None:
         pass
 
 
+def on_the_way_out(write: Callable[[], None]) -> None:
+    """A probe-file write during the shutdown: a probe dir that broke (full
+    disk, removed volume) must not stop the shutdown half way. The files then
+    stay as they were and the heartbeat runs out, so the probes fail anyway."""
+    try:
+        write()
+    except OSError:
+        pass
+
+
 class ProbeFiles:
     def __init__(self, probe_dir: Path, heartbeat_ttl: float, clock: Callable[[], float] = time.time):
         self.dir = probe_dir

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 from .config import Config
 from .console import Console
-from .probe_files import ProbeFiles
+from .probe_files import ProbeFiles, on_the_way_out
 from .processes import ProcessTable, Reaper
 from .render import ENGINE, PROXY, engine_shutdown_timeout
 from .signals import SignalQueue
@@ -104,7 +104,7 @@ class Shutdown:
         deadline = min(deadline, self.end)
         while True:
             self.reaper.reap()
-            self.probes.beat()
+            on_the_way_out(self.probes.beat)
             if self.signals.pop() is not None and not self.hurry:
                 self.hurry = True
                 self.console.say("second signal: stopping everything now")

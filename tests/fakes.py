@@ -188,12 +188,15 @@ class FakeProbes:
         self.clock = clock
         self.beats: list[float] = []
         self.shown: list[tuple[str | None, str | None]] = []
+        self.broken = False   # the probe dir became unwritable (full disk, removed volume)
 
     def show(self, not_ready: str | None, not_healthy: str | None) -> None:
         self.shown.append((not_ready, not_healthy))
         self.beat()
 
     def beat(self) -> None:
+        if self.broken:
+            raise OSError(28, "No space left on device")
         self.beats.append(self.clock())
 
 

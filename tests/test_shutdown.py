@@ -140,3 +140,12 @@ def test_the_proxy_drain_budget_leaves_time_for_the_engine_and_the_tail() -> Non
     assert proxy_drain_budget(config) == pytest.approx(plan.proxy_by - RPC_TIMEOUT - 2.0)
     assert proxy_drain_budget(config) == pytest.approx(9.5)
     assert plan.end + LOG_FLUSH <= 25.0
+
+
+def test_a_probe_dir_that_broke_does_not_stop_the_shutdown_half_way() -> None:
+    world = World()
+    world.processes.add(PROXY, term_takes=1.0)
+    world.processes.add(ENGINE, term_takes=2.0)
+    world.probes.broken = True
+    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    assert not world.processes.group_alive(PROXY) and not world.processes.group_alive(ENGINE)
