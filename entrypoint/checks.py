@@ -70,6 +70,16 @@ def proxy_check(base: str, master_key: Secret, served_model_name: str,
     return check
 
 
+def loopback_session() -> requests.Session:
+    """A session for our own loopback checks. It ignores HTTP_PROXY and the
+    like: a proxy variable set for the container's outbound traffic without
+    NO_PROXY would otherwise send every check, master key included, to that
+    proxy."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
 def describe_failure(error: Exception) -> str:
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return "connect timed out"
@@ -85,12 +95,14 @@ class Checker:
     """Runs one program's check every interval while that program is alive."""
 
     def __init__(self, name: str, check: Check, interval: float, timeout: float,
-                 report: Callable[[str, int, bool, str, float], None]):
+                 report: Callable[[str, int, bool, str, float], None],
+                 began: Callable[[str, int, float], None] = lambda name, generation, at: None):
         self.name = name
         self._check = check
         self._interval = interval
         self._timeout = timeout
         self._report = report
+        self._began = began   # so a check that overruns its timeout counts before it returns
         self._generation = 0
         self._alive = False
         self._lock = threading.Lock()
@@ -115,18 +127,20 @@ class Checker:
         self._wake.set()
 
     def _run(self) -> None:
-        session = requests.Session()
+        session = loopback_session()
         passed = -1  # the latest generation that has passed a check
         while not self._stop.is_set():
             with self._lock:
                 generation, alive = self._generation, self._alive
             if alive:
+                started = time.monotonic()
+                self._began(self.name, generation, started)
                 try:
-                    ok, detail = self._check(session, time.monotonic() + self._timeout)
+                    ok, detail = self._check(session, started + self._timeout)
                 except Exception as error:  # noqa: BLE001 - a surprise is a failed check, not a dead thread
                     ok, detail = False, describe_failure(error)
                     session.close()  # a half-read connection must not be reused
-                    session = requests.Session()
+                    session = loopback_session()
                 self._report(self.name, generation, ok, detail, time.monotonic())
                 if ok:
                     passed = generation

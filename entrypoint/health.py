@@ -22,13 +22,26 @@ class Vitals:
     last_ok: float | None = None
     failures: int = 0             # consecutive failed checks since the last good one
     detail: str = "not checked yet"
+    checking_since: float | None = None   # a check in flight began then
+
+    def begin(self, at: float) -> None:
+        self.checking_since = at
 
     def record(self, ok: bool, detail: str, at: float) -> None:
         self.detail = detail
+        self.checking_since = None
         if ok:
             self.last_ok, self.failures = at, 0
         else:
             self.failures += 1
+
+    def failures_at(self, now: float, check_timeout: float) -> tuple[int, str]:
+        """Failed checks in a row, counting a check still in flight past its
+        timeout as one: a server that trickles bytes or a connect stuck in
+        the backlog can hold a request well past its socket timeouts."""
+        if self.checking_since is not None and now - self.checking_since > check_timeout:
+            return self.failures + 1, "no answer within the check timeout (still waiting)"
+        return self.failures, self.detail
 
 
 @dataclass(frozen=True)
@@ -60,8 +73,9 @@ def assess(vitals: Vitals, now: float, timing: Timing) -> Verdict:
                    f"{timing.hang_timeout:g} s): it looks hung; last check: {vitals.detail}"),
             exit_code=EXIT_HUNG, program=vitals.name,
         )
-    if vitals.failures >= timing.unready_after:
-        return Verdict(False, f"{vitals.name} failing checks ({vitals.failures} in a row): {vitals.detail}")
+    failures, detail = vitals.failures_at(now, timing.check_timeout)
+    if failures >= timing.unready_after:
+        return Verdict(False, f"{vitals.name} failing checks ({failures} in a row): {detail}")
     return Verdict(True)
 
 

@@ -82,6 +82,12 @@ class Monitor:
             if generation == program.generation:
                 program.vitals.record(ok, detail, at)
 
+    def began(self, name: str, generation: int, at: float) -> None:
+        with self._lock:
+            program = self.programs[name]
+            if generation == program.generation:
+                program.vitals.begin(at)
+
     def attach(self, checkers: dict[str, Checker]) -> None:
         self.checkers = checkers
 

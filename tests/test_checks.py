@@ -115,3 +115,25 @@ def test_the_checker_gives_each_check_a_deadline_one_timeout_ahead() -> None:
         checker.stop()
     # At most one timeout ahead; the lower bound leaves room for a slow thread start.
     assert 1.0 < seen[0] <= 2.5
+
+
+def test_the_checker_says_when_each_check_begins_before_its_result() -> None:
+    events: list[tuple] = []
+    got = threading.Event()
+
+    def check(session, deadline):
+        events.append(("check",))
+        return True, "ok"
+
+    def report(name, generation, ok, detail, at):
+        events.append(("report", name, generation, ok))
+        got.set()
+
+    checker = Checker("proxy", check, interval=10, timeout=2.5, report=report,
+                      began=lambda name, generation, at: events.append(("began", name, generation))).start()
+    checker.follow(3, True)
+    try:
+        assert got.wait(10)
+    finally:
+        checker.stop()
+    assert events[:3] == [("began", "proxy", 3), ("check",), ("report", "proxy", 3, True)]

@@ -147,3 +147,20 @@ def test_a_fatal_verdict_names_its_program_so_a_hung_one_can_be_killed_at_once()
     assert assess(ready_at(START + 10), START + 41, TIMING).program == "engine"
     assert assess(started(), START + 101, TIMING).program == "engine"
     assert assess(ready_at(START + 10), START + 11, TIMING).program == ""
+
+
+def test_a_check_in_flight_past_its_timeout_counts_as_a_failure() -> None:
+    vitals = ready_at(START)
+    vitals.record(False, "no answer within the check timeout", START + 5)
+    vitals.begin(START + 7)              # a server that trickles bytes holds this one
+    assert assess(vitals, START + 10, TIMING).ready        # 3 s: still within --check-timeout
+    verdict = assess(vitals, START + 10.5, TIMING)
+    assert verdict == Verdict(False, "engine failing checks (2 in a row): "
+                                     "no answer within the check timeout (still waiting)")
+
+
+def test_a_check_that_answers_ends_its_time_in_flight() -> None:
+    vitals = ready_at(START)
+    vitals.begin(START + 2)
+    vitals.record(True, "/health 200", START + 2.1)
+    assert assess(vitals, START + 20, TIMING).ready
