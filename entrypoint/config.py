@@ -111,6 +111,13 @@ class Config:
         return self.visible_gpus == 0
 
     @property
+    def engine_guarded(self) -> bool:
+        """Whether the engine runs in this interpreter, which can import the
+        middleware that puts every model route behind the internal key
+        (entrypoint.engine_guard). Another --engine-cmd may not have it."""
+        return self.engine_cmd == default_engine_cmd()
+
+    @property
     def local_url(self) -> str:
         """Where this container reaches its own proxy (and where the checks go)."""
         if self.host in ("0.0.0.0", ""):

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from . import engine_guard
 from .config import Config
 
 AUTH_MODULE = "llm_entry_auth"
@@ -62,6 +63,9 @@ def engine_command(config: Config) -> list[str]:
         # Every health check would otherwise write an access log line.
         "--disable-uvicorn-access-log",
     ]
+    if config.engine_guarded:
+        # vLLM's own key check leaves /invocations, /tokenize, ... open.
+        args += ["--middleware", engine_guard.IMPORT_PATH]
     if config.max_model_len is not None:
         args += ["--max-model-len", str(config.max_model_len)]
     if config.gpu_memory_utilization is not None and not config.on_cpu:

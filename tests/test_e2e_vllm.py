@@ -119,8 +119,16 @@ PUBLIC_BAD_CREDENTIALS = {
 }
 
 
+# Routes vLLM serves at the root, outside the /v1 its own key check guards:
+# llm-entry's engine guard closes them too.
+ENGINE_ROOT_ROUTES = {
+    "invocations": ("POST", "/invocations", {"model": "demo", "prompt": "x", "max_tokens": 2}),
+    "tokenize": ("POST", "/tokenize", {"model": "demo", "prompt": "x"}),
+}
+
+
 def call(base_url: str, route: str, headers: dict[str, str]) -> requests.Response:
-    method, path, body = ROUTES[route]
+    method, path, body = {**ROUTES, **ENGINE_ROOT_ROUTES}[route]
     return requests.request(method, base_url + path, json=body, headers=headers, timeout=60)
 
 
@@ -216,7 +224,7 @@ def test_every_socket_the_engine_group_listens_on_is_loopback(live):
     assert all(address in LOOPBACK for address, _ in held), held
 
 
-@pytest.mark.parametrize("route", ["models", "chat", "completion"])
+@pytest.mark.parametrize("route", ["models", "chat", "completion", "invocations", "tokenize"])
 @pytest.mark.parametrize("variant", ["no key", "wrong key", "master key"])
 def test_engine_refuses_everything_but_the_internal_key(live, engine_key, route, variant):
     """Even a process inside the pod needs the internal key; the master key is not it."""
@@ -229,11 +237,18 @@ def test_engine_refuses_everything_but_the_internal_key(live, engine_key, route,
     assert engine_key not in response.text and MASTER_KEY not in response.text
 
 
-@pytest.mark.parametrize("route", ["models", "chat", "completion"])
+@pytest.mark.parametrize("route", ["models", "chat", "completion", "invocations", "tokenize"])
 def test_engine_answers_the_internal_key(live, engine_key, route):
+    """...and the routes refused above exist: the 401 is the guard, not a missing route."""
     response = call(f"http://127.0.0.1:{live.engine_port}", route, {"Authorization": f"Bearer {engine_key}"})
     assert response.status_code == 200, response.text
-    assert response.json()["object"] in ("list", "chat.completion", "text_completion")
+    answer = response.json()
+    assert answer.get("object") in ("list", "chat.completion", "text_completion") or answer.get("tokens"), answer
+
+
+def test_engine_health_stays_open_without_a_key(live):
+    response = requests.get(f"http://127.0.0.1:{live.engine_port}/health", timeout=30)
+    assert response.status_code == 200, response.text
 
 
 def test_no_key_on_the_command_line_of_any_engine_process(live, engine_key):

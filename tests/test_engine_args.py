@@ -54,6 +54,7 @@ def test_gpu_engine_arguments_parse(vllm_parser, tmp_path):
     assert args.max_model_len == 8192 and args.gpu_memory_utilization == 0.9
     assert args.shutdown_timeout == render.engine_shutdown_timeout(config)
     assert args.disable_uvicorn_access_log is True
+    assert args.middleware == ["entrypoint.engine_guard.RequireInternalKey"]
 
 
 def test_demo_engine_arguments_parse_and_make_a_cpu_engine_config(vllm_parser, tmp_path):

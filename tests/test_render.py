@@ -220,6 +220,16 @@ def test_the_gpu_engine_command_has_every_setting() -> None:
     ]
 
 
+def test_the_engine_in_this_interpreter_gets_the_guard_for_every_model_route() -> None:
+    from entrypoint.config import default_engine_cmd
+    command = render.engine_command(dataclasses.replace(CONFIG, engine_cmd=default_engine_cmd(), engine_args=()))
+    assert command[command.index("--middleware") + 1] == "entrypoint.engine_guard.RequireInternalKey"
+
+
+def test_another_engine_command_gets_no_guard_it_might_not_import() -> None:
+    assert "--middleware" not in render.engine_command(CONFIG)   # /opt/venv/bin/python is not this one
+
+
 def test_the_cpu_engine_command_has_no_gpu_memory_utilization() -> None:
     command = render.engine_command(CPU_CONFIG)
     assert "--gpu-memory-utilization" not in command
