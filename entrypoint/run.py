@@ -23,7 +23,7 @@ from .key_watch import RELOAD_MARKER, KeyWatch
 from .keys import Secret, new_internal_key
 from .logs import LogForwarder, LogTail
 from .monitor import Monitor, Outcome
-from .probe_files import ProbeFiles
+from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
 from .proxy_auth import RELOAD_MARKER_VARIABLE
 from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, MASTER_KEY_VAR, PROXY,
@@ -75,6 +75,10 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
         # The proxy's own drain must end before ours gives up on it.
         "GRACEFUL_SHUTDOWN_TIMEOUT": str(int(proxy_drain_budget(config))),
     })
+    # A proxy variable meant for the container's outbound traffic must never
+    # carry the proxy's calls to the engine (prompts and the internal key).
+    exempt = loopback_exempt(env.get("NO_PROXY"), env.get("no_proxy"))
+    child["NO_PROXY"] = child["no_proxy"] = exempt
     if config.api_keys_file is not None:
         # absolute(), not resolve(): a Kubernetes Secret volume swaps a symlink
         # on update, and the proxy must follow the name, not today's target.
@@ -82,6 +86,19 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
         if reload_marker is not None:
             child[RELOAD_MARKER_VARIABLE] = str(reload_marker)
     return child
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def loopback_exempt(*no_proxy: str | None) -> str:
+    """The NO_PROXY list given (both spellings merged), plus loopback."""
+    hosts: list[str] = []
+    for value in no_proxy:
+        for host in (value or "").split(","):
+            if host.strip() and host.strip() not in hosts:
+                hosts.append(host.strip())
+    return ",".join(hosts + [host for host in LOOPBACK_HOSTS if host not in hosts])
 
 
 def write_private(folder: Path, name: str, content: str) -> None:
@@ -107,13 +124,16 @@ def make_checkers(config: Config, monitor: Monitor) -> dict[str, Checker]:
     timing = config.timing
     return {
         ENGINE: Checker(ENGINE, engine_check(config.engine_port), timing.check_interval,
-                        timing.check_timeout, monitor.report),
+                        timing.check_timeout, monitor.report, monitor.began),
         PROXY: Checker(PROXY, proxy_check(config.local_url, config.master_key, config.served_model_name),
-                       timing.check_interval, timing.check_timeout, monitor.report),
+                       timing.check_interval, timing.check_timeout, monitor.report, monitor.began),
     }
 
 
 def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
+    # First: as PID 1 a signal without a handler is ignored, and a SIGTERM
+    # while the demo model builds must not wait for the pod's SIGKILL.
+    signals = SignalQueue().install()
     preflight(config)
     probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl)
     probes.prepare()
@@ -121,10 +141,13 @@ def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
     announce(config, console)
     if config.demo:
         demo_model.ensure_demo_model(Path(config.model).parent)
+    if signals.received:
+        probes.show("stopped before the start", None)
+        console.say("stop requested before the start: nothing was started; exit code 0")
+        return EXIT_OK
 
     internal_key = new_internal_key()
     console.hide(config.master_key.reveal(), internal_key.reveal())
-    signals = SignalQueue().install()
     reaper = Reaper()
     become_subreaper()
 
@@ -159,7 +182,7 @@ def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Mo
            probes: ProbeFiles, console: Console, signals: SignalQueue, reaper: Reaper,
            checkers: dict[str, Checker], forwarder: LogForwarder) -> int:
     if outcome.requested:
-        probes.show(f"shutting down: {outcome.summary}", None)
+        on_the_way_out(lambda: probes.show(f"shutting down: {outcome.summary}", None))
         console.say(f"{outcome.summary}: shutting down")
     else:
         console.error(outcome.summary)
@@ -173,7 +196,7 @@ def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Mo
         drain=outcome.requested, was_ready=outcome.was_ready,
         since=outcome.since, kill_at_once=outcome.kill_at_once,
     )
-    probes.beat()
+    on_the_way_out(probes.beat)
     forwarder.stop()  # the programs' last words come before our last line
     console.say(f"stopped; exit code {outcome.exit_code}" + ("" if outcome.exit_code == EXIT_OK else f" ({outcome.summary})"))
     return outcome.exit_code
