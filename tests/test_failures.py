@@ -313,17 +313,21 @@ def _in_flight(entry) -> bool:
 
 
 def test_second_sigterm_cuts_the_drain_short(entry_factory):
+    # The stream needs 80 s and the grace period would let the drain wait for
+    # it: only the second signal can end the run before the stream ends.
     entry = entry_factory(env={"ENGINE_DOUBLE_TOKENS": "400", "ENGINE_DOUBLE_TOKEN_INTERVAL": "0.2"},
-                          args=["--grace-period", "25"])
+                          args=["--grace-period", "150"])
     entry.start().wait_ready()
     results: dict = {}
-    _stream_in_background(entry, results)
+    thread = _stream_in_background(entry, results)
     wait_for(lambda: _in_flight(entry), 30, "the stream to reach the engine")
     entry.send(signal.SIGTERM)
     wait_for(lambda: "shutting down" in entry.output(), 10, "the shutdown to begin")
     entry.send(signal.SIGTERM)
-    assert entry.wait_exit(timeout=15) == 0, entry.output()
+    assert entry.wait_exit(timeout=60) == 0, entry.output()
     assert "second signal" in entry.output()
+    thread.join(30)
+    assert results.get("lines", [])[-1:] != ["data: [DONE]"], "the stream was drained, not cut"
     assert_stopped(entry)
 
 
@@ -346,3 +350,20 @@ def test_as_pid_1_orphaned_workers_are_killed_and_reaped(entry_factory):
     assert entry.has("not-ready") and entry.has("not-healthy")
     assert "engine exited" in entry.probe_text("not-healthy")
     entry.assert_nothing_left()
+
+
+def test_as_pid_1_a_sigterm_while_the_demo_model_builds_stops_it(entry_factory, tmp_path):
+    """PID 1 ignores a signal it has no handler for: the handlers come before
+    the demo model's build, so a SIGTERM then still stops the container."""
+    unshare = ["unshare", "--pid", "--fork", "--kill-child"]
+    entry = entry_factory(model="demo", args=["--cache-dir", str(tmp_path / "cache")], wrapper=unshare)
+    entry.start()
+    wait_for(lambda: "demo model:" in entry.output(), 60, "the demo model's build to begin")
+    llm_entry = entry.pid
+    entry.send(signal.SIGTERM)
+    assert entry.wait_exit(timeout=90) == 0, entry.output()
+    assert entry.has("not-ready") and not entry.has("not-healthy")
+    # Whether the signal came during the build (nothing started) or just
+    # after it (the usual shutdown), nothing of the run may be left.
+    wait_for(lambda: not pid_alive(llm_entry), 10, "llm-entry to be gone")
+    wait_for(lambda: not [p for p in entry.seen if pid_alive(p)], 10, "every process of the run to be gone")
