@@ -46,18 +46,46 @@ class Engine:
         procs.stop_group(self.process)
 
 
+def _without(*keys: str):
+    def change(yaml: str) -> str:
+        return "".join(line for line in yaml.splitlines(keepends=True) if not line.lstrip().startswith(keys))
+    return change
+
+
+def _under(section: str, *lines: str):
+    def change(yaml: str) -> str:
+        assert f"\n{section}:\n" in yaml, section
+        return yaml.replace(f"\n{section}:\n", f"\n{section}:\n" + "".join(f"  {line}\n" for line in lines))
+    return change
+
+
+def _with_section(section: str, *lines: str):
+    def change(yaml: str) -> str:
+        return yaml.rstrip("\n") + f"\n\n{section}:\n" + "".join(f"  {line}\n" for line in lines)
+    return change
+
+
 class Proxy:
     """The LiteLLM proxy alone, started exactly as llm-entry starts it (same
     command, config, custom auth and environment), in front of `engine`.
-    `auth` takes lines out of the rendered config, to measure what they cost:
-    "llm-entry" keeps it whole; "no common checks" drops
-    `custom_auth_run_common_checks`; "master key only" drops llm-entry's
-    custom auth altogether, leaving LiteLLM's own master-key check."""
+    `variant` changes the rendered config, to measure what a line costs or
+    what a setting would save: see CONFIG_VARIANTS."""
 
-    AUTH_VARIANTS = {"llm-entry": (), "no common checks": ("custom_auth_run_common_checks",),
-                     "master key only": ("custom_auth",)}
+    # name -> the change to llm-entry's rendered litellm.yaml
+    CONFIG_VARIANTS = {
+        "llm-entry": lambda yaml: yaml,
+        # The key check: LiteLLM's route checks after ours; ours replaced by LiteLLM's master-key check.
+        "no common checks": _without("custom_auth_run_common_checks"),
+        "master key only": _without("custom_auth"),
+        # Settings LiteLLM documents for speed, none of which llm-entry sets today.
+        "callbacks left to LiteLLM": _without("callbacks"),
+        "no retries, no cooldowns": _with_section("router_settings", "num_retries: 0", "disable_cooldowns: true"),
+        "message logging off": _under("litellm_settings", "turn_off_message_logging: true"),
+        "spend and error logs off": _under("general_settings", "disable_spend_logs: true",
+                                           "disable_error_logs: true"),
+    }
 
-    def __init__(self, runs: Runs, engine: Engine, workers: int = 1, auth: str = "llm-entry",
+    def __init__(self, runs: Runs, engine: Engine, workers: int = 1, variant: str = "llm-entry",
                  extra_args: tuple[str, ...] = ()):
         from entrypoint.config import Options, build_config
         from entrypoint.gpus import NodeGpus
@@ -75,10 +103,8 @@ class Proxy:
         config = build_config(options, {}, lambda: NodeGpus(0, "none"))
         for file in render_run_files(config, PYTHON, self.dir):
             content = file.content
-            drop = self.AUTH_VARIANTS[auth]
-            if file.name.endswith((".yaml", ".yml")) and drop:
-                content = "".join(line for line in content.splitlines(keepends=True)
-                                  if not line.lstrip().startswith(drop))
+            if file.name.endswith((".yaml", ".yml")):
+                content = self.CONFIG_VARIANTS[variant](content)
             (self.dir / file.name).write_text(content)
         self.argv = proxy_command(config, PYTHON, self.dir) + list(extra_args)
         self.env = child_environment(config, base_env(), Secret(engine.key))

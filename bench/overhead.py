@@ -169,9 +169,9 @@ GUNICORN = "2 workers, gunicorn"
 
 
 def start_proxies(runs: runner.Runs, engine, say) -> dict[str, alone.Proxy]:
-    """The proxy alone in each auth variant, and with 2 gunicorn workers
+    """The proxy alone in each config variant, and with 2 gunicorn workers
     (LiteLLM's --run_gunicorn: the master imports once, then forks), in front of `engine`."""
-    proxies = {auth: alone.Proxy(runs, engine, auth=auth).start() for auth in alone.Proxy.AUTH_VARIANTS}
+    proxies = {name: alone.Proxy(runs, engine, variant=name).start() for name in alone.Proxy.CONFIG_VARIANTS}
     proxies[GUNICORN] = alone.Proxy(runs, engine, workers=2, extra_args=("--run_gunicorn",)).start()
     for proxy in proxies.values():
         procs.wait_for(lambda: runner.chat_ok(proxy.port, proxy.master_key) or procs.exited(proxy.process),
@@ -224,8 +224,8 @@ def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
             results.proxy_memory[label] = procs.usage_of_all(members())
 
     def auth() -> None:
-        sides = [Target(auth, proxy.port, proxy.master_key) for auth, proxy in proxies.items()
-                 if auth in alone.Proxy.AUTH_VARIANTS]
+        sides = [Target(name, proxy.port, proxy.master_key) for name, proxy in proxies.items()
+                 if name in alone.Proxy.CONFIG_VARIANTS]
         results.cells["auth"] = compare(sides, settings.worker_concurrencies, settings, say, "auth")
 
     def profiled() -> None:

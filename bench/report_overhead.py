@@ -120,11 +120,16 @@ def auth_section(o: OverheadResults) -> str:
             for name, c, cell, first in against_first(cells)]
     libs = ", ".join(f"{name} {'loaded' if loaded else 'NOT loaded'}" for name, loaded in o.proxy_libraries.items())
     return "\n".join([
-        "### What else is cheap: the key check, and the event loop\n",
+        "### What else is cheap: the key check, LiteLLM's settings, and the event loop\n",
         "The proxy alone, started as llm-entry starts it, in front of the same engine, with llm-entry's "
-        "config (`custom_auth` = llm-entry's key check, then `custom_auth_run_common_checks: true`), "
-        "without the common checks, and without llm-entry's key check at all (LiteLLM's own master-key "
-        "check). Latencies in ms; ratios and differences against llm-entry's config, per round.\n",
+        "config (`custom_auth` = llm-entry's key check, then `custom_auth_run_common_checks: true`, "
+        "`callbacks: []`), and with one change each: without the common checks; without llm-entry's key "
+        "check at all (LiteLLM's own master-key check); without `callbacks: []`; and with settings "
+        "LiteLLM documents for speed that llm-entry does not set: `router_settings` `num_retries: 0` and "
+        "`disable_cooldowns: true`; `turn_off_message_logging: true`; `disable_spend_logs` and "
+        "`disable_error_logs`. A setting earns a place in llm-entry's config when it beats llm-entry's "
+        "own by more than the spread. Latencies in ms; ratios and differences against llm-entry's "
+        "config, per round.\n",
         table(["config", "c", "req/s", f"req/s / {names[0]}", "p50", f"p50 − {names[0]}"], rows),
         f"Libraries mapped into llm-entry's proxy process (/proc/PID/maps): {libs or 'unknown'}. LiteLLM "
         "1.103 asks uvicorn for `loop=\"uvloop\"` itself (proxy_cli `_get_loop_type`), and uvicorn picks "
