@@ -7,7 +7,7 @@ import math
 from .footprint import ProbeTimes
 from .markdown import per_round, s, table, verdict
 from .overhead import OverheadResults
-from .reaction import Scenario
+from .reaction import MEASUREMENT_ALLOWANCE, Scenario, over_worst, within_worst
 from .settings import Settings
 from .startup import StartupResults
 from .startup_real import RealStartupResults
@@ -66,10 +66,9 @@ def reaction_section(scenarios: list[Scenario], settings: Settings) -> str:
         for event, worst in scenario.worst.items():
             values = scenario.events.get(event, [])
             clean = [v for v in values if not math.isnan(v)]
-            within = None if not clean else max(clean) <= worst
             rows.append([scenario.name, scenario.timings, event, s(values, 2), f"{worst:.2f}",
                          scenario.worst_note.get(event, ""),
-                         verdict(within, f"{(max(clean) - worst) * 1000:.0f} ms at worst" if clean else "")])
+                         verdict(within_worst(clean, worst), over_worst(clean, worst))])
         if "stream end" in scenario.events:
             rows.append([scenario.name, scenario.timings, "stream end", s(scenario.events["stream end"], 2),
                          "", "", ""])
@@ -91,7 +90,8 @@ def reaction_section(scenarios: list[Scenario], settings: Settings) -> str:
         "derived from entrypoint/ (monitor TICK, checks.py, health.py) for the timings used. They count "
         "a tick as TICK; a real tick also spends the time of its own work (reaping, one XML-RPC call to "
         "supervisord, the probe-file writes), and the watch adds up to 10 ms, so a few tens of ms over "
-        "a one-tick worst case is the measurement, not a missed deadline.\n",
+        "a one-tick worst case is the measurement, not a missed deadline: a verdict allows "
+        f"{MEASUREMENT_ALLOWANCE * 1000:.0f} ms for it.\n",
         table(["scenario", "timings", "event", "measured: median (min–max)", "worst case", "from", ""], rows),
         "\n".join(notes) + "\n",
     ]

@@ -226,7 +226,6 @@ def _warnings(opts: Options, model_dir: Path | None, demo: bool) -> tuple[str, .
     return tuple(said)
 
 
-
 def _check_numbers(opts: Options, port: int) -> None:
     _check_port("--port", port)
     _check_port("--engine-port", opts.engine_port)

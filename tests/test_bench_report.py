@@ -30,3 +30,11 @@ def test_overhead_over_the_engine_alone_is_taken_per_round():
     overheads = full_run_with_only_the_real_engine().real_startup.overheads("llm-entry")
     assert overheads[0] == 33.0 - 28.6
     assert math.isnan(overheads[1])
+
+
+def test_a_reaction_a_few_ms_over_its_tick_counted_worst_case_is_met_and_one_far_over_is_not():
+    from bench.reaction import over_worst, within_worst
+    assert within_worst([0.15, 0.207], 0.20) is True      # 7 ms over: a tick's own work, the 10 ms watch
+    assert within_worst([0.15, 0.26], 0.20) is False
+    assert within_worst([], 0.20) is None
+    assert over_worst([0.26], 0.20) == "60 ms at worst"
