@@ -14,9 +14,9 @@ from typing import Callable, Mapping
 
 from . import demo_model, demo_recipe
 from .engine_options import default_engine_cmd  # noqa: F401 (imported from here by the e2e tests)
-from .engine_options import check_pass_through, demo_args, engine_cmd, engine_env, resolve_model
+from .engine_options import check_pass_through, demo_args, engine_cmd, engine_env, hub_id_note, resolve_model
 from .errors import EntryError
-from .gpus import NodeGpus, visible_gpu_count
+from .gpus import NodeGpus, describe_gpus, visible_gpu_count
 from .keys import Secret, check_keys_file, resolve_master_key
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
 from .workers import choose_proxy_workers, read_usable_cpus
@@ -105,6 +105,7 @@ class Config:
     dry_run: bool
     api_keys: tuple[Secret, ...] = field(default=(), repr=False)   # --api-keys-file's keys at start
     warnings: tuple[str, ...] = ()    # said once at start; nothing is wrong enough to stop
+    gpus_reason: str = ""             # one line for the log: the GPUs the engine gets, and who said so
 
     @property
     def on_cpu(self) -> bool:
@@ -207,22 +208,41 @@ MASTER_KEY_ON_COMMAND_LINE = (
     "--master-key on the command line is visible to anyone who can list processes (ps, /proc/PID/cmdline): "
     "set LLM_ENTRY_MASTER_KEY or LITELLM_MASTER_KEY, or use --master-key-file, instead."
 )
-MASTER_KEY_VARIABLE_IGNORED = (
-    "the master key comes from --master-key-file; the one in LLM_ENTRY_MASTER_KEY or "
-    "LITELLM_MASTER_KEY is ignored."
-)
+MASTER_KEY_VARIABLES = ("LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY")   # cli reads them in this order
 
 
-def _warnings(opts: Options, model_dir: Path | None, demo: bool) -> tuple[str, ...]:
+def master_key_source(opts: Options, env: Mapping[str, str]) -> str:
+    """Where --master-key's value came from: the flag, or the first variable
+    that is set and not empty (click's rule for a list of variables)."""
+    if not opts.master_key_on_command_line:
+        for name in MASTER_KEY_VARIABLES:
+            if env.get(name):
+                return name
+    return "--master-key"
+
+
+def master_key_variable_ignored(variable: str) -> str:
+    return (f"the master key comes from --master-key-file; the one in {variable} is ignored: "
+            f"unset {variable} to silence this warning.")
+
+
+def keys_file_empty(path: Path) -> str:
+    return (f"--api-keys-file {path} holds no key yet, so only the master key opens the proxy: "
+            "add keys there, one per line, and they apply within about a second, without a restart.")
+
+
+def _warnings(opts: Options, env: Mapping[str, str], model_dir: Path | None, demo: bool,
+              api_keys: tuple[str, ...]) -> tuple[str, ...]:
     said = []
     if opts.master_key_on_command_line:
         said.append(MASTER_KEY_ON_COMMAND_LINE)
     elif opts.master_key and opts.master_key_file is not None:
-        said.append(MASTER_KEY_VARIABLE_IGNORED)
+        said.append(master_key_variable_ignored(master_key_source(opts, env)))
     if model_dir is None and not demo:
         # models/llama, mistyped, reads like a hub id: say which one vLLM gets.
-        said.append(f"--model {opts.model} is not a folder here: vLLM gets it as a hub id "
-                    "(from its cache, or downloaded unless HF_HUB_OFFLINE=1).")
+        said.append(hub_id_note(opts.model, env))
+    if opts.api_keys_file is not None and not api_keys:
+        said.append(keys_file_empty(opts.api_keys_file))
     return tuple(said)
 
 
@@ -262,8 +282,9 @@ def build_config(
     usable_cpus: Callable[[], int] = read_usable_cpus,
 ) -> Config:
     """Validate everything the user gave; raise EntryError on the first problem."""
-    model, model_dir, demo = resolve_model(opts.model, opts.cache_dir)
-    master_key = resolve_master_key(opts.master_key, opts.master_key_file, opts.master_key_on_command_line)
+    model, model_dir, demo = resolve_model(opts.model, opts.cache_dir, env)
+    master_key = resolve_master_key(opts.master_key, opts.master_key_file, opts.master_key_on_command_line,
+                                    master_key_source(opts, env))
     # Read now: a missing file or a weak key fails here, not in the proxy.
     api_keys = check_keys_file(opts.api_keys_file) if opts.api_keys_file is not None else ()
     port = default_port(env) if opts.port is None else opts.port
@@ -288,5 +309,6 @@ def build_config(
         proxy_workers_reason=workers.reason, timing=timing, engine_restart=opts.engine_restart,
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
-        warnings=_warnings(opts, model_dir, demo),
+        warnings=_warnings(opts, env, model_dir, demo, api_keys),
+        gpus_reason=describe_gpus(node, visible, env),
     )

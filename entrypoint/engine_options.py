@@ -38,8 +38,13 @@ def default_cache_dir() -> Path:
     return Path("~/.cache/llm-entry").expanduser()
 
 
-def resolve_model(raw: str, cache_dir: Path | None) -> tuple[str, Path | None, bool]:
-    """(what vLLM gets, local folder or None, is the demo model)."""
+def resolve_model(raw: str, cache_dir: Path | None,
+                  env: Mapping[str, str] | None = None) -> tuple[str, Path | None, bool]:
+    """(what vLLM gets, local folder or None, is the demo model).
+
+    A hub id `org/name` and a relative path `dir/name` look the same; what is
+    no folder here is taken for a hub id only when nothing says it is a
+    mistyped path (see check_hub_id)."""
     if raw == demo_model.DEMO_MODEL_NAME:
         folder = demo_model.demo_model_dir(cache_dir or default_cache_dir())
         return str(folder), folder, True
@@ -53,11 +58,70 @@ def resolve_model(raw: str, cache_dir: Path | None) -> tuple[str, Path | None, b
     if path.exists():
         raise EntryError(f"--model {raw} is a file, not a folder: point it at the folder that holds config.json.")
     if HUB_ID.match(raw) and not raw.startswith((".", "/", "~")):
+        check_hub_id(raw, env or {})
         return raw, None, False
     raise EntryError(
         f"model directory {raw} does not exist: mount the model there, or give a hub id like org/name, "
         f"or use --model {demo_model.DEMO_MODEL_NAME} to try the built-in demo model."
     )
+
+
+# huggingface_hub's own reading of its switches (constants._is_true).
+HUB_TRUE = frozenset({"1", "ON", "YES", "TRUE"})
+HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_offline_variable(env: Mapping[str, str]) -> str | None:
+    """The variable that keeps vLLM off the hub, or None (huggingface_hub reads
+    HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE; vLLM's ModelScope mode downloads
+    from elsewhere, so it does not count as offline)."""
+    if env.get("VLLM_USE_MODELSCOPE", "").strip().lower() in ("1", "true"):
+        return None
+    name = next((name for name in HUB_OFFLINE_VARIABLES if env.get(name)), None)
+    return name if name is not None and env[name].upper() in HUB_TRUE else None
+
+
+def hub_cache_dir(env: Mapping[str, str]) -> Path:
+    """Where huggingface_hub keeps downloaded models, as it decides it."""
+    if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(env.get("HF_HUB_CACHE") or env["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    cache = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path("~/.cache").expanduser()
+    return cache / "huggingface" / "hub"
+
+
+def hub_cached(hub_id: str, env: Mapping[str, str]) -> bool:
+    org, name = hub_id.split("/", 1)
+    return (hub_cache_dir(env) / f"models--{org}--{name}" / "snapshots").is_dir()
+
+
+def check_hub_id(raw: str, env: Mapping[str, str]) -> None:
+    """Refuse an `org/name` that cannot be a hub id vLLM will find: its first
+    part is a folder here (a mistyped path), or the hub is off limits and the
+    hub cache does not hold it (vLLM would fail after minutes of start-up)."""
+    first = raw.split("/", 1)[0]
+    if Path(first).is_dir():
+        raise EntryError(
+            f"model directory {raw} does not exist, though the folder {first} does: fix the path "
+            f"(llm-entry takes org/name for a hub id only when no folder named org is here)."
+        )
+    offline = hub_offline_variable(env)
+    if offline is not None and not hub_cached(raw, env):
+        raise EntryError(
+            f"--model {raw} is no folder here and, as a hub id, not in the hub cache {hub_cache_dir(env)}, "
+            f"and {offline}={env[offline]} forbids downloading it: fix the path, or download the model "
+            f"into that cache, or unset {offline}."
+        )
+
+
+def hub_id_note(raw: str, env: Mapping[str, str]) -> str:
+    """What happens to a model taken for a hub id, said once at start."""
+    if hub_offline_variable(env) is not None:
+        return (f"--model {raw} is not a folder here: vLLM loads it as a hub id from the hub cache "
+                f"{hub_cache_dir(env)}, offline; if you meant a folder, fix the path.")
+    return (f"--model {raw} is not a folder here: vLLM gets it as a hub id, from the hub cache or downloaded "
+            "from the hub; if you meant a folder, fix the path.")
 
 
 def default_engine_cmd() -> tuple[str, ...]:

@@ -50,6 +50,26 @@ def visible_gpu_count(env: Mapping[str, str], node_count: int) -> int:
     return min(len(seen), node_count)
 
 
+SOURCE_NAMES = {"nvml": "NVML", "nvidia-smi": "nvidia-smi"}
+
+
+def describe_gpus(node: NodeGpus, visible: int, env: Mapping[str, str]) -> str:
+    """The start-up line about GPUs: how many the engine gets, and who said so."""
+    if node.source not in SOURCE_NAMES:
+        return "GPUs: none found (neither NVML nor nvidia-smi is available here)"
+    via = SOURCE_NAMES[node.source]
+    if node.count == 0:
+        return f"GPUs: none on the node ({via} reports none)"
+    if visible == node.count:
+        return f"GPUs: {_plural_gpus(visible)} (via {via})"
+    narrowed = f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '')!r}"
+    return f"GPUs: {visible} of the node's {node.count} visible ({narrowed}; the node's count via {via})"
+
+
+def _plural_gpus(count: int) -> str:
+    return f"{count} GPU" + ("" if count == 1 else "s")
+
+
 def parse_nvidia_smi_list(output: str) -> int:
     """Count GPUs in `nvidia-smi -L` output ("GPU 0: NVIDIA H100 (UUID: ...)").
 

@@ -188,9 +188,11 @@ class KeysFile:
 
 
 def resolve_master_key(flag_value: str | None, key_file: Path | None,
-                       flag_on_command_line: bool = False) -> Secret:
+                       flag_on_command_line: bool = False, flag_source: str = "--master-key") -> Secret:
     """The master key from --master-key (or its variables) or --master-key-file.
 
+    flag_source names where flag_value came from (the flag, or the variable
+    that set it), so that a message about the key points at the right place.
     A file named explicitly beats a key that only came from a variable (say a
     LITELLM_MASTER_KEY exported for other tools); two explicit keys are refused."""
     if flag_value and key_file is not None and flag_on_command_line:
@@ -199,11 +201,11 @@ def resolve_master_key(flag_value: str | None, key_file: Path | None,
         value = read_key_file(key_file, "--master-key-file")
         source = f"--master-key-file {key_file}"
     elif flag_value is not None:
-        value, source = flag_value, "--master-key"
+        value, source = flag_value, flag_source
     else:
         raise EntryError(
-            "no master key: pass --master-key, --master-key-file, or set LITELLM_MASTER_KEY "
-            f"(generate one with: {MAKE_ONE})."
+            "no master key: pass --master-key-file or --master-key, or set LLM_ENTRY_MASTER_KEY or "
+            f"LITELLM_MASTER_KEY (generate one with: {MAKE_ONE})."
         )
     problem = weakness(value)
     if problem:

@@ -48,6 +48,15 @@ class Outcome:
     kill_at_once: tuple[str, ...] = ()  # programs that looked hung: no SIGTERM deadline
 
 
+def ready_line(config: Config, after: float) -> str:
+    """The line that says the container serves, and to whom."""
+    holders = "holders of the master key"
+    if config.api_keys_file is not None:
+        holders += f" or of a key in --api-keys-file {config.api_keys_file}"
+    return (f"ready in {after:.1f} s: {config.local_url}/v1 serves model {config.served_model_name!r} "
+            f"to {holders} (public: {config.host}:{config.port})")
+
+
 class Monitor:
     def __init__(self, config: Config, supervisor: Supervisor, probes: ProbeFiles,
                  console: Console, forwarder: LogForwarder, signals: SignalQueue,
@@ -184,11 +193,7 @@ class Monitor:
             self.ready_since = now
             if not self.was_ready:
                 self.was_ready = True
-                self.console.say(
-                    f"ready in {now - self.started:.1f} s: {self.config.local_url}/v1 serves model "
-                    f"{self.config.served_model_name!r} to holders of the master key "
-                    f"(public: {self.config.host}:{self.config.port})"
-                )
+                self.console.say(ready_line(self.config, now - self.started))
             else:
                 self.console.say("ready again")
         elif not verdict.ready:

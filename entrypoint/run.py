@@ -111,7 +111,7 @@ def announce(config: Config, console: Console) -> None:
     """What llm-entry decided, said once before anything starts."""
     for warning in config.warnings:
         console.say("warning: " + warning)
-    console.say(f"GPUs: {config.visible_gpus} visible ({config.gpus.count} on the node, via {config.gpus.source})")
+    console.say(config.gpus_reason)
     if config.gpus.warning:
         console.say(config.gpus.warning)
     console.say(config.parallel.reason)

@@ -8,6 +8,7 @@ import io
 import math
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from entrypoint.config import Timing
 from entrypoint.console import Console
@@ -35,6 +36,7 @@ class FakeConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     served_model_name: str = "tiny"
+    api_keys_file: Path | None = None
 
 
 class FakeClock:

@@ -61,9 +61,9 @@ def probe_dir(tmp_path: Path) -> Path:
     return tmp_path / "probe"
 
 
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+def run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(llm_entry() + args, env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def assert_refused(result: subprocess.CompletedProcess, probe_dir: Path) -> str:
@@ -94,6 +94,26 @@ def test_a_missing_model_folder_is_refused(env: dict[str, str], tmp_path: Path, 
     assert assert_refused(result, probe_dir).startswith(f"llm-entry: model directory {tmp_path / 'absent'} does not exist")
 
 
+def test_a_mistyped_relative_model_path_is_refused_not_taken_for_a_hub_id(env: dict[str, str], tmp_path: Path,
+                                                                         probe_dir: Path) -> None:
+    (tmp_path / "models").mkdir()
+    result = run(["--model", "models/llama", "--master-key", MASTER_KEY, "--probe-dir", str(probe_dir)], env,
+                 cwd=tmp_path)
+    assert assert_refused(result, probe_dir) == (
+        "llm-entry: model directory models/llama does not exist, though the folder models does: fix the path "
+        "(llm-entry takes org/name for a hub id only when no folder named org is here).")
+
+
+def test_a_hub_id_is_refused_when_hf_hub_offline_is_set_and_it_is_not_cached(env: dict[str, str], tmp_path: Path,
+                                                                            probe_dir: Path) -> None:
+    result = run(["--model", "org/llama", "--master-key", MASTER_KEY, "--probe-dir", str(probe_dir)],
+                 {**env, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
+    line = assert_refused(result, probe_dir)
+    assert line.startswith("llm-entry: --model org/llama is no folder here and, as a hub id, not in the hub cache ")
+    assert line.endswith("and HF_HUB_OFFLINE=1 forbids downloading it: fix the path, or download the model into "
+                         "that cache, or unset HF_HUB_OFFLINE.")
+
+
 def test_no_master_key_is_refused(env: dict[str, str], model_dir: Path, probe_dir: Path) -> None:
     result = run(serve_args(model_dir, probe_dir), env)
     assert assert_refused(result, probe_dir).startswith("llm-entry: no master key:")
@@ -107,10 +127,13 @@ def test_a_weak_master_key_is_refused(env: dict[str, str], model_dir: Path, prob
     assert key not in line
 
 
-def test_a_weak_master_key_from_litellm_master_key_is_refused(env: dict[str, str], model_dir: Path,
-                                                             probe_dir: Path) -> None:
-    result = run(serve_args(model_dir, probe_dir), {**env, "LITELLM_MASTER_KEY": "sk-1234"})
-    assert "is a well-known example key" in assert_refused(result, probe_dir)
+@pytest.mark.parametrize("variable", ["LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY"])
+def test_a_weak_master_key_from_a_variable_is_refused_naming_that_variable(
+        env: dict[str, str], model_dir: Path, probe_dir: Path, variable: str) -> None:
+    result = run(serve_args(model_dir, probe_dir), {**env, variable: "sk-1234"})
+    assert assert_refused(result, probe_dir) == (
+        f"llm-entry: the master key from {variable} is a well-known example key: use a random key of at least "
+        "16 characters (openssl rand -hex 24).")
 
 
 def test_a_port_that_is_not_a_number_is_refused(env: dict[str, str], model_dir: Path, probe_dir: Path) -> None:

@@ -121,8 +121,8 @@ def test_a_hub_id_is_passed_to_the_engine_as_is(tmp_path: Path, monkeypatch: pyt
     # Head counts are unknown without the folder: the largest power of two.
     assert config.parallel.tensor_parallel_size == 4
     assert config.warnings == (
-        "--model Qwen/Qwen2.5-0.5B-Instruct is not a folder here: vLLM gets it as a hub id "
-        "(from its cache, or downloaded unless HF_HUB_OFFLINE=1).",)
+        "--model Qwen/Qwen2.5-0.5B-Instruct is not a folder here: vLLM gets it as a hub id, from the hub cache "
+        "or downloaded from the hub; if you meant a folder, fix the path.",)
 
 
 @pytest.mark.parametrize("raw", ["./org/name", "/org/name", "org/name/extra", "org name/x"])
@@ -130,6 +130,47 @@ def test_a_path_like_model_that_does_not_exist_is_not_taken_for_a_hub_id(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.chdir(tmp_path)
     assert "does not exist" in refused(raw)
+
+
+def test_a_relative_path_whose_first_folder_exists_is_refused_not_taken_for_a_hub_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert refused("models/llama") == (
+        "model directory models/llama does not exist, though the folder models does: fix the path "
+        "(llm-entry takes org/name for a hub id only when no folder named org is here).")
+
+
+@pytest.mark.parametrize("variable,value", [("HF_HUB_OFFLINE", "1"), ("HF_HUB_OFFLINE", "true"),
+                                            ("TRANSFORMERS_OFFLINE", "YES")])
+def test_a_hub_id_that_is_not_in_the_cache_is_refused_when_the_hub_is_off_limits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "hf" / "hub"
+    assert refused("models/llama", {variable: value, "HF_HOME": str(tmp_path / "hf")}) == (
+        f"--model models/llama is no folder here and, as a hub id, not in the hub cache {cache}, "
+        f"and {variable}={value} forbids downloading it: fix the path, or download the model into that cache, "
+        f"or unset {variable}.")
+
+
+def test_a_hub_id_in_the_hub_cache_is_served_offline_and_says_so(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "hub-cache"
+    (cache / "models--Qwen--Qwen2.5-0.5B-Instruct" / "snapshots" / "abc123").mkdir(parents=True)
+    config = build("Qwen/Qwen2.5-0.5B-Instruct", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
+    assert config.model == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert config.warnings == (
+        f"--model Qwen/Qwen2.5-0.5B-Instruct is not a folder here: vLLM loads it as a hub id from the hub cache "
+        f"{cache}, offline; if you meant a folder, fix the path.",)
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "0"}, {"HF_HUB_OFFLINE": ""},
+                                 {"HF_HUB_OFFLINE": "1", "VLLM_USE_MODELSCOPE": "true"}])
+def test_a_hub_id_is_taken_when_the_hub_can_be_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       env: dict[str, str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert build("org/name", {**env, "HF_HOME": str(tmp_path / "hf")}).model == "org/name"
 
 
 def test_the_served_model_name_defaults_to_the_folder_name(model_dir: Path) -> None:
@@ -157,10 +198,10 @@ def test_a_requested_tensor_parallel_size_that_does_not_split_the_heads_is_refus
 
 # --- the master key ----------------------------------------------------------
 
-def test_no_master_key_is_refused_with_how_to_make_one(model_dir: Path) -> None:
-    message = refused(model_dir, master_key=None)
-    assert message.startswith("no master key:")
-    assert "openssl rand -hex 24" in message
+def test_no_master_key_is_refused_naming_every_way_to_give_one(model_dir: Path) -> None:
+    assert refused(model_dir, master_key=None) == (
+        "no master key: pass --master-key-file or --master-key, or set LLM_ENTRY_MASTER_KEY or "
+        "LITELLM_MASTER_KEY (generate one with: openssl rand -hex 24).")
 
 
 @pytest.mark.parametrize("key,why", [
@@ -179,6 +220,26 @@ def test_a_weak_master_key_is_refused(model_dir: Path, key: str, why: str) -> No
     assert message.startswith(f"the master key from --master-key {why}")
     if key.strip():
         assert key.strip() not in message
+
+
+@pytest.mark.parametrize("variable", ["LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY"])
+def test_a_weak_master_key_from_a_variable_is_reported_as_from_that_variable(model_dir: Path, variable: str) -> None:
+    assert refused(model_dir, {variable: "sk-1234"}, master_key="sk-1234") == (
+        f"the master key from {variable} is a well-known example key: use a random key of at least "
+        "16 characters (openssl rand -hex 24).")
+
+
+def test_the_first_master_key_variable_set_is_the_one_named(model_dir: Path) -> None:
+    env = {"LLM_ENTRY_MASTER_KEY": "short", "LITELLM_MASTER_KEY": MASTER_KEY}
+    assert refused(model_dir, env, master_key="short").startswith("the master key from LLM_ENTRY_MASTER_KEY ")
+    env = {"LLM_ENTRY_MASTER_KEY": "", "LITELLM_MASTER_KEY": "short"}
+    assert refused(model_dir, env, master_key="short").startswith("the master key from LITELLM_MASTER_KEY ")
+
+
+def test_a_weak_master_key_on_the_command_line_is_reported_as_from_the_flag(model_dir: Path) -> None:
+    message = refused(model_dir, {"LLM_ENTRY_MASTER_KEY": MASTER_KEY}, master_key="short",
+                      master_key_on_command_line=True)
+    assert message.startswith("the master key from --master-key is shorter than 16 characters")
 
 
 def test_a_master_key_file_ending_in_a_newline_is_accepted(model_dir: Path, tmp_path: Path) -> None:
@@ -205,11 +266,11 @@ def test_both_master_key_and_master_key_file_are_refused(model_dir: Path, tmp_pa
 def test_a_master_key_file_beats_a_key_from_a_variable_and_says_so(model_dir: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "master-key"
     key_file.write_text("file-" + MASTER_KEY)
-    config = build(model_dir, master_key=MASTER_KEY, master_key_file=key_file)
+    config = build(model_dir, {"LITELLM_MASTER_KEY": MASTER_KEY}, master_key=MASTER_KEY, master_key_file=key_file)
     assert config.master_key.reveal() == "file-" + MASTER_KEY
     assert config.warnings == (
-        "the master key comes from --master-key-file; the one in LLM_ENTRY_MASTER_KEY or "
-        "LITELLM_MASTER_KEY is ignored.",)
+        "the master key comes from --master-key-file; the one in LITELLM_MASTER_KEY is ignored: "
+        "unset LITELLM_MASTER_KEY to silence this warning.",)
 
 
 @pytest.mark.parametrize("name", ["missing", "a-folder"])
@@ -374,6 +435,43 @@ def test_the_keys_of_the_keys_file_come_in_the_config_and_never_show(model_dir: 
     config = build(model_dir, api_keys_file=keys)
     assert [key.reveal() for key in config.api_keys] == ["team-a-5d1c9e7b3a8f2c6e4b0d", "team-b-8e2f6a0c4d9b1e7a3c5f"]
     assert "team-a" not in repr(config)
+
+
+@pytest.mark.parametrize("text", ["", "# keys go here, one per line\n\n# team a\n"])
+def test_a_keys_file_without_a_key_is_accepted_and_said_at_start(model_dir: Path, tmp_path: Path,
+                                                                  text: str) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(text)
+    config = build(model_dir, api_keys_file=keys)
+    assert config.api_keys == ()
+    assert config.warnings == (
+        f"--api-keys-file {keys} holds no key yet, so only the master key opens the proxy: add keys there, "
+        "one per line, and they apply within about a second, without a restart.",)
+
+
+def test_a_keys_file_with_a_key_brings_no_warning(model_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("team-a-5d1c9e7b3a8f2c6e4b0d\n")
+    assert build(model_dir, api_keys_file=keys).warnings == ()
+
+
+# --- the GPU line ------------------------------------------------------------------
+
+@pytest.mark.parametrize("node,env,line", [
+    (NodeGpus(0, "none"), {}, "GPUs: none found (neither NVML nor nvidia-smi is available here)"),
+    (NodeGpus(0, "nvidia-smi"), {}, "GPUs: none on the node (nvidia-smi reports none)"),
+    (NodeGpus(1, "nvml"), {}, "GPUs: 1 GPU (via NVML)"),
+    (NodeGpus(8, "nvml"), {}, "GPUs: 8 GPUs (via NVML)"),
+    (NodeGpus(8, "nvidia-smi"), {"CUDA_VISIBLE_DEVICES": "0,1"},
+     "GPUs: 2 of the node's 8 visible (CUDA_VISIBLE_DEVICES='0,1'; the node's count via nvidia-smi)"),
+    (NodeGpus(8, "nvml"), {"CUDA_VISIBLE_DEVICES": ""},
+     "GPUs: 0 of the node's 8 visible (CUDA_VISIBLE_DEVICES=''; the node's count via NVML)"),
+])
+def test_the_gpu_line_says_what_the_engine_gets_and_who_said_so(model_dir: Path, node: NodeGpus,
+                                                               env: dict[str, str], line: str) -> None:
+    config = build_config(Options(model=str(model_dir), master_key=MASTER_KEY), env, query_node_gpus=lambda: node,
+                          total_memory=lambda: 64 * GIB, usable_cpus=lambda: 2)
+    assert config.gpus_reason == line
 
 
 # --- the master key on the command line ------------------------------------------

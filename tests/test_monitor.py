@@ -11,7 +11,7 @@ import pytest
 
 from entrypoint.errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK,
                                EXIT_SUPERVISOR_FAILED)
-from entrypoint.monitor import TICK, Monitor
+from entrypoint.monitor import TICK, Monitor, ready_line
 from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles
 from entrypoint.restarts import RESTART_KILL_WAIT
 from fakes import (FakeClock, FakeConfig, FakeForwarder, FakeProcesses, FakeReaper, FakeSignals,
@@ -69,6 +69,19 @@ def test_both_programs_passing_their_checks_make_the_container_ready(tmp_path: P
     assert "ready in" in world.out.getvalue()
     assert "(public: 0.0.0.0:8080)" in world.out.getvalue()
     assert world.monitor.programs["engine"].pgids == {ENGINE}
+
+
+def test_the_ready_line_names_the_master_key_as_the_only_key_without_a_keys_file() -> None:
+    assert ready_line(FakeConfig(), 12.34) == (
+        "ready in 12.3 s: http://127.0.0.1:8080/v1 serves model 'tiny' to holders of the master key "
+        "(public: 0.0.0.0:8080)")
+
+
+def test_the_ready_line_names_the_keys_file_when_there_is_one() -> None:
+    config = FakeConfig(api_keys_file=Path("/run/secrets/llm/keys"))
+    assert ready_line(config, 3.0) == (
+        "ready in 3.0 s: http://127.0.0.1:8080/v1 serves model 'tiny' to holders of the master key "
+        "or of a key in --api-keys-file /run/secrets/llm/keys (public: 0.0.0.0:8080)")
 
 
 def test_a_silent_supervisord_makes_not_ready_with_the_reason_and_the_heartbeat_stays_fresh(tmp_path: Path) -> None:
