@@ -238,13 +238,26 @@ def proxy_authenticator(
     return user_api_key_auth
 
 
+_shared_ring: KeyRing | None = None
+
+
+def shared_key_ring() -> KeyRing:
+    """The one key ring of this proxy worker, made from its environment on first
+    use: LiteLLM's custom auth and the model relay (entrypoint.proxy_relay) both
+    ask it, so both follow the same file reloads."""
+    global _shared_ring
+    if _shared_ring is None:
+        _shared_ring = KeyRing.from_environment(os.environ)
+    return _shared_ring
+
+
 def __getattr__(name: str) -> Any:
     # LiteLLM resolves `custom_auth` with getattr on this module (or on the shim that
     # re-exports it), once, while it loads its config: the environment is read then,
     # and a missing master key stops the proxy from booting. Importing the module
     # alone (tests, llm-entry itself) reads nothing.
     if name == "user_api_key_auth":
-        authenticate = proxy_authenticator(KeyRing.from_environment(os.environ))
+        authenticate = proxy_authenticator(shared_key_ring())
         globals()[name] = authenticate
         return authenticate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

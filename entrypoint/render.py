@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from . import engine_guard
+from . import engine_guard, proxy_relay
 from .config import Config
 
 AUTH_MODULE = "llm_entry_auth"
@@ -29,7 +29,7 @@ PROXY = "proxy"
 # Variables that carry keys. The engine never sees the master key or the
 # extra keys: its command strips them from the environment it inherits.
 MASTER_KEY_VAR = "LLM_ENTRY_MASTER_KEY"
-ENGINE_KEY_VAR = "LLM_ENTRY_ENGINE_KEY"
+ENGINE_KEY_VAR = proxy_relay.ENGINE_KEY_VARIABLE
 API_KEYS_FILE_VAR = "LLM_ENTRY_API_KEYS_FILE"
 KEY_VARS_HIDDEN_FROM_ENGINE = (MASTER_KEY_VAR, "LITELLM_MASTER_KEY", API_KEYS_FILE_VAR)
 
@@ -90,15 +90,31 @@ def engine_launch(config: Config) -> LaunchSpec:
     return LaunchSpec(engine_command(config), KEY_VARS_HIDDEN_FROM_ENGINE, config.engine_env)
 
 
+def proxy_launch(config: Config, python: str, run_dir: Path) -> LaunchSpec:
+    """The proxy learns where the engine is (the relay calls it directly)."""
+    return LaunchSpec(proxy_command(config, python, run_dir), set=(
+        (proxy_relay.ENGINE_URL_VARIABLE, engine_base_url(config)),
+        (proxy_relay.REQUEST_TIMEOUT_VARIABLE, str(REQUEST_TIMEOUT)),
+        # LiteLLM's own switch for the box of links it prints at every start.
+        ("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true"),
+    ))
+
+
+def engine_base_url(config: Config) -> str:
+    return f"http://127.0.0.1:{config.engine_port}"
+
+
 def launcher_command(python: str, spec_path: Path) -> list[str]:
     return [python, "-m", "entrypoint.launch", str(spec_path)]
 
 
+REQUEST_TIMEOUT = 600   # seconds the proxy waits for the engine's answer (or its next chunk)
+
+
 def proxy_command(config: Config, python: str, run_dir: Path) -> list[str]:
-    # `-m litellm.proxy.proxy_cli` warns about a double import; the console
-    # script may not sit beside every interpreter. This is what it runs.
+    # LiteLLM's own launcher with the model relay in front of its app.
     return [
-        python, "-c", "from litellm import run_server; run_server()",
+        python, "-m", "entrypoint.proxy_server",
         "--config", str(run_dir / LITELLM_CONFIG),
         "--host", config.host,
         "--port", str(config.port),
@@ -119,8 +135,8 @@ def render_litellm_config(config: Config) -> str:
     return template(LITELLM_CONFIG).substitute(
         served_model_name=json.dumps(config.served_model_name, ensure_ascii=False),
         backend_model=json.dumps("hosted_vllm/" + config.served_model_name, ensure_ascii=False),
-        engine_url=json.dumps(f"http://127.0.0.1:{config.engine_port}/v1"),
-        request_timeout=600,
+        engine_url=json.dumps(engine_base_url(config) + "/v1"),
+        request_timeout=REQUEST_TIMEOUT,
     )
 
 
@@ -139,7 +155,7 @@ def render_run_files(config: Config, python: str, run_dir: Path) -> list[Rendere
         RenderedFile(SUPERVISORD_CONFIG, render_supervisord_config(config, python, run_dir)),
         RenderedFile(LITELLM_CONFIG, render_litellm_config(config)),
         RenderedFile(ENGINE_LAUNCH, engine_launch(config).to_json()),
-        RenderedFile(PROXY_LAUNCH, LaunchSpec(proxy_command(config, python, run_dir)).to_json()),
+        RenderedFile(PROXY_LAUNCH, proxy_launch(config, python, run_dir).to_json()),
         RenderedFile(PROXY_LOGGING, template(PROXY_LOGGING).template),
         RenderedFile(AUTH_MODULE + ".py", template(AUTH_MODULE + ".py.tmpl").template),
     ]

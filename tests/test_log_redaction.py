@@ -85,8 +85,10 @@ def make_leak(entry: Entry, leak: Leak, key: str) -> None:
         response = requests.get(f"http://127.0.0.1:{entry.engine_port}/v1/models{leak.marker}{key}", timeout=10)
         assert response.status_code == 401, response.text
     else:
-        # No such model: LiteLLM refuses it and logs the name it was given.
-        response = entry.chat("hi", key=MASTER_KEY, model=leak.marker + key)
+        # No such model on a route LiteLLM serves itself (the model routes go
+        # to the engine): LiteLLM refuses it and logs the name it was given.
+        response = requests.post(entry.url("/v1/responses"), json={"model": leak.marker + key, "input": "hi"},
+                                 headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
         assert 400 <= response.status_code < 500, response.text
     wait_for(lambda: any(leak.marker in line for line in forwarded(entry.output(), leak.source)), LINE_DEADLINE,
              f"the {leak.source} to log the request that holds the {leak.key_name} key", poll=0.1)

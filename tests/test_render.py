@@ -268,11 +268,19 @@ def test_the_cpu_engine_launch_sets_the_kv_cache() -> None:
 
 def test_the_proxy_command_reads_the_run_folder() -> None:
     assert render.proxy_command(CONFIG, PYTHON, RUN_DIR) == [
-        PYTHON, "-c", "from litellm import run_server; run_server()",
+        PYTHON, "-m", "entrypoint.proxy_server",
         "--config", "/run/llm-entry-abc/litellm.yaml",
         "--host", "0.0.0.0", "--port", "8080", "--num_workers", "2",
         "--log_config", "/run/llm-entry-abc/proxy-logging.json",
     ]
+
+
+def test_the_proxy_learns_the_engines_address_and_no_key_from_its_launch_spec() -> None:
+    spec = render.proxy_launch(CONFIG, PYTHON, RUN_DIR)
+    assert spec.argv == render.proxy_command(CONFIG, PYTHON, RUN_DIR)
+    assert dict(spec.set) == {"LLM_ENTRY_ENGINE_URL": "http://127.0.0.1:3000",
+                              "LLM_ENTRY_REQUEST_TIMEOUT": "600", "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true"}
+    assert spec.unset == ()
 
 
 # --- supervisord's reading of the commands -------------------------------------

@@ -1,0 +1,225 @@
+"""The model routes, relayed to the engine byte for byte inside the proxy process.
+
+Runs inside each LiteLLM proxy worker, in front of LiteLLM's own ASGI app
+(see entrypoint.proxy_app). A POST to a model route (chat, completions,
+embeddings, with or without /v1) is checked against the same key ring as
+LiteLLM's custom auth, then sent to the engine with the internal key in place
+of the client's, and the engine's status, headers and body come back as the
+engine sent them, stream chunk by chunk. Everything else goes to LiteLLM.
+
+Why not LiteLLM's own routes: measured here on 1.103 (BENCHMARKS.md, "The
+request path"), its chat route spends 0.85-1.1 ms of CPU per streamed chunk
+(every chunk parsed into pydantic objects and serialised again) and 10-14 ms
+per request (a dozen middlewares, route matching, the router's retry and
+fallback wrappers), and it changes answers: a stream of 100 equal chunks is
+cut, token-id prompts and some malformed bodies get 500. Its vLLM
+pass-through route relays bytes but still costs about 10 ms per request in
+the same middleware stack. A single local engine needs none of that.
+
+Import rules: the standard library and aiohttp (a LiteLLM dependency) only;
+LiteLLM is never imported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from entrypoint.proxy_auth import CredentialError, KeyRing, KeySource, presented_key
+
+ENGINE_URL_VARIABLE = "LLM_ENTRY_ENGINE_URL"
+ENGINE_KEY_VARIABLE = "LLM_ENTRY_ENGINE_KEY"
+REQUEST_TIMEOUT_VARIABLE = "LLM_ENTRY_REQUEST_TIMEOUT"
+DEFAULT_REQUEST_TIMEOUT = 600.0
+CONNECT_TIMEOUT = 10.0
+
+# Public path -> the engine's path. vLLM serves these under /v1 only.
+RELAYED_ROUTES = {
+    prefix + route: "/v1" + route
+    for route in ("/chat/completions", "/completions", "/embeddings")
+    for prefix in ("", "/v1")
+}
+
+# Never passed on: hop-by-hop headers (RFC 9110 7.6.1), the client's
+# credentials (the engine gets the internal key instead), and what the HTTP
+# client or server sets itself.
+_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"api-key", b"cookie", b"proxy-authorization"})
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+                         b"proxy-connection", b"host", b"content-length"})
+_NOT_RELAYED_BACK = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server"})
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    engine_url: str          # http://127.0.0.1:PORT, no path
+    engine_key: str
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> RelaySettings:
+        missing = [name for name in (ENGINE_URL_VARIABLE, ENGINE_KEY_VARIABLE) if not environ.get(name)]
+        if missing:
+            raise RuntimeError(f"{' and '.join(missing)} not set in the LiteLLM proxy's environment: "
+                               "start the proxy through llm-entry, which sets them.")
+        timeout = float(environ.get(REQUEST_TIMEOUT_VARIABLE) or DEFAULT_REQUEST_TIMEOUT)
+        return cls(environ[ENGINE_URL_VARIABLE].rstrip("/"), environ[ENGINE_KEY_VARIABLE], timeout)
+
+
+def engine_request_headers(headers: Iterable[tuple[bytes, bytes]], engine_key: str) -> dict[str, str]:
+    """The client's headers as the engine gets them: the same, less hop-by-hop
+    headers and every credential, plus the internal key."""
+    kept = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers
+            if name.lower() not in _CREDENTIALS and name.lower() not in _HOP_BY_HOP}
+    kept["Authorization"] = f"Bearer {engine_key}"
+    return kept
+
+
+def client_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The engine's response headers as the client gets them (the server adds
+    its own date and framing)."""
+    return [(name.lower(), value) for name, value in raw if name.lower() not in _NOT_RELAYED_BACK]
+
+
+def error_response(status: int, message: str, kind: str,
+                   extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[int, list, bytes]:
+    """An OpenAI-shaped error, as LiteLLM's ProxyException handler writes one."""
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": str(status)}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               *extra_headers]
+    return status, headers, body
+
+
+def refusal(error: str, status: int = 401) -> tuple[int, list, bytes]:
+    extra = ((b"www-authenticate", b"Bearer"),) if status == 401 else ()
+    return error_response(status, error, "auth_error", extra)
+
+
+def check_key(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> tuple[KeySource | None, str]:
+    """(where the key comes from, why not): the same rules as LiteLLM's custom auth."""
+    try:
+        key = presented_key((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
+    except CredentialError as error:
+        return None, str(error)
+    source = key_ring.source_of(key)
+    return source, "" if source else "Invalid API key: it is not a key this server accepts."
+
+
+class ModelRelay:
+    """ASGI app: the model routes go to the engine, everything else to `app`."""
+
+    def __init__(self, app: ASGIApp, settings: RelaySettings, key_ring: Callable[[], KeyRing]) -> None:
+        self.app = app
+        self.settings = settings
+        self._key_ring = key_ring      # called per request: LiteLLM's auth and this share one ring
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        engine_path = RELAYED_ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if engine_path is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        source, why = check_key(self._key_ring(), scope["headers"])
+        if source is None:
+            client = (scope.get("client") or ("unknown",))[0]
+            logger.warning("refused %s %s from %s: %s", scope["method"], scope["path"], client,
+                           why.split(":")[0].rstrip("."))
+            await _respond(send, *refusal(why))
+            return
+        await self._relay(scope, receive, send, engine_path)
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on the first request, inside the worker's running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=False),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT,
+                                              sock_read=self.settings.request_timeout),
+                auto_decompress=False,           # the bytes go back as they came
+                trust_env=False,                 # loopback: never through HTTP_PROXY
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        return self._session
+
+    async def _relay(self, scope: dict, receive: Callable, send: Callable, engine_path: str) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return                       # the client went away before its request was read
+        url = self.settings.engine_url + engine_path
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        headers = engine_request_headers(scope["headers"], self.settings.engine_key)
+        try:
+            response = await self._client().post(url, data=body, headers=headers, allow_redirects=False)
+        except asyncio.TimeoutError:
+            await _respond(send, *error_response(504, "The engine did not answer in time.", "timeout"))
+            return
+        except aiohttp.ClientError as error:
+            await _respond(send, *error_response(
+                502, f"The engine is not reachable ({type(error).__name__}): it may be starting or restarting; "
+                     "try again shortly.", "engine_unreachable"))
+            return
+        async with response:
+            await _relay_response(response, receive, send)
+
+
+async def _read_body(receive: Callable) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _relay_response(response: aiohttp.ClientResponse, receive: Callable, send: Callable) -> None:
+    headers = client_response_headers(response.raw_headers)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    if response.content_length is not None:
+        await send({"type": "http.response.body", "body": await response.read(), "more_body": False})
+        return
+    # A stream: relay whatever has arrived, as it arrives. The server drops the
+    # body of a client that went away without a word, so watch for that and
+    # close the engine's connection: the engine then aborts the request.
+    gone = asyncio.Event()
+    watcher = asyncio.ensure_future(_close_on_disconnect(receive, response, gone))
+    try:
+        async for chunk in response.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        if not gone.is_set():
+            # The response is half sent: end it without its last chunk, so the
+            # client sees a broken stream, never a complete-looking one.
+            logger.warning("the engine broke off a stream (%s): the client's stream is cut",
+                           type(error).__name__)
+        return
+    finally:
+        watcher.cancel()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _close_on_disconnect(receive: Callable, response: aiohttp.ClientResponse, gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+    response.close()
+
+
+async def _respond(send: Callable, status: int, headers: list, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def relay_app(app: ASGIApp, environ: Mapping[str, str], key_ring: Callable[[], KeyRing]) -> Any:
+    return ModelRelay(app, RelaySettings.from_environment(environ), key_ring)

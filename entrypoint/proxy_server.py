@@ -1,0 +1,46 @@
+"""Starts the LiteLLM proxy with its own launcher, serving entrypoint.proxy_app.
+
+`python -m entrypoint.proxy_server ARGS` is LiteLLM's `litellm ARGS`
+(`run_server`: config, workers, event loop, logging, shutdown, all LiteLLM's),
+except that uvicorn loads entrypoint.proxy_app:app, which puts the model
+relay (entrypoint.proxy_relay) in front of LiteLLM's app. LiteLLM offers no
+setting for the app its launcher serves; it names it in one helper, which is
+wrapped here. If a LiteLLM release renames that helper or the app, the proxy
+refuses to start with a line that says so, rather than serving without the relay.
+
+Runs in the proxy's interpreter; imports LiteLLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+LITELLM_APP = "litellm.proxy.proxy_server:app"
+RELAY_APP = "entrypoint.proxy_app:app"
+
+
+def serving_the_relay(init_args: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """LiteLLM's uvicorn arguments with the relay's app in place of LiteLLM's."""
+
+    def with_relay(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        uvicorn_args = dict(init_args(*args, **kwargs))
+        if uvicorn_args.get("app") != LITELLM_APP:
+            raise RuntimeError(f"LiteLLM's launcher serves {uvicorn_args.get('app')!r}, not {LITELLM_APP!r}: "
+                               "this LiteLLM release is not one llm-entry supports (see pyproject.toml).")
+        uvicorn_args["app"] = RELAY_APP
+        return uvicorn_args
+
+    return with_relay
+
+
+def main() -> None:
+    from litellm.proxy import proxy_cli
+
+    helpers = proxy_cli.ProxyInitializationHelpers
+    helpers._get_default_unvicorn_init_args = staticmethod(serving_the_relay(helpers._get_default_unvicorn_init_args))
+    proxy_cli.run_server()
+
+
+if __name__ == "__main__":
+    main()
