@@ -124,6 +124,9 @@ class ModelRelay:
         self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing_at_shutdown(send))
+            return
         engine_path = RELAYED_ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
         if engine_path is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
@@ -136,6 +139,18 @@ class ModelRelay:
             await _respond(send, *refusal(why))
             return
         await self._relay(scope, receive, send, engine_path)
+
+    def _closing_at_shutdown(self, send: Callable) -> Callable:
+        async def send_after_closing(message: dict) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.close()
+            await send(message)
+        return send_after_closing
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _client(self) -> aiohttp.ClientSession:
         # Made on the first request, inside the worker's running event loop.

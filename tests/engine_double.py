@@ -24,6 +24,10 @@ Environment (all optional):
   ENGINE_DOUBLE_TOKENS=N               tokens per answer (default 8)
   ENGINE_DOUBLE_TOKEN_INTERVAL=S       pause before each streamed token
   ENGINE_DOUBLE_LOG_REQUESTS=1         one log line per request
+  ENGINE_DOUBLE_ECHO=1                 JSON answers of chat and completions carry
+                                         "echo": the request's headers (the key shown
+                                         only as "the engine's key" or "another key") and
+                                         its body as the double received them
 """
 
 from __future__ import annotations
@@ -119,6 +123,7 @@ class Config:
     pid_file: str = ""
     tokens: int = 8
     token_interval: float = 0.0
+    echo: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +168,7 @@ def build_config(args: list[str], environ: dict[str, str]) -> Config:
         pid_file=environ.get("ENGINE_DOUBLE_PID_FILE", ""),
         tokens=max(1, int(_env_number(environ, "ENGINE_DOUBLE_TOKENS", 8, integer=True))),
         token_interval=_env_number(environ, "ENGINE_DOUBLE_TOKEN_INTERVAL", 0.0),
+        echo=_env_flag(environ, "ENGINE_DOUBLE_ECHO"),
     )
 
 
@@ -519,6 +525,18 @@ class EngineHandler(BaseHTTPRequestHandler):
         request["model"] = model or config.served_model_names[0]
         return request
 
+    def _echoed(self, answer: dict, body: bytes) -> dict:
+        """The answer, with what the request looked like here when asked to."""
+        if not self.server.state.config.echo:
+            return answer
+        keys = self.server.state.config.api_keys
+        headers = {}
+        for name, value in self.headers.items():
+            if name.lower() == "authorization":
+                value = "the engine's key" if any(value == f"Bearer {key}" for key in keys) else "another key"
+            headers[name.lower()] = value
+        return {**answer, "echo": {"headers": headers, "body": json.loads(body)}}
+
     def _reply(self, request: dict, prefix: str) -> Reply:
         return Reply(id=f"{prefix}-{uuid.uuid4().hex}", model=request["model"])
 
@@ -566,7 +584,7 @@ class EngineHandler(BaseHTTPRequestHandler):
             self._stream(chat_chunks(reply, tokens, finish, _stream_usage(request, use)))
         else:
             text = answer if finish == "stop" else cut_text(answer, max_tokens)
-            self._json(200, chat_response(reply, text, finish, use))
+            self._json(200, self._echoed(chat_response(reply, text, finish, use), body))
 
     def _completions(self, body: bytes) -> None:
         request = self._request(body)
@@ -585,7 +603,7 @@ class EngineHandler(BaseHTTPRequestHandler):
         else:
             finish = plans[0][1] if plans else "stop"
             texts = [a if f == "stop" else cut_text(a, max_tokens) for a, (_, f) in zip(answers, plans)]
-            self._json(200, completion_response(reply, texts, finish, use))
+            self._json(200, self._echoed(completion_response(reply, texts, finish, use), body))
 
     def _embeddings(self, body: bytes) -> None:
         request = self._request(body)
