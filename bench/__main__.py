@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import footprint, overhead, reaction, report, runner, startup, startup_real, system
+from . import footprint, overhead, reaction, report, runner, startup, startup_real, system, vllm_client
 from .chart import render as render_chart
 from .procs import Timeout
 from .settings import Settings
@@ -104,6 +104,14 @@ def main(argv: list[str]) -> int:
                                            lambda: startup_real.measure(runs, settings.real_engine_rounds, say))
         say("2/4 request overhead")
         run.overhead = section(run, "request overhead", lambda: overhead.measure(runs, settings, say))
+        if settings.real_engine_rounds:
+            why_not = startup_real.missing()
+            if why_not:
+                run.errors.append(f"the real engine under vLLM's client: not run: {why_not}")
+            else:
+                say("2/4 the real engine under vLLM's benchmark client")
+                run.vllm_client = section(run, "vLLM's benchmark client", lambda: vllm_client.measure(
+                    runs, settings.vllm_client_rounds, say))
         say("3/4 reaction times")
         run.reaction = section(run, "reaction times", lambda: reaction.measure(runs, settings, say))
         say("4/4 footprint: probe scripts")

@@ -46,53 +46,25 @@ class Engine:
         procs.stop_group(self.process)
 
 
-def _without(*keys: str):
-    def change(yaml: str) -> str:
-        return "".join(line for line in yaml.splitlines(keepends=True) if not line.lstrip().startswith(keys))
-    return change
-
-
-def _under(section: str, *lines: str):
-    def change(yaml: str) -> str:
-        assert f"\n{section}:\n" in yaml, section
-        return yaml.replace(f"\n{section}:\n", f"\n{section}:\n" + "".join(f"  {line}\n" for line in lines))
-    return change
-
-
-def _with_section(section: str, *lines: str):
-    def change(yaml: str) -> str:
-        return yaml.rstrip("\n") + f"\n\n{section}:\n" + "".join(f"  {line}\n" for line in lines)
-    return change
-
-
 class Proxy:
     """The LiteLLM proxy alone, started exactly as llm-entry starts it (same
     command, config, custom auth and environment), in front of `engine`.
-    `variant` changes the rendered config, to measure what a line costs or
-    what a setting would save: see CONFIG_VARIANTS."""
+    `route="litellm"` starts it as llm-entry did before the model relay
+    (LiteLLM's own launcher and app, so LiteLLM's chat route serves the model
+    traffic), to measure what the relay changed."""
 
-    # name -> the change to llm-entry's rendered litellm.yaml
-    CONFIG_VARIANTS = {
-        "llm-entry": lambda yaml: yaml,
-        # The key check: LiteLLM's route checks after ours; ours replaced by LiteLLM's master-key check.
-        "no common checks": _without("custom_auth_run_common_checks"),
-        "master key only": _without("custom_auth"),
-        # Settings LiteLLM documents for speed, none of which llm-entry sets today.
-        "callbacks left to LiteLLM": _without("callbacks"),
-        "no retries, no cooldowns": _with_section("router_settings", "num_retries: 0", "disable_cooldowns: true"),
-        "message logging off": _under("litellm_settings", "turn_off_message_logging: true"),
-        "spend and error logs off": _under("general_settings", "disable_spend_logs: true",
-                                           "disable_error_logs: true"),
-    }
+    ROUTES = ("relay", "litellm")
+    LITELLM_LAUNCHER = ["-c", "from litellm import run_server; run_server()"]
 
-    def __init__(self, runs: Runs, engine: Engine, workers: int = 1, variant: str = "llm-entry",
+    def __init__(self, runs: Runs, engine: Engine, workers: int = 1, route: str = "relay",
                  extra_args: tuple[str, ...] = ()):
         from entrypoint.config import Options, build_config
         from entrypoint.gpus import NodeGpus
         from entrypoint.keys import Secret
-        from entrypoint.render import proxy_command, render_run_files
+        from entrypoint.render import proxy_launch, render_run_files
         from entrypoint.run import child_environment
 
+        assert route in self.ROUTES, route
         self.runs = runs
         self.dir = runs.folder("proxy")
         self.port = procs.free_port()
@@ -102,12 +74,12 @@ class Proxy:
                           probe_dir=self.dir / "probe", proxy_workers=workers)
         config = build_config(options, {}, lambda: NodeGpus(0, "none"))
         for file in render_run_files(config, PYTHON, self.dir):
-            content = file.content
-            if file.name.endswith((".yaml", ".yml")):
-                content = self.CONFIG_VARIANTS[variant](content)
-            (self.dir / file.name).write_text(content)
-        self.argv = proxy_command(config, PYTHON, self.dir) + list(extra_args)
-        self.env = child_environment(config, base_env(), Secret(engine.key))
+            (self.dir / file.name).write_text(file.content)
+        spec = proxy_launch(config, PYTHON, self.dir)
+        self.argv = spec.argv + list(extra_args)
+        if route == "litellm":
+            self.argv = [spec.argv[0], *self.LITELLM_LAUNCHER, *self.argv[3:]]
+        self.env = {**child_environment(config, base_env(), Secret(engine.key)), **dict(spec.set)}
         self.env["PYTHONPATH"] = str(REPO)  # the auth shim imports entrypoint
         self.process: subprocess.Popen | None = None
         self.launched_at = 0.0

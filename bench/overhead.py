@@ -7,10 +7,10 @@ proxy is the only difference between "direct" and "proxy". Experiments:
 
 - load:      direct vs llm-entry's proxy, non-streaming, concurrency 1/8/32
 - streams:   direct vs proxy, streaming 50 tokens 10 ms apart: TTFT and ITL
-- workers:   llm-entry --proxy-workers 1 ("A") vs 2 ("B"), and the proxy
-             alone with 2 workers under gunicorn (forked): speed and memory
-- auth:      the proxy alone with llm-entry's config, without the common
-             checks after its key check, and without its key check at all
+- workers:   llm-entry --proxy-workers 1 ("A") vs 2 ("B"): speed and memory
+- route:     the proxy alone with the model relay (llm-entry's), and as it
+             was before the relay (LiteLLM's own chat route)
+- cost:      CPU per request and per streamed chunk of both (bench/cost.py)
 - profile:   py-spy on A's proxy at the highest concurrency
 - reuse:     connections the proxy opens to the engine, per request
 
@@ -24,7 +24,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import alone, footprint, load, procs, profile, reuse, runner
+from . import alone, cost, footprint, load, procs, profile, reuse, runner
 from .settings import Settings
 from .stats import median, percentile
 
@@ -75,6 +75,7 @@ class OverheadResults:
     profile_load: Cell | None = None
     proxy_libraries: dict[str, bool] = field(default_factory=dict)
     engine_connections: list[reuse.Reuse] = field(default_factory=list)
+    cost: cost.CostResults | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -165,14 +166,13 @@ def start_all(runs: runner.Runs, say) -> tuple[runner.Entry, runner.Entry]:
     return one, two
 
 
-GUNICORN = "2 workers, gunicorn"
+ROUTE_NAMES = {"relay": "model relay (llm-entry)", "litellm": "LiteLLM's chat route"}
 
 
 def start_proxies(runs: runner.Runs, engine, say) -> dict[str, alone.Proxy]:
-    """The proxy alone in each config variant, and with 2 gunicorn workers
-    (LiteLLM's --run_gunicorn: the master imports once, then forks), in front of `engine`."""
-    proxies = {name: alone.Proxy(runs, engine, variant=name).start() for name in alone.Proxy.CONFIG_VARIANTS}
-    proxies[GUNICORN] = alone.Proxy(runs, engine, workers=2, extra_args=("--run_gunicorn",)).start()
+    """The proxy alone with and without the model relay, in front of `engine`. (LiteLLM's
+    gunicorn mode serves its app object, past the relay: no longer compared.)"""
+    proxies = {ROUTE_NAMES[route]: alone.Proxy(runs, engine, route=route).start() for route in alone.Proxy.ROUTES}
     for proxy in proxies.values():
         procs.wait_for(lambda: runner.chat_ok(proxy.port, proxy.master_key) or procs.exited(proxy.process),
                        runner.START_DEADLINE, "the proxy alone", poll=0.2)
@@ -212,21 +212,19 @@ def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
         results.streams = compare_streams([direct, proxied], settings, say)
 
     def workers() -> None:
-        gunicorn = proxies[GUNICORN]
         groups = {"1 worker": lambda: procs.group_members(one.pgid("proxy")),
-                  "2 workers": lambda: procs.group_members(two.pgid("proxy")),
-                  GUNICORN: lambda: procs.group_members(gunicorn.process.pid)}
+                  "2 workers": lambda: procs.group_members(two.pgid("proxy"))}
         sides = [Target("1 worker", one.port, one.master_key, {"proxy": groups["1 worker"]}),
-                 Target("2 workers", two.port, two.master_key, {"proxy": groups["2 workers"]}),
-                 Target(GUNICORN, gunicorn.port, gunicorn.master_key, {"proxy": groups[GUNICORN]})]
+                 Target("2 workers", two.port, two.master_key, {"proxy": groups["2 workers"]})]
         results.cells["workers"] = compare(sides, settings.worker_concurrencies, settings, say, "workers")
         for label, members in groups.items():
             results.proxy_memory[label] = procs.usage_of_all(members())
 
-    def auth() -> None:
-        sides = [Target(name, proxy.port, proxy.master_key) for name, proxy in proxies.items()
-                 if name in alone.Proxy.CONFIG_VARIANTS]
-        results.cells["auth"] = compare(sides, settings.worker_concurrencies, settings, say, "auth")
+    def route() -> None:
+        sides = [Target(name, proxies[name].port, proxies[name].master_key,
+                        {"proxy": lambda name=name: procs.group_members(proxies[name].process.pid)})
+                 for name in ROUTE_NAMES.values()]
+        results.cells["route"] = compare(sides, settings.worker_concurrencies, settings, say, "route")
 
     def profiled() -> None:
         top = max(settings.concurrencies)
@@ -245,11 +243,16 @@ def measure(runs: runner.Runs, settings: Settings, say) -> OverheadResults:
 
     try:
         for name, action in (("idle footprint", idle), ("load", plain), ("streams", streams),
-                             ("workers", workers), ("auth", auth), ("profile", profiled), ("reuse", reused)):
+                             ("workers", workers), ("route", route), ("profile", profiled), ("reuse", reused)):
             _guarded(results, name, say, action)
     finally:
         for entry in (one, two):
             entry.stop()
         for proxy in proxies.values():
             proxy.stop()
+
+    def costs() -> None:
+        results.cost = cost.measure(runs, settings, say)
+
+    _guarded(results, "cost", say, costs)   # alone on the machine: the others are stopped
     return results

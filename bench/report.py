@@ -11,12 +11,14 @@ from .markdown import per_round, s, table, verdict
 from .overhead import OverheadResults
 from .reaction import MEASUREMENT_ALLOWANCE, Scenario, over_worst, within_worst
 from .report_lifecycle import footprint_section, reaction_section, real_startup_section, startup_section
-from .report_overhead import (auth_section, cpu_ms_per_request, load_section, profile_section, stream_section,
+from .report_overhead import (cpu_ms_per_request, load_section, profile_section, route_section, stream_section,
                               workers_section)
+from .report_request_path import cost_section, request_path_goals, vllm_client_section
 from .settings import Settings
 from .startup import StartupResults
 from .startup_real import RealStartupResults
 from .stats import Summary, ratio
+from .vllm_client import ClientResults
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Run:
     startup: StartupResults | None = None
     real_startup: RealStartupResults | None = None
     overhead: OverheadResults | None = None
+    vllm_client: ClientResults | None = None
     reaction: list[Scenario] | None = None
     probes: ProbeTimes | None = None
     errors: list[str] = field(default_factory=list)
@@ -80,6 +83,7 @@ def goals(run: Run) -> list[Goal]:
                           None if share.runs == 0 else share.median >= 0.5,
                           f"{s(proxy[top].rps, 0)} vs {s(direct[top].rps, 0)} req/s{bound}",
                           by=f"a factor of {0.5 / share.median:.0f}" if share.runs and share.median else ""))
+    found += request_path_goals(o.cost if o else None, run.vllm_client, Goal)
     if o and o.streams:
         c = min(o.streams["direct"])
         added = Summary.of(per_round(o.streams["proxy"][c].itl_p50_ms, o.streams["direct"][c].itl_p50_ms,
@@ -187,12 +191,16 @@ def render(run: Run, chart_link: str) -> str:
     o = run.overhead
     if o:
         for key, section in (("load", lambda: load_section(o, run.settings)), ("streams", lambda: stream_section(o)),
-                             ("workers", lambda: workers_section(o)), ("auth", lambda: auth_section(o))):
+                             ("workers", lambda: workers_section(o)), ("route", lambda: route_section(o))):
             if key in o.cells or (key == "streams" and o.streams):
                 parts.append(section())
+        if o.cost:
+            parts.append(cost_section(o.cost))
         parts.append(profile_section(o))
         if o.notes:
             parts.append("Notes: " + "; ".join(o.notes) + "\n")
+    if run.vllm_client:
+        parts.append(vllm_client_section(run.vllm_client))
     if run.reaction:
         parts.append(reaction_section(run.reaction, run.settings))
     parts.append(footprint_section(o, run.probes, run.settings))

@@ -1,4 +1,4 @@
-"""Section 2 of the report: request overhead, streaming, workers, auth, profile."""
+"""Section 2 of the report: request overhead, streaming, workers, the relay against LiteLLM's route, profile."""
 
 from __future__ import annotations
 
@@ -90,10 +90,8 @@ def workers_section(o: OverheadResults) -> str:
         "`--proxy-workers auto` (the default) gives a GPU node one worker per usable CPU, up to 4, and "
         "keeps 1 beside a CPU engine (which needs the cores); these cells are why.\n",
         "\"1 worker\" and \"2 workers\" are two llm-entry instances (`--proxy-workers 1` and `2`; LiteLLM "
-        "runs uvicorn with `workers=N`, which spawns N fresh interpreters beside a supervising one); "
-        f"\"{names[-1]}\" is the proxy alone with `--num_workers 2 --run_gunicorn` (LiteLLM's gunicorn mode: "
-        "the master imports the app once, then forks), not something llm-entry offers today. All alive "
-        "together, same kind of engine, loaded in turn. Latencies in ms, CPU in cores (of 2) busy in the "
+        "runs uvicorn with `workers=N`, which spawns N fresh interpreters beside a supervising one), both "
+        "alive, same kind of engine, loaded in turn. Latencies in ms, CPU in cores (of 2) busy in the "
         "proxy's process group.\n",
         table(["proxy", "c", "req/s", f"req/s / {names[0]}", "p50", "p99", "CPU cores"], rows),
         "Memory of the proxy's whole process group after the load (RSS counts shared pages in every "
@@ -112,28 +110,26 @@ def workers_section(o: OverheadResults) -> str:
     return "\n".join(text) + "\n"
 
 
-def auth_section(o: OverheadResults) -> str:
-    cells = o.cells["auth"]
+def route_section(o: OverheadResults) -> str:
+    cells = o.cells["route"]
     names = list(cells)
     rows = [[name, str(c), s(cell.rps, 0), s(per_round(cell.rps, first.rps, ratio), 2),
-             s(cell.p50_ms, 2), s(per_round(cell.p50_ms, first.p50_ms, lambda x, y: x - y), 2)]
+             s(cell.p50_ms, 2), s(per_round(cell.p50_ms, first.p50_ms, lambda x, y: x - y), 2),
+             s(cpu_ms_per_request(cell, "proxy"), 2)]
             for name, c, cell, first in against_first(cells)]
     libs = ", ".join(f"{name} {'loaded' if loaded else 'NOT loaded'}" for name, loaded in o.proxy_libraries.items())
     return "\n".join([
-        "### What else is cheap: the key check, LiteLLM's settings, and the event loop\n",
-        "The proxy alone, started as llm-entry starts it, in front of the same engine, with llm-entry's "
-        "config (`custom_auth` = llm-entry's key check, then `custom_auth_run_common_checks: true`, "
-        "`callbacks: []`), and with one change each: without the common checks; without llm-entry's key "
-        "check at all (LiteLLM's own master-key check); without `callbacks: []`; and with settings "
-        "LiteLLM documents for speed that llm-entry does not set: `router_settings` `num_retries: 0` and "
-        "`disable_cooldowns: true`; `turn_off_message_logging: true`; `disable_spend_logs` and "
-        "`disable_error_logs`. A setting earns a place in llm-entry's config when it beats llm-entry's "
-        "own by more than the spread. Latencies in ms; ratios and differences against llm-entry's "
-        "config, per round.\n",
-        table(["config", "c", "req/s", f"req/s / {names[0]}", "p50", f"p50 − {names[0]}"], rows),
+        "### The model relay against LiteLLM's own chat route\n",
+        "The proxy alone, in front of the same engine double, started as llm-entry starts it (the model "
+        "relay, `entrypoint/proxy_relay.py`, in front of LiteLLM's app) and as llm-entry started it before "
+        "the relay (LiteLLM's own launcher: its chat route, with llm-entry's config and key check). "
+        "Latencies in ms; ratios and differences against the first side, per round; CPU in ms per "
+        "request of the proxy's process group.\n",
+        table(["proxy", "c", "req/s", f"req/s / {names[0]}", "p50", f"p50 − {names[0]}", "CPU ms/request"], rows),
         f"Libraries mapped into llm-entry's proxy process (/proc/PID/maps): {libs or 'unknown'}. LiteLLM "
         "1.103 asks uvicorn for `loop=\"uvloop\"` itself (proxy_cli `_get_loop_type`), and uvicorn picks "
-        "httptools when it is installed: both fast paths are already on, nothing to switch.\n",
+        "httptools when it is installed: both fast paths are on, for the relay too; the relay's client to "
+        "the engine is aiohttp (a LiteLLM dependency).\n",
         reuse_text(o),
     ])
 
@@ -144,7 +140,7 @@ def reuse_text(o: OverheadResults) -> str:
     counts = "; ".join(f"{r.clients} client(s): {r.requests} requests, {r.opened} connection(s) opened "
                        f"during the load ({r.open_before} already open)" for r in o.engine_connections)
     reused = all(r.opened <= r.clients for r in o.engine_connections)
-    verdict = ("LiteLLM keeps its connections to the engine open and reuses them, so there is no connection "
+    verdict = ("The proxy keeps its connections to the engine open and reuses them, so there is no connection "
                "set-up per request to tune away." if reused else
                "More connections were opened than there were clients: the proxy does not fully reuse its "
                "connections to the engine.")

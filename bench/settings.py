@@ -12,6 +12,7 @@ class Settings:
     engine_delay: float           # ENGINE_DOUBLE_STARTUP_DELAY, seconds
     startup_rounds: int
     real_engine_rounds: int       # the real vLLM CPU engine: a minute per start, full runs only
+    vllm_client_rounds: int       # vLLM's benchmark client, proxy and direct (full runs only)
     # 2. request overhead
     load_duration: float          # measured seconds per cell (after a warm-up)
     load_warmup: float
@@ -30,7 +31,7 @@ class Settings:
 
     @classmethod
     def full(cls) -> "Settings":
-        return cls(quick=False, engine_delay=5.0, startup_rounds=5, real_engine_rounds=2,
+        return cls(quick=False, engine_delay=5.0, startup_rounds=5, real_engine_rounds=2, vllm_client_rounds=3,
                    load_duration=5.0, load_warmup=0.75, load_rounds=4,
                    concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
                    profile_duration=8.0, reaction_repeats=3, default_hang=True,
@@ -38,7 +39,7 @@ class Settings:
 
     @classmethod
     def quick_run(cls) -> "Settings":
-        return cls(quick=True, engine_delay=2.0, startup_rounds=1, real_engine_rounds=0,
+        return cls(quick=True, engine_delay=2.0, startup_rounds=1, real_engine_rounds=0, vllm_client_rounds=0,
                    load_duration=1.0, load_warmup=0.3, load_rounds=1,
                    concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
                    profile_duration=2.0, reaction_repeats=1, default_hang=False,

@@ -53,6 +53,10 @@ def test_quick_benchmark_run_completes_every_section_without_failures(tmp_path):
     answered = sum(cell["requests"] for experiment, sides in experiments.items() for side, cells in sides.items()
                    if side != "direct" for cell in cells.values())
     assert answered > 0, "no request through a proxy completed in any experiment"
+    cost = results["overhead"]["cost"]
+    assert cost is not None, "the CPU cost of the request path was not measured"
+    for side, cell in cost["cells"].items():
+        assert cell["errors"] == 0 and cell["requests"] > 0 and cell["chunks"] > 0, (side, cell)
     assert {s["name"] for s in results["reaction"]} >= {"engine SIGKILL", "SIGTERM, idle"}
     assert results["probes"]["times_ms"]["probes/readiness"]
 

@@ -38,3 +38,29 @@ def test_a_reaction_a_few_ms_over_its_tick_counted_worst_case_is_met_and_one_far
     assert within_worst([0.15, 0.26], 0.20) is False
     assert within_worst([], 0.20) is None
     assert over_worst([0.26], 0.20) == "60 ms at worst"
+
+
+def test_the_request_path_sections_and_goals_render_from_results():
+    from bench.cost import CostCell, CostResults
+    from bench.overhead import OverheadResults
+    from bench.vllm_client import ClientResults, Load
+
+    cost = CostResults(concurrency=16, tokens_per_stream=200, cells={
+        "llm-entry": CostCell([0.3, 0.4], [0.004, 0.006], [0.5, 0.5], [0.02, 0.02], 100, 10, 2000),
+        "LiteLLM's chat route": CostCell([11.0, 12.0], [0.9, 1.0], [0.5, 0.5], [0.02, 0.02], 50, 5, 1000),
+    })
+    client = ClientResults(load=Load(), rounds=2, throughput={"proxy": [1.9, 2.0], "direct": [2.0, 2.0]},
+                           ttft_median_ms={"proxy": [110.0, 104.0], "direct": [100.0, 100.0]},
+                           tpot_median_ms={"proxy": [30.0, 31.0], "direct": [30.0, 30.0]},
+                           failed={"proxy": [0, 0], "direct": [0, 0]})
+    run = report.Run(settings=Settings.full(), command="python -m bench", machine={}, versions={}, started="now",
+                     overhead=OverheadResults(cost=cost), vllm_client=client)
+    text = report.render(run, "results.svg")
+    assert "### The request path: CPU per request and per streamed chunk" in text
+    assert "LiteLLM's chat route spends 33 (30–37)× the CPU of llm-entry per request" in text
+    assert "### The real engine under vLLM's own benchmark client" in text
+    goals = {goal.name: goal for goal in report.goals(run)}
+    assert goals["proxy CPU per streamed chunk (llm-entry)"].ok is True
+    assert goals["proxy CPU per non-streamed request (llm-entry)"].measured == "0.35 (0.30–0.40) ms"
+    assert goals["real engine, vLLM's client, c=8: throughput proxy / direct"].measured == "0.975 (0.950–1.000)"
+    assert goals["real engine, vLLM's client, c=8: added median TTFT"].ok is True

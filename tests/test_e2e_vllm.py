@@ -7,6 +7,7 @@ The tests that share the module's one engine start run in file order; the
 SIGTERM test stops that instance, so it comes last among them.
 """
 
+import json
 import os
 import signal
 import socket
@@ -273,6 +274,83 @@ def test_no_key_in_the_captured_output(live, engine_key):
     assert "engine" in text and "proxy" in text   # both programs' output is in there
     for name, secret in (("master", MASTER_KEY), ("internal", engine_key), ("wrong", WRONG_KEY)):
         assert secret not in text, f"the {name} key is in llm-entry's output"
+
+
+# -- the model routes relay the engine's answers ---------------------------------
+
+ODD_REQUESTS = {
+    # Bodies LiteLLM's own chat route answered with 500 where vLLM answers 4xx or 200.
+    "chat: a JSON array": ("/v1/chat/completions", b'[{"role": "user", "content": "hi"}]'),
+    "chat: a message whose content is a number": (
+        "/v1/chat/completions", b'{"model": "demo", "messages": [{"role": "user", "content": 5}], "max_tokens": 2}'),
+    "completion: a body that also carries messages": (
+        "/v1/completions", b'{"model": "demo", "prompt": "hi", "messages": [{"role": "user", "content": "x"}], '
+                           b'"max_tokens": 2}'),
+    "completion: a prompt of token ids": ("/v1/completions", b'{"model": "demo", "prompt": [1, 2, 3], "max_tokens": 2}'),
+    "completion: a batch of token-id prompts": (
+        "/v1/completions", b'{"model": "demo", "prompt": [[1, 2], [3, 4, 5]], "max_tokens": 2}'),
+    "chat: not JSON": ("/v1/chat/completions", b"{not json"),
+    "chat: an empty body": ("/v1/chat/completions", b""),
+    "chat: an unknown model": ("/v1/chat/completions", b'{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}'),
+    "chat: no messages": ("/v1/chat/completions", b'{"model": "demo"}'),
+    "chat: a temperature that is a word": (
+        "/v1/chat/completions", b'{"model": "demo", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}'),
+    "chat: a negative max_tokens": (
+        "/v1/chat/completions", b'{"model": "demo", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}'),
+    "completion: no prompt": ("/v1/completions", b'{"model": "demo", "max_tokens": 2}'),
+    "embeddings on a generative model": ("/v1/embeddings", b'{"model": "demo", "input": "x"}'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_REQUESTS))
+def test_an_odd_request_gets_the_engines_status_through_the_proxy_and_never_a_5xx(live, engine_key, name):
+    path, body = ODD_REQUESTS[name]
+    headers = {"Content-Type": "application/json"}
+    direct = requests.post(f"http://127.0.0.1:{live.engine_port}{path}", data=body, timeout=120,
+                           headers={**headers, "Authorization": f"Bearer {engine_key}"})
+    proxied = requests.post(live.url(path), data=body, timeout=120, headers={**headers, **live.headers()})
+    assert proxied.status_code == direct.status_code, (proxied.text[:300], direct.text[:300])
+    assert proxied.status_code < 500, proxied.text[:300]
+    if proxied.status_code >= 400:
+        assert proxied.json() == direct.json()   # the engine's own words
+
+
+def test_a_token_id_prompt_gets_a_completion_through_the_proxy(live):
+    reply = client(live).completions.create(model="demo", prompt=[5, 6, 7, 8], max_tokens=3)
+    assert reply.usage.prompt_tokens == 4 and reply.choices[0].text is not None
+
+
+def test_vllm_parameters_reach_the_engine_through_the_proxy(live):
+    reply = client(live).completions.create(
+        model="demo", prompt="The quick brown", max_tokens=4, n=2, logprobs=2, echo=True,
+        extra_body={"prompt_logprobs": 1, "min_tokens": 4, "ignore_eos": True})
+    assert len(reply.choices) == 2
+    for choice in reply.choices:
+        assert choice.text.startswith("The quick brown")          # echo
+        assert len(choice.logprobs.top_logprobs[-1]) >= 2        # logprobs
+        assert choice.model_extra.get("prompt_logprobs")         # vLLM's own extra
+    assert reply.usage.completion_tokens == 8                    # 2 x 4: min_tokens and ignore_eos
+
+
+def test_chat_logprobs_and_n_reach_the_engine_through_the_proxy(live):
+    reply = client(live).chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=3, n=2, logprobs=True,
+        top_logprobs=2, extra_body={"min_tokens": 3, "ignore_eos": True})
+    assert len(reply.choices) == 2
+    assert all(len(choice.logprobs.content) == 3 for choice in reply.choices)
+    assert all(len(choice.logprobs.content[0].top_logprobs) == 2 for choice in reply.choices)
+
+
+def test_a_stream_through_the_proxy_has_the_engines_chunks(live):
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 12, "min_tokens": 12,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    response = requests.post(live.url("/v1/chat/completions"), json=body, headers=live.headers(), timeout=120)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = [part.removeprefix("data: ") for part in response.text.split("\n\n") if part.strip()]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert chunks[-1]["usage"]["completion_tokens"] == 12           # vLLM's usage chunk, unchanged
+    assert sum(1 for chunk in chunks for choice in chunk["choices"] if choice["delta"].get("content")) <= 12
 
 
 # -- shutdown (stops the shared instance: keep it last among the `live` tests) ----

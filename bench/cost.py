@@ -1,0 +1,106 @@
+"""What the proxy costs in CPU: milliseconds per request and per streamed
+chunk, of the proxy's whole process group, with the engine double's own cost
+beside it for reference.
+
+Two sides in front of one engine double that streams 200 tokens 2 ms apart
+(each token its own write, so each its own chunk on the wire): llm-entry's
+proxy (the model relay in front of LiteLLM's app), and the same proxy
+started as llm-entry started it before the relay (LiteLLM's own chat route,
+llm-entry's config and key check). Each round loads each side in turn, who
+goes first alternating: first non-streaming chat completions (CPU per
+request), then streams (CPU per chunk, after taking off the per-request CPU
+of the same round once per stream). Nothing else runs meanwhile. Counting
+includes warm-up: every request started is counted, and every one finishes.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+
+from . import alone, footprint, load, procs, runner
+from .settings import Settings
+
+COST_ENV = {"ENGINE_DOUBLE_TOKENS": "200", "ENGINE_DOUBLE_TOKEN_INTERVAL": "0.002"}
+CONCURRENCY = 16
+SIDES = ("llm-entry", "LiteLLM's chat route")
+
+
+@dataclass
+class CostCell:
+    """One side, one value per round."""
+
+    proxy_ms_per_request: list[float] = field(default_factory=list)
+    proxy_ms_per_chunk: list[float] = field(default_factory=list)
+    engine_ms_per_request: list[float] = field(default_factory=list)
+    engine_ms_per_chunk: list[float] = field(default_factory=list)
+    requests: int = 0
+    streams: int = 0
+    chunks: int = 0
+    errors: int = 0
+    error_sample: str = ""
+
+
+@dataclass
+class CostResults:
+    concurrency: int
+    tokens_per_stream: int
+    cells: dict[str, CostCell] = field(default_factory=lambda: {side: CostCell() for side in SIDES})
+
+
+@dataclass(frozen=True)
+class Side:
+    label: str
+    port: int
+    key: str
+    groups: dict        # "proxy" and "engine" -> function giving the pids now
+
+
+def one_round(side: Side, settings: Settings, cell: CostCell) -> str:
+    meter = footprint.Meter(side.groups).start()
+    plain = load.run_load(side.port, side.key, runner.chat_body(), CONCURRENCY, settings.load_duration, 0.0)
+    used = meter.stop()
+    requests = len(plain.latencies)
+    per_request = {name: 1000 * used[name].cpu_s / max(requests, 1) for name in side.groups}
+    meter = footprint.Meter(side.groups).start()
+    streamed = load.run_streams(side.port, side.key, runner.chat_body(), CONCURRENCY, settings.load_duration, 0.0)
+    used = meter.stop()
+    streams, chunks = len(streamed.tokens_per_stream), sum(streamed.tokens_per_stream)
+    per_chunk = {name: 1000 * max(0.0, used[name].cpu_s - streams * per_request[name] / 1000) / max(chunks, 1)
+                 for name in side.groups}
+    cell.proxy_ms_per_request.append(per_request["proxy"])
+    cell.engine_ms_per_request.append(per_request["engine"])
+    cell.proxy_ms_per_chunk.append(per_chunk["proxy"])
+    cell.engine_ms_per_chunk.append(per_chunk["engine"])
+    cell.requests += requests
+    cell.streams += streams
+    cell.chunks += chunks
+    cell.errors += plain.errors + streamed.errors
+    cell.error_sample = cell.error_sample or plain.error_sample or streamed.error_sample
+    return (f"{requests} requests, proxy {per_request['proxy']:.2f} ms/request; {chunks} chunks, "
+            f"proxy {per_chunk['proxy'] * 1000:.1f} µs/chunk")
+
+
+def measure(runs: runner.Runs, settings: Settings, say) -> CostResults:
+    entry = runner.Entry(runs, ["--proxy-workers", "1"], engine_env=COST_ENV).start()
+    say(f"  cost: llm-entry ready in {entry.wait_ready():.1f} s")
+    engine = types.SimpleNamespace(port=entry.engine_port, key=entry.engine_key())
+    litellm_route = alone.Proxy(runs, engine, route="litellm").start()
+    procs.wait_for(lambda: runner.chat_ok(litellm_route.port, litellm_route.master_key)
+                   or procs.exited(litellm_route.process), runner.START_DEADLINE, "the proxy alone", poll=0.2)
+    engine_group = lambda: procs.group_members(entry.pgid("engine"))   # noqa: E731
+    sides = [Side(SIDES[0], entry.port, entry.master_key,
+                  {"proxy": lambda: procs.group_members(entry.pgid("proxy")), "engine": engine_group}),
+             Side(SIDES[1], litellm_route.port, litellm_route.master_key,
+                  {"proxy": lambda: procs.group_members(litellm_route.process.pid), "engine": engine_group})]
+    results = CostResults(CONCURRENCY, int(COST_ENV["ENGINE_DOUBLE_TOKENS"]))
+    try:
+        for round_number in range(settings.load_rounds):
+            order = sides if round_number % 2 == 0 else sides[::-1]
+            for side in order:
+                said = one_round(side, settings, results.cells[side.label])
+                say(f"  cost round {round_number + 1} {side.label}: {said}")
+    finally:
+        entry.stop()
+        litellm_route.stop()
+    return results

@@ -1,0 +1,92 @@
+"""The report's sections on the request path's cost: CPU per request and per
+streamed chunk (bench/cost.py), and the real engine through the proxy and
+direct under vLLM's own benchmark client (bench/vllm_client.py)."""
+
+from __future__ import annotations
+
+from .cost import CostResults
+from .markdown import per_round, s, table
+from .stats import Summary, ratio
+from .vllm_client import ClientResults
+
+CHUNK_GOAL_MS = 0.05
+REQUEST_GOAL_MS = 3.0
+THROUGHPUT_GOAL = 0.9
+TTFT_GOAL_MS = 15.0
+
+
+def cost_section(c: CostResults) -> str:
+    rows = [[side, s(cell.proxy_ms_per_request, 2), s(cell.proxy_ms_per_chunk, 4),
+             s(cell.engine_ms_per_request, 2), s(cell.engine_ms_per_chunk, 4),
+             f"{cell.requests} / {cell.streams} / {cell.chunks}", str(cell.errors)]
+            for side, cell in c.cells.items()]
+    sides = list(c.cells)
+    gains = []
+    if len(sides) == 2:
+        new, old = c.cells[sides[0]], c.cells[sides[1]]
+        per_request = Summary.of(per_round(old.proxy_ms_per_request, new.proxy_ms_per_request, ratio))
+        per_chunk = Summary.of(per_round(old.proxy_ms_per_chunk, new.proxy_ms_per_chunk, ratio))
+        if per_request.runs and per_chunk.runs:
+            gains.append(f"{sides[1]} spends {per_request.text(1, 0)}× the CPU of {sides[0]} per request and "
+                         f"{per_chunk.text(1, 0)}× per streamed chunk (per round).\n")
+    errors = [f"{side}: {cell.error_sample}" for side, cell in c.cells.items() if cell.error_sample]
+    return "\n".join([
+        "### The request path: CPU per request and per streamed chunk\n",
+        f"{c.concurrency} clients, closed loop, non-streaming chat completions, then streams of "
+        f"{c.tokens_per_stream} tokens written 2 ms apart (each its own chunk on the wire); CPU of the "
+        "whole process group from /proc, over requests (per request) and over content chunks after taking "
+        "off the same round's per-request CPU once per stream (per chunk). The engine double's own cost "
+        "is beside it for reference. Goals: at most 3 ms per request and 0.05 ms per chunk for the proxy.\n",
+        table(["proxy", "proxy CPU ms/request", "proxy CPU ms/chunk", "engine CPU ms/request",
+               "engine CPU ms/chunk", "requests / streams / chunks", "errors"], rows),
+        *gains,
+        ("Errors: " + "; ".join(errors) + "\n") if errors else "",
+    ])
+
+
+def vllm_client_section(v: ClientResults) -> str:
+    load = v.load
+    rows = [[side, s(v.throughput[side], 2), s(v.ttft_median_ms[side], 0), s(v.tpot_median_ms[side], 1),
+             str(sum(v.failed[side]))] for side in v.throughput]
+    share = Summary.of(per_round(v.throughput["proxy"], v.throughput["direct"], ratio))
+    added = Summary.of(per_round(v.ttft_median_ms["proxy"], v.ttft_median_ms["direct"], lambda p, d: p - d))
+    return "\n".join([
+        "### The real engine under vLLM's own benchmark client\n",
+        f"`vllm.benchmarks.serve` (vLLM's load generator, run as a module) against llm-entry serving the "
+        f"demo model on vLLM's CPU build: {load.prompts} random prompts of {load.input_len} tokens, "
+        f"{load.output_len} output tokens each (`--ignore-eos`), at most {load.concurrency} in flight, "
+        "`openai-chat` backend, through the public port (master key) and direct to the engine's port "
+        f"(internal key), alternating, {v.rounds} round(s), the same prompts on both sides in a round.\n",
+        table(["side", "requests/s", "median TTFT ms", "median TPOT ms", "failed"], rows),
+        f"Proxy over direct, per round: throughput {share.text(1, 3)}×, median time to first token "
+        f"{added.text(1, 1, ' ms')} added.\n",
+        ("Failures: " + "; ".join(v.failures) + "\n") if v.failures else "",
+    ])
+
+
+def request_path_goals(c: CostResults | None, v: ClientResults | None, goal) -> list:
+    found = []
+    if c is not None:
+        cell = next(iter(c.cells.values()))
+        label = next(iter(c.cells))
+        chunk = Summary.of(cell.proxy_ms_per_chunk)
+        request = Summary.of(cell.proxy_ms_per_request)
+        found.append(goal(f"proxy CPU per streamed chunk ({label})", f"≤ {CHUNK_GOAL_MS} ms",
+                          chunk.text(1, 4, " ms"), None if chunk.runs == 0 else chunk.median <= CHUNK_GOAL_MS,
+                          by=f"{chunk.median - CHUNK_GOAL_MS:.3f} ms"))
+        found.append(goal(f"proxy CPU per non-streamed request ({label})", f"≤ {REQUEST_GOAL_MS:g} ms",
+                          request.text(1, 2, " ms"),
+                          None if request.runs == 0 else request.median <= REQUEST_GOAL_MS,
+                          by=f"{request.median - REQUEST_GOAL_MS:.2f} ms"))
+    if v is not None:
+        share = Summary.of(per_round(v.throughput["proxy"], v.throughput["direct"], ratio))
+        added = Summary.of(per_round(v.ttft_median_ms["proxy"], v.ttft_median_ms["direct"], lambda p, d: p - d))
+        found.append(goal(f"real engine, vLLM's client, c={v.load.concurrency}: throughput proxy / direct",
+                          f"≥ {THROUGHPUT_GOAL}", share.text(1, 3),
+                          None if share.runs == 0 else share.median >= THROUGHPUT_GOAL,
+                          by=f"{THROUGHPUT_GOAL - share.median:.3f}"))
+        found.append(goal(f"real engine, vLLM's client, c={v.load.concurrency}: added median TTFT",
+                          f"≤ {TTFT_GOAL_MS:g} ms", added.text(1, 1, " ms"),
+                          None if added.runs == 0 else added.median <= TTFT_GOAL_MS,
+                          by=f"{added.median - TTFT_GOAL_MS:.1f} ms"))
+    return found
