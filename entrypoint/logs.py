@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable
 
 from .console import Console
 
-KEPT_LINES = 30
+KEPT_LINES = 200   # enough for exits.HISTORY_LINES: vLLM ends with dozens of lines of noise
 
 
 class LogTail:

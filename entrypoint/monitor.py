@@ -22,7 +22,7 @@ from .config import Config
 from .console import Console
 from .errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROXY_FAILED,
                      EXIT_SUPERVISOR_FAILED)
-from .exits import TAIL_LINES, tell_exit
+from .exits import HISTORY_LINES, tell_exit
 from .health import Verdict, Vitals, assess, combine
 from .logs import LogForwarder
 from .probe_files import ProbeFiles
@@ -214,9 +214,9 @@ class Monitor:
         if how.startswith("terminated by SIGKILL"):
             how += " (perhaps out of memory: check the container's memory limit and dmesg)"
         self.forwarder.pump()
-        tail = self.forwarder.tails[program.name].last_lines(TAIL_LINES)
+        history = self.forwarder.tails[program.name].last_lines(HISTORY_LINES)
         story = tell_exit(program.name, how, self.clock() - program.vitals.started_at,
-                          program.vitals.last_ok is not None, tail)
+                          program.vitals.last_ok is not None, history)
         if self.restarts.allowed(program):
             self.console.say(story.summary + "; restarting it")
             return self._restart_failed(program, self.restarts.begin(program))

@@ -5,7 +5,8 @@
 - `not-healthy`: present when only a container restart will help.
 - `heartbeat`: the Unix time until which the monitor vouches for the two
   files above; the probe scripts fail once it has passed, so a frozen or dead
-  monitor cannot leave a stale "ready" behind.
+  monitor cannot leave a stale "ready" behind. It holds EXPIRED (0) once
+  llm-entry has exited: nothing runs, nothing is vouched for, at once.
 
 `ProbeFiles.show` is the only writer: the state is derived in one place and
 every write is atomic (temp file + os.replace).
@@ -23,6 +24,7 @@ from .errors import EntryError
 NOT_READY = "not-ready"
 NOT_HEALTHY = "not-healthy"
 HEARTBEAT = "heartbeat"
+EXPIRED = 0   # the heartbeat once nothing runs; the probe scripts say "llm-entry has exited"
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
@@ -58,7 +60,8 @@ class ProbeFiles:
         self._ttl = heartbeat_ttl
         self._clock = clock
         self._shown: tuple[str | None, str | None] | None = None
-        self._beat_until = 0
+        self._beat_until = -1
+        self._expired = False
 
     def prepare(self) -> None:
         """Create the folder and prove we can write there, before anything starts.
@@ -93,7 +96,19 @@ class ProbeFiles:
             self._shown = state
         self.beat()
 
+    def expire(self, reason: str) -> None:
+        """Once nothing runs any more: not-ready says why (not-healthy stays as
+        it is), and the heartbeat stops vouching at once rather than for
+        another --heartbeat-ttl. Later calls, and later beats, change nothing."""
+        if self._expired:
+            return
+        self.show(reason, self._shown[1] if self._shown else None)
+        write_atomically(self.dir / HEARTBEAT, f"{EXPIRED}\n")
+        self._beat_until, self._expired = EXPIRED, True
+
     def beat(self) -> None:
+        if self._expired:
+            return
         until = int(self._clock() + self._ttl)
         if until != self._beat_until:
             write_atomically(self.dir / HEARTBEAT, f"{until}\n")

@@ -137,12 +137,30 @@ def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
     preflight(config)
     probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl)
     probes.prepare()
+    try:
+        return serve_prepared(config, env, console, signals, probes)
+    except EntryError as error:
+        on_the_way_out(lambda: probes.expire(stopped_line(error.exit_code, error.message)))
+        raise
+    finally:
+        # Whatever ended the run (finish() already did this on the usual way
+        # out): nothing runs now, so the heartbeat stops vouching.
+        on_the_way_out(lambda: probes.expire("stopped: llm-entry failed, see its last lines on stderr"))
+
+
+def stopped_line(exit_code: int, summary: str) -> str:
+    """llm-entry's last line, also what not-ready says once it has exited."""
+    return f"stopped; exit code {exit_code}" + ("" if exit_code == EXIT_OK else f" ({summary})")
+
+
+def serve_prepared(config: Config, env: Mapping[str, str], console: Console, signals: SignalQueue,
+                   probes: ProbeFiles) -> int:
     probes.show("starting", None)
     announce(config, console)
     if config.demo:
         demo_model.ensure_demo_model(Path(config.model).parent)
     if signals.received:
-        probes.show("stopped before the start", None)
+        probes.expire("stopped before the start; exit code 0")
         console.say("stop requested before the start: nothing was started; exit code 0")
         return EXIT_OK
 
@@ -190,13 +208,14 @@ def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Mo
             console.error("  " + line)
     for checker in checkers.values():
         checker.stop()
-    Shutdown(config, supervisor, console, signals, reaper, probes).run(
+    Shutdown(config, supervisor, console, signals, reaper, probes, flush_logs=forwarder.pump).run(
         proxy_pgids=monitor.programs[PROXY].pgids,
         engine_pgids=monitor.programs[ENGINE].pgids,
         drain=outcome.requested, was_ready=outcome.was_ready,
         since=outcome.since, kill_at_once=outcome.kill_at_once,
     )
-    on_the_way_out(probes.beat)
+    last_line = stopped_line(outcome.exit_code, outcome.summary)
+    on_the_way_out(lambda: probes.expire(last_line))  # nothing runs any more
     forwarder.stop()  # the programs' last words come before our last line
-    console.say(f"stopped; exit code {outcome.exit_code}" + ("" if outcome.exit_code == EXIT_OK else f" ({outcome.summary})"))
+    console.say(last_line)
     return outcome.exit_code

@@ -42,6 +42,7 @@ SUPERVISOR_WAIT = 1.0         # supervisord's own exit once its programs are gon
 STARTING_ENGINE_GRACE = 5.0   # nothing to drain, and vLLM may ignore SIGTERM while loading
 LOG_FLUSH = 2.0               # LogForwarder.stop() joins its thread for up to 2 s after us
 SLACK = 0.5                   # polls overshooting their deadlines, console lines
+LOG_SETTLE = 0.5              # after a group is gone, for supervisord to reap it and write out its last output
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Budget:
     kill_wait: float
     supervisor_wait: float
     starting_engine_grace: float
+    log_settle: float   # for supervisord to write out a stopped program's last output
     proxy_by: float     # the proxy's SIGTERM deadline
     engine_by: float    # the engine's SIGTERM deadline
     end: float          # everything stopped; the log forwarder's last flush follows
@@ -68,7 +70,7 @@ def budget(config: Config, was_ready: bool) -> Budget:
     engine_by = end - (kill + rpc + supervisor + kill)
     engine_time = engine_shutdown_timeout(config) + 1.0 if was_ready else STARTING_ENGINE_GRACE * scale
     return Budget(rpc=rpc, kill_wait=kill, supervisor_wait=supervisor,
-                  starting_engine_grace=STARTING_ENGINE_GRACE * scale,
+                  starting_engine_grace=STARTING_ENGINE_GRACE * scale, log_settle=LOG_SETTLE * scale,
                   proxy_by=engine_by - engine_time - kill, engine_by=engine_by, end=end)
 
 
@@ -83,7 +85,8 @@ def proxy_drain_budget(config: Config) -> float:
 class Shutdown:
     def __init__(self, config: Config, supervisor: Supervisor, console: Console, signals: SignalQueue,
                  reaper: Reaper, probes: ProbeFiles, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, processes: ProcessTable = ProcessTable()):
+                 sleep: Callable[[float], None] = time.sleep, processes: ProcessTable = ProcessTable(),
+                 flush_logs: Callable[[], None] = lambda: None):
         self.config = config
         self.supervisor = supervisor
         self.console = console
@@ -93,6 +96,8 @@ class Shutdown:
         self.clock = clock
         self.sleep = sleep
         self.processes = processes
+        self.flush_logs = flush_logs   # print what the programs wrote so far (LogForwarder.pump)
+        self.supervisor_answers = True
         self.hurry = False
         self.plan = budget(config, was_ready=True)
         self.end = clock() + self.plan.end
@@ -148,11 +153,34 @@ class Shutdown:
             return not any(map(self.processes.group_alive, alive))
 
         if self.wait_until(settled, deadline):
-            self.console.say(f"{name} stopped in {self.clock() - started:.1f} s")
+            took = self.clock() - started
+            self.print_last_output(name, deadline + self.plan.kill_wait)
+            self.console.say(f"{name} stopped in {took:.1f} s")
             return
         gone = self.kill_groups(alive)
+        self.print_last_output(name, deadline + self.plan.kill_wait)
         self.console.say(f"{name} did not stop in time: killed its process group"
                          + ("" if gone else f", still not gone after {self.plan.kill_wait:g} s"))
+
+    def print_last_output(self, name: str, limit: float) -> None:
+        """The program's last lines before the line that says it stopped.
+
+        supervisord writes a program's last output to its log when it reaps
+        the program, which can come a moment after the group is gone: wait for
+        supervisord to say so, within LOG_SETTLE and the stage's own time (its
+        deadline and its SIGKILL wait), and never when it has stopped answering.
+        """
+        def reaped() -> bool:
+            if not self.supervisor_answers:
+                return True
+            try:
+                state = self.supervisor.states().get(name)
+            except SupervisorError:
+                self.supervisor_answers = False
+                return True
+            return state is None or not state.alive
+        self.wait_until(reaped, min(limit, self.clock() + self.plan.log_settle))
+        self.flush_logs()
 
     def run(self, proxy_pgids: Iterable[int], engine_pgids: Iterable[int], drain: bool, was_ready: bool,
             since: float | None = None, kill_at_once: Iterable[str] = ()) -> None:
@@ -183,6 +211,7 @@ class Shutdown:
         try:
             states = self.supervisor.states()
         except SupervisorError as error:
+            self.supervisor_answers = False
             self.console.say(f"supervisord did not say what runs ({error}): stopping what is known")
             return
         for name, state in states.items():

@@ -129,6 +129,7 @@ class FakeSupervisor:
         self.started: list[tuple[float, str]] = []
         self.next_pid: dict[str, int] = {}          # what a start_program gives each program
         self.exit_reasons: dict[str, str] = {}
+        self.reap_delay = 0.0
         processes.add(self.pid, term_takes=0.3)
 
     def run(self, name: str, pid: int) -> None:
@@ -151,7 +152,15 @@ class FakeSupervisor:
 
     def states(self) -> dict[str, ProgramState]:
         self._call("getAllProcessInfo")
-        return dict(self.programs)
+        return {name: self._as_reaped(state) for name, state in self.programs.items()}
+
+    def _as_reaped(self, state: ProgramState) -> ProgramState:
+        """A running program whose group died shows as stopped once
+        supervisord has reaped it, `reap_delay` later."""
+        group = self.processes.groups.get(state.pid)
+        if state.alive and group is not None and self.clock() >= group.dies_at + self.reap_delay:
+            return ProgramState(state.name, "STOPPED", 0, 0, "")
+        return state
 
     def start_program(self, name: str) -> None:
         self._call("startProcess")

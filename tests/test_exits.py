@@ -3,7 +3,11 @@ cause, and what the one line says."""
 
 from __future__ import annotations
 
-from entrypoint.exits import MAX_LINE, TAIL_LINES, tell_exit, telling_line
+from pathlib import Path
+
+from entrypoint.exits import HISTORY_LINES, MAX_LINE, TAIL_LINES, tell_exit, telling_line
+
+DATA = Path(__file__).resolve().parent / "data" / "exits"
 
 
 def test_the_last_exception_line_is_the_telling_one() -> None:
@@ -58,3 +62,86 @@ def test_output_without_errors_is_named_as_last_output() -> None:
     story = tell_exit("proxy", "terminated by SIGKILL", 70, True, ["INFO: Uvicorn running"])
     assert story.summary == ("proxy exited (terminated by SIGKILL) 70 s after start, after it was ready; "
                              "last output: INFO: Uvicorn running")
+
+
+# --- chosen by what a line says, not by a word in it ---------------------------------
+
+def test_an_info_line_from_a_logger_named_error_is_not_an_error() -> None:
+    lines = ["INFO uvicorn.error: Started server process [4907]",
+             "INFO uvicorn.error: Uvicorn running on http://0.0.0.0:8080 (Press CTRL+C to quit)"]
+    story = tell_exit("proxy", "terminated by SIGKILL", 70, True, lines)
+    assert story.summary == ("proxy exited (terminated by SIGKILL) 70 s after start, after it was ready; "
+                             "last output: INFO uvicorn.error: Uvicorn running on http://0.0.0.0:8080 "
+                             "(Press CTRL+C to quit)")
+
+
+def test_exceptions_named_in_info_and_warning_lines_do_not_count() -> None:
+    lines = ["ERROR:    Application startup failed. Exiting.",
+             "(APIServer pid=1) WARNING 12-01 22:15:30 [system_utils.py:255] fd limit errors like "
+             "`OSError: [Errno 24] Too many open files` may follow",
+             "INFO 12-01 22:15:31 [utils.py:1] falling back (ImportError: no module named x)"]
+    assert telling_line(lines) == "ERROR:    Application startup failed. Exiting."
+
+
+def test_the_first_exception_of_a_chain_is_the_cause() -> None:
+    lines = ["Traceback (most recent call last):", '  File "server.py", line 182, in startup',
+             "OSError: [Errno 98] address already in use", "",
+             "During handling of the above exception, another exception occurred:", "",
+             "Traceback (most recent call last):", '  File "server.py", line 192, in startup',
+             "SystemExit: 3"]
+    assert telling_line(lines) == "OSError: [Errno 98] address already in use"
+
+
+def test_a_traceback_ends_with_its_exception_whatever_its_name() -> None:
+    lines = ["Traceback (most recent call last):", '  File "a.py", line 1, in <module>', "KeyboardInterrupt",
+             "INFO bye"]
+    assert telling_line(lines) == "KeyboardInterrupt"
+
+
+def test_colour_codes_do_not_hide_a_level() -> None:
+    assert telling_line(["\x1b[31mERROR\x1b[0m: worker died", "\x1b[32mINFO\x1b[0m: done"]) == "ERROR: worker died"
+
+
+def test_the_choice_reads_further_back_than_the_lines_printed() -> None:
+    history = ["ValueError: bad weights"] + [f"nanobind: leaked function {n}" for n in range(60)]
+    story = tell_exit("engine", "exit status 1", 3, False, history)
+    assert story.summary.endswith("; its error: ValueError: bad weights")
+    assert story.last_lines == tuple(history[-TAIL_LINES:])
+
+
+# --- recorded output of the real programs (tests/data/exits/README.md) ---------------
+
+def recorded(name: str) -> list[str]:
+    """The lines as llm-entry keeps them: blank lines dropped, the last HISTORY_LINES."""
+    text = (DATA / name).read_text()
+    return [line for line in text.splitlines() if line.strip()][-HISTORY_LINES:]
+
+
+def test_vllm_with_truncated_weights_is_told_by_the_workers_error_not_the_wrapper() -> None:
+    story = tell_exit("engine", "exit status 1", 43, False, recorded("vllm-weights-truncated.log"))
+    assert story.summary == (
+        "engine exited (exit status 1) 43 s after start, while starting; vLLM exits even with status 0 when its "
+        "engine core dies; its error: safetensors._safetensors_rust.SafetensorError: Error while deserializing "
+        "header: incomplete metadata, file not fully covered")
+
+
+def test_vllm_whose_engine_core_was_killed_is_told_by_its_engine_dead_error_not_the_leak_report() -> None:
+    story = tell_exit("engine", "exit status 0", 51, True, recorded("vllm-engine-core-killed.log"))
+    assert story.summary == (
+        "engine exited (exit status 0) 51 s after start, after it was ready; vLLM exits even with status 0 when "
+        "its engine core dies; its error: vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an "
+        "issue. See stack trace (above) for the root cause.")
+
+
+def test_litellm_that_cannot_bind_its_port_is_told_by_the_bind_error_not_the_cancelled_job() -> None:
+    story = tell_exit("proxy", "exit status 3", 13, False, recorded("litellm-port-taken.log"))
+    assert story.summary == (
+        "proxy exited (exit status 3) 13 s after start, while starting; its error: OSError: [Errno 98] error while "
+        "attempting to bind on address ('127.0.0.1', 23440): address already in use")
+
+
+def test_litellm_killed_after_its_start_is_told_by_its_last_line_not_as_an_error() -> None:
+    story = tell_exit("proxy", "terminated by SIGKILL", 70, True, recorded("litellm-started.log"))
+    assert story.summary == (
+        "proxy exited (terminated by SIGKILL) 70 s after start, after it was ready; last output: "
+        "INFO uvicorn.error: Uvicorn running on http://127.0.0.1:24543 (Press CTRL+C to quit)")

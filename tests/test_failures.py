@@ -36,10 +36,10 @@ def assert_failed(entry, code, *phrases):
 
 def assert_stopped(entry):
     """After a requested shutdown (exit 0): not-ready says so, no not-healthy,
-    nothing left."""
-    assert "shutting down" in entry.probe_text("not-ready"), entry.probe_text("not-ready")
+    the heartbeat vouches for nothing (liveness fails too), nothing left."""
+    assert entry.probe_text("not-ready") == "stopped; exit code 0\n"
     assert not entry.has("not-healthy")
-    assert probe(entry, "readiness") == 1
+    assert probe(entry, "readiness") == 1 and probe(entry, "liveness") == 1
     entry.assert_nothing_left()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
-from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles, write_atomically
+from entrypoint.probe_files import EXPIRED, HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles, write_atomically
 
 
 class FakeClock:
@@ -138,6 +138,29 @@ def test_the_same_second_does_not_rewrite_the_heartbeat(probes: ProbeFiles, cloc
     clock.now += 0.1
     probes.beat()
     assert os.stat(probes.dir / HEARTBEAT).st_ino == before
+
+
+def test_expiring_stops_the_heartbeat_vouching_at_once_and_says_why(probes: ProbeFiles) -> None:
+    probes.show("shutting down: received SIGTERM", None)
+    probes.expire("stopped; exit code 0")
+    assert EXPIRED == 0
+    assert contents(probes.dir) == {HEARTBEAT: "0\n", NOT_READY: "stopped; exit code 0\n"}
+
+
+def test_expiring_after_a_failure_keeps_not_healthy(probes: ProbeFiles) -> None:
+    probes.show("engine exited (exit status 1)", "engine exited (exit status 1)")
+    probes.expire("stopped; exit code 3 (engine exited (exit status 1))")
+    assert contents(probes.dir) == {HEARTBEAT: "0\n", NOT_HEALTHY: "engine exited (exit status 1)\n",
+                                    NOT_READY: "stopped; exit code 3 (engine exited (exit status 1))\n"}
+
+
+def test_once_expired_no_beat_or_second_expiry_vouches_again(probes: ProbeFiles, clock: FakeClock) -> None:
+    probes.show(None, None)
+    probes.expire("stopped; exit code 0")
+    clock.now += 5
+    probes.beat()
+    probes.expire("stopped: llm-entry failed, see its last lines on stderr")
+    assert contents(probes.dir) == {HEARTBEAT: "0\n", NOT_READY: "stopped; exit code 0\n"}
 
 
 def test_no_temp_file_is_left_behind(probes: ProbeFiles, clock: FakeClock) -> None:

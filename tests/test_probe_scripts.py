@@ -141,6 +141,30 @@ def test_a_stale_heartbeat_says_the_monitor_is_stuck(tmp_path: Path) -> None:
     assert "monitor is stuck or gone" in result.stderr
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("name", PROBE_NAMES)
+def test_an_empty_heartbeat_fails_every_probe_and_says_why(tmp_path: Path, shell: str, name: str) -> None:
+    folder = make_probe_dir(tmp_path / "probe", "")
+    result = run_probe(name, shell, folder, None)
+    assert (result.returncode, result.stderr) == (
+        1, f"heartbeat in {folder} is empty (llm-entry never writes it so): is another process writing there?\n")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("name", PROBE_NAMES)
+def test_an_expired_heartbeat_says_llm_entry_has_exited_and_why(tmp_path: Path, shell: str, name: str) -> None:
+    folder = make_probe_dir(tmp_path / "probe", "0\n", "stopped; exit code 0\n")
+    result = run_probe(name, shell, folder, None)
+    assert (result.returncode, result.stderr) == (1, "llm-entry has exited: stopped; exit code 0\n")
+
+
+def test_a_heartbeat_that_is_no_time_says_so(tmp_path: Path) -> None:
+    folder = make_probe_dir(tmp_path / "probe", "soon\n")
+    result = run_probe("liveness", "sh", folder, None)
+    assert (result.returncode, result.stderr) == (
+        1, f"heartbeat in {folder} is not a Unix time: is another process writing there?\n")
+
+
 def test_a_ready_probe_prints_nothing(tmp_path: Path) -> None:
     folder = make_probe_dir(tmp_path / "probe", fresh())
     for name in PROBE_NAMES:
@@ -168,6 +192,14 @@ def test_the_probes_read_what_probe_files_show(tmp_path: Path, state: tuple, exp
     assert exit_codes(files.dir) == {"readiness": 1, "liveness": 1, "startup": 1}
     files.show(*state)
     assert exit_codes(files.dir) == dict(zip(PROBE_NAMES, expected))
+
+
+def test_after_llm_entry_expired_the_heartbeat_every_probe_fails(tmp_path: Path) -> None:
+    files = ProbeFiles(tmp_path / "probe", heartbeat_ttl=15.0)
+    files.prepare()
+    files.show(None, None)
+    files.expire("stopped; exit code 0")
+    assert exit_codes(files.dir) == {"readiness": 1, "liveness": 1, "startup": 1}
 
 
 # --- however Kubernetes or an operator names the script -------------------------

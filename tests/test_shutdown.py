@@ -26,10 +26,20 @@ class World:
         self.signals = FakeSignals(self.clock, second_signal_at)
         self.probes = FakeProbes(self.clock)
         self.console, self.out, _ = quiet_console()
+        self.printed: set[str] = set()
 
     def shutdown(self, config: FakeConfig = FakeConfig()) -> Shutdown:
         return Shutdown(config, self.supervisor, self.console, self.signals, self.reaper, self.probes,
-                        clock=self.clock, sleep=self.clock.sleep, processes=self.processes)
+                        clock=self.clock, sleep=self.clock.sleep, processes=self.processes,
+                        flush_logs=self.flush_logs)
+
+    def flush_logs(self) -> None:
+        """The log forwarder: a program's last words reach its log when
+        supervisord reaps it, and the console when the forwarder pumps."""
+        for name, state in self.supervisor.programs.items():
+            if name not in self.printed and not self.supervisor._as_reaped(state).alive:
+                self.console.line(name, f"{name}'s last words")
+                self.printed.add(name)
 
     def nothing_dies(self) -> None:
         for pgid in (PROXY, ENGINE, SUPERVISORD, LEFTOVER):
@@ -149,3 +159,37 @@ def test_a_probe_dir_that_broke_does_not_stop_the_shutdown_half_way() -> None:
     world.probes.broken = True
     world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     assert not world.processes.group_alive(PROXY) and not world.processes.group_alive(ENGINE)
+
+
+@pytest.mark.parametrize("reap_delay", [0.0, 0.3])
+def test_each_programs_last_lines_come_before_the_line_that_says_it_stopped(reap_delay: float) -> None:
+    world = World()
+    world.processes.add(PROXY, term_takes=0.2)
+    world.processes.add(ENGINE, term_takes=1.0)
+    world.supervisor.run("proxy", PROXY)
+    world.supervisor.run("engine", ENGINE)
+    world.supervisor.reap_delay = reap_delay
+    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    lines = world.out.getvalue().splitlines()
+    assert lines == ["proxy     | proxy's last words", "llm-entry | proxy stopped in 0.2 s",
+                     "engine    | engine's last words", "llm-entry | engine stopped in 1.0 s"]
+
+
+def test_a_killed_programs_last_lines_come_before_the_line_that_says_so() -> None:
+    world = World()
+    world.processes.add(ENGINE, term_takes=None)
+    world.supervisor.run("engine", ENGINE)
+    world.supervisor.reap_delay = 0.1
+    world.shutdown().run([], [ENGINE], drain=True, was_ready=True, since=0.0)
+    lines = world.out.getvalue().splitlines()
+    assert lines[:2] == ["engine    | engine's last words",
+                         "llm-entry | engine did not stop in time: killed its process group"]
+
+
+def test_with_supervisord_silent_the_stop_lines_wait_for_nothing() -> None:
+    world = World()
+    world.processes.add(ENGINE)
+    world.supervisor.silent = True
+    world.shutdown().run([], [ENGINE], drain=True, was_ready=True, since=0.0)
+    calls = [method for method, _ in world.supervisor.calls]
+    assert calls.count("getAllProcessInfo") == 1   # learning the groups; the stop line does not ask again
