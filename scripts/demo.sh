@@ -2,6 +2,9 @@
 # One command from a fresh checkout to an authenticated OpenAI-compatible
 # endpoint: installs llm-entry and the CPU build of vLLM into .venv, builds
 # the tiny demo model offline, and serves it on port 8080 (or $PORT).
+# Probe files go to $LLM_ENTRY_PROBE_DIR (default ./.probe), the master key to
+# ./.demo-master-key; vLLM listens on 127.0.0.1:3000 (llm-entry's default).
+# Further arguments go to llm-entry, e.g. `--engine-port 3001` when 3000 is taken.
 # With a GPU, use `pip install '.[gpu]'` and a real model instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."

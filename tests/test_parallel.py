@@ -1,5 +1,6 @@
 """Unit tests of the tensor parallel choice: the largest size below the GPU
-count that divides the attention heads and fits the KV heads, as vLLM demands."""
+count that divides the attention heads and, with the KV heads, divides them
+or is a multiple of them, as vLLM demands."""
 
 from __future__ import annotations
 
@@ -59,6 +60,13 @@ def test_14_heads_with_2_kv_heads_use_two_gpus(gpus: int, expected: int) -> None
 
 def test_14_heads_with_2_kv_heads_use_all_fourteen_gpus_when_there_are_fourteen() -> None:
     assert choose_tensor_parallel(14, QWEN_05B, None).tensor_parallel_size == 14
+
+
+def test_more_gpus_than_kv_heads_is_valid_when_the_size_is_a_multiple_of_them() -> None:
+    # The README's example: 4 GPUs for 2 KV heads copies each KV head to two GPUs.
+    assert choose_tensor_parallel(4, HeadCounts(32, 2), None).tensor_parallel_size == 4
+    assert choose_tensor_parallel(4, HeadCounts(32, 2), 4).tensor_parallel_size == 4
+    assert choose_tensor_parallel(6, HeadCounts(32, 8), None).tensor_parallel_size == 4
 
 
 @pytest.mark.parametrize("gpus,expected", [(1, 1), (2, 2), (3, 2), (4, 4), (5, 4), (6, 4), (7, 4), (8, 8)])
