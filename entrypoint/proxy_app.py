@@ -7,11 +7,24 @@ worker's environment: it is for the proxy's interpreter only.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from litellm.proxy.proxy_server import app as litellm_app
+from starlette.middleware.cors import CORSMiddleware
 
 from entrypoint.proxy_auth import shared_key_ring
 from entrypoint.proxy_relay import relay_app
 
-app = relay_app(litellm_app, os.environ, shared_key_ring)
+
+def litellm_cors_options(app) -> dict:
+    """The CORS settings LiteLLM gave its app (LITELLM_CORS_ORIGINS and so on),
+    so that a browser sees the same answers on the model routes as on the others."""
+    for middleware in app.user_middleware:
+        if middleware.cls is CORSMiddleware:
+            return dict(middleware.kwargs)
+    raise RuntimeError("LiteLLM's app has no CORS middleware: this LiteLLM release is not one llm-entry supports.")
+
+
+app = relay_app(litellm_app, os.environ, shared_key_ring,
+                wrap=functools.partial(CORSMiddleware, **litellm_cors_options(litellm_app)))

@@ -166,7 +166,27 @@ def _report(path: Path, change: KeysChange) -> None:
 
 
 class CredentialError(Exception):
-    """The request carries no usable key; the message is safe to show to the client."""
+    """The request carries no usable key; the message is safe to show to the client,
+    the reason (a few words) to write in the log."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+WRONG_KEY = "Invalid API key: it is not a key this server accepts."
+WRONG_KEY_REASON = "wrong key"
+NOT_ALLOWED_REASON = "a keys-file key on a route for the master key only"
+
+
+def refusal_line(method: str, route: str, client: str, reason: str) -> str:
+    """The one log line a refused request makes: who, where, why; never the key."""
+    return f"refused {method} {route} from {client}: {reason}"
+
+
+def log_refusal(method: str, route: str, client: str, reason: str) -> None:
+    # WARNING, not ERROR: a scanner hitting the port is the world, not a fault here.
+    logger.warning(refusal_line(method, route, client, reason))
 
 
 def presented_key(headers: Iterable[tuple[str, str]]) -> str:
@@ -183,17 +203,20 @@ def presented_key(headers: Iterable[tuple[str, str]]) -> str:
             scheme, _, key = value.strip().partition(" ")
             key = key.strip()
             if scheme.lower() != "bearer" or not key or any(c.isspace() for c in key):
-                raise CredentialError("Malformed Authorization header: expected 'Authorization: Bearer <key>'.")
+                raise CredentialError("Malformed Authorization header: expected 'Authorization: Bearer <key>'.",
+                                      "malformed Authorization header")
             found.add(key)
         elif name in _KEY_HEADERS:
             key = value.strip()
             if not key or any(c.isspace() for c in key):
-                raise CredentialError(f"Malformed {name} header: expected '{name}: <key>'.")
+                raise CredentialError(f"Malformed {name} header: expected '{name}: <key>'.",
+                                      f"malformed {name} header")
             found.add(key)
     if not found:
-        raise CredentialError(_MISSING_KEY)
+        raise CredentialError(_MISSING_KEY, "no key")
     if len(found) > 1:
-        raise CredentialError("The request carries different keys in its headers: send one key.")
+        raise CredentialError("The request carries different keys in its headers: send one key.",
+                              "different keys in two headers")
     return found.pop()
 
 
@@ -216,26 +239,39 @@ def proxy_authenticator(
     from litellm.proxy.auth.route_checks import RouteChecks
 
     reaches_model = reaches_model or RouteChecks.is_llm_api_route
+    logging.getLogger("LiteLLM Proxy").addFilter(_without_logged_refusals)
 
-    def refusal(message: str, code: int = 401) -> ProxyException:
-        return ProxyException(message=message, type=ProxyErrorTypes.auth_error.value, param=None, code=code,
-                              headers={"WWW-Authenticate": "Bearer"} if code == 401 else None)
+    def refusal(request: Any, message: str, reason: str, code: int = 401) -> ProxyException:
+        client = request.client.host if request.client else "unknown"
+        log_refusal(request.method, get_request_route(request), client, reason)
+        refused = ProxyException(message=message, type=ProxyErrorTypes.auth_error.value, param=None, code=code,
+                                 headers={"WWW-Authenticate": "Bearer"} if code == 401 else None)
+        refused.logged_by_llm_entry = True   # LiteLLM's own ERROR lines for it are dropped
+        return refused
 
     async def user_api_key_auth(request: Any, api_key: str) -> UserAPIKeyAuth:
         try:
             key = presented_key(request.headers.items())
         except CredentialError as error:
-            raise refusal(str(error)) from None
+            raise refusal(request, str(error), error.reason) from None
         source = key_ring.source_of(key)
         if source is KeySource.MASTER:
             return UserAPIKeyAuth(api_key=MASTER_KEY_LABEL, user_role=LitellmUserRoles.PROXY_ADMIN)
         if source is KeySource.KEYS_FILE:
             if not reaches_model(get_request_route(request)):
-                raise refusal(_MODEL_ROUTES_ONLY, code=403)
+                raise refusal(request, _MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON, code=403)
             return UserAPIKeyAuth(api_key=KEYS_FILE_LABEL, user_role=LitellmUserRoles.INTERNAL_USER)
-        raise refusal("Invalid API key: it is not a key this server accepts.")
+        raise refusal(request, WRONG_KEY, WRONG_KEY_REASON)
 
     return user_api_key_auth
+
+
+def _without_logged_refusals(record: logging.LogRecord) -> bool:
+    """A logging filter for LiteLLM's proxy logger: LiteLLM logs every refused
+    request at ERROR, over two lines (the exception, then the client's address);
+    llm-entry has written its own one line for the refusals it made."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not any(getattr(arg, "logged_by_llm_entry", False) for arg in args)
 
 
 _shared_ring: KeyRing | None = None

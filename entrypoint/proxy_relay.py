@@ -31,7 +31,8 @@ from typing import Any
 
 import aiohttp
 
-from entrypoint.proxy_auth import CredentialError, KeyRing, KeySource, presented_key
+from entrypoint.proxy_auth import (WRONG_KEY, WRONG_KEY_REASON, CredentialError, KeyRing, KeySource, log_refusal,
+                                   presented_key)
 
 ENGINE_URL_VARIABLE = "LLM_ENTRY_ENGINE_URL"
 ENGINE_KEY_VARIABLE = "LLM_ENTRY_ENGINE_KEY"
@@ -104,41 +105,45 @@ def refusal(error: str, status: int = 401) -> tuple[int, list, bytes]:
     return error_response(status, error, "auth_error", extra)
 
 
-def check_key(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> tuple[KeySource | None, str]:
-    """(where the key comes from, why not): the same rules as LiteLLM's custom auth."""
+def check_key(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> tuple[KeySource | None, str, str]:
+    """(where the key comes from, or None; the client's message; the log's reason):
+    the same rules as LiteLLM's custom auth."""
     try:
         key = presented_key((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
     except CredentialError as error:
-        return None, str(error)
+        return None, str(error), error.reason
     source = key_ring.source_of(key)
-    return source, "" if source else "Invalid API key: it is not a key this server accepts."
+    return (source, "", "") if source else (None, WRONG_KEY, WRONG_KEY_REASON)
 
 
 class ModelRelay:
     """ASGI app: the model routes go to the engine, everything else to `app`."""
 
-    def __init__(self, app: ASGIApp, settings: RelaySettings, key_ring: Callable[[], KeyRing]) -> None:
+    def __init__(self, app: ASGIApp, settings: RelaySettings, key_ring: Callable[[], KeyRing],
+                 wrap: Callable[[ASGIApp], ASGIApp] | None = None) -> None:
         self.app = app
         self.settings = settings
         self._key_ring = key_ring      # called per request: LiteLLM's auth and this share one ring
         self._session: aiohttp.ClientSession | None = None
+        # The model routes' own middleware (LiteLLM's CORS settings, see proxy_app).
+        self._model_route = wrap(self._serve) if wrap else self._serve
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._closing_at_shutdown(send))
             return
-        engine_path = RELAYED_ROUTES.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if engine_path is None or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in RELAYED_ROUTES:
             await self.app(scope, receive, send)
             return
-        source, why = check_key(self._key_ring(), scope["headers"])
+        await self._model_route(scope, receive, send)
+
+    async def _serve(self, scope: dict, receive: Callable, send: Callable) -> None:
+        source, message, reason = check_key(self._key_ring(), scope["headers"])
         if source is None:
-            client = (scope.get("client") or ("unknown",))[0]
-            logger.warning("refused %s %s from %s: %s", scope["method"], scope["path"], client,
-                           why.split(":")[0].rstrip("."))
-            await _respond(send, *refusal(why))
+            log_refusal(scope["method"], scope["path"], (scope.get("client") or ("unknown",))[0], reason)
+            await _respond(send, *refusal(message))
             return
-        await self._relay(scope, receive, send, engine_path)
+        await self._relay(scope, receive, send, RELAYED_ROUTES[scope["path"]])
 
     def _closing_at_shutdown(self, send: Callable) -> Callable:
         async def send_after_closing(message: dict) -> None:
@@ -236,5 +241,6 @@ async def _respond(send: Callable, status: int, headers: list, body: bytes) -> N
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def relay_app(app: ASGIApp, environ: Mapping[str, str], key_ring: Callable[[], KeyRing]) -> Any:
-    return ModelRelay(app, RelaySettings.from_environment(environ), key_ring)
+def relay_app(app: ASGIApp, environ: Mapping[str, str], key_ring: Callable[[], KeyRing],
+              wrap: Callable[[ASGIApp], ASGIApp] | None = None) -> Any:
+    return ModelRelay(app, RelaySettings.from_environment(environ), key_ring, wrap)

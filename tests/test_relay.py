@@ -167,3 +167,14 @@ def test_a_client_that_goes_away_mid_stream_stops_the_engines_stream(entry_facto
             received += client.recv(65536)
     assert ended not in entry.output()
     wait_for(lambda: ended in entry.output(), 30, "the engine to end the abandoned stream", poll=0.2)
+
+
+def test_a_browser_origin_gets_the_same_cors_answer_on_the_model_routes_as_on_litellms(relay):
+    origin = {"Origin": "https://app.example"}
+    relayed = through_proxy(relay, "/v1/chat/completions", chat_body(relay, "hi"), headers=origin)
+    litellms = requests.get(relay.url("/v1/models"), headers={**relay.headers(), **origin}, timeout=30)
+    assert relayed.status_code == litellms.status_code == 200
+
+    def cors(response):
+        return {k.lower(): v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+    assert cors(relayed) == cors(litellms) and cors(relayed).get("access-control-allow-origin") == "*"

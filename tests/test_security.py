@@ -309,3 +309,38 @@ def test_sighup_does_not_stop_llm_entry_and_the_run_folder_is_removed_at_exit(en
     assert entry.stop() == 0
     assert not run_dir.exists()
     entry.assert_nothing_left()
+
+
+REJECTIONS = [
+    # (method, path, headers, the reason the log line gives); 20 in all.
+    *[("POST", "/v1/chat/completions", {}, "no key")] * 4,
+    *[("POST", "/completions", {"Authorization": f"Bearer {WRONG_KEY}"}, "wrong key")] * 4,
+    *[("GET", "/v1/models", {"x-api-key": WRONG_KEY}, "wrong key")] * 4,
+    *[("GET", "/v1/models", {"Authorization": f"Basic {MASTER_KEY}"}, "malformed Authorization header")] * 4,
+    *[("GET", "/key/list", {"Authorization": f"Bearer {FILE_KEY_A}"},
+       "a keys-file key on a route for the master key only")] * 4,
+]
+
+
+def proxy_lines_since(entry, mark: int) -> list[str]:
+    return [line for line in entry.out_path.read_text(errors="replace")[mark:].splitlines()
+            if line.startswith("proxy     | ")]
+
+
+def test_twenty_rejected_requests_make_twenty_warning_lines_and_no_error(guarded):
+    publish(guarded.secret_dir, f"{FILE_KEY_A}\n{FILE_KEY_B}\n")
+    wait_for(lambda: call(guarded, "GET", "/v1/models", None, guarded.headers(FILE_KEY_A)).status_code == 200,
+             15, "the file key to work", poll=0.2)
+    mark = len(guarded.out_path.read_text(errors="replace"))
+    for method, path, headers, _ in REJECTIONS:
+        body = body_for("chat" if "chat" in path else "completion", guarded.served_model_name) \
+            if method == "POST" else None
+        assert requests.request(method, guarded.url(path), json=body, headers=headers,
+                                timeout=30).status_code in (401, 403)
+    expected = [f"proxy     | WARNING entrypoint.proxy_auth: refused {method} {path} from 127.0.0.1: {reason}"
+                for method, path, _, reason in REJECTIONS]
+    wait_for(lambda: len([line for line in proxy_lines_since(guarded, mark) if "refused" in line]) >= 20, 30,
+             "twenty refusals in the log", poll=0.2)
+    lines = proxy_lines_since(guarded, mark)
+    assert [line for line in lines if "refused" in line] == expected
+    assert not [line for line in lines if "ERROR" in line or "Requester IP" in line], lines
