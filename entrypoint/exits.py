@@ -34,7 +34,7 @@ MAX_LINE = 300
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # vLLM's process tag, `(EngineCore_DP0 pid=9) `.
-PROCESS_TAG = re.compile(r"^\((?:\w+) pid=\d+\)\s+")
+PROCESS_TAG = re.compile(r"^\([^()]*?\bpid=\d+\)\s+")
 LEVEL = re.compile(r"(?<![A-Za-z])(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)(?![A-Za-z])")
 LEVEL_SEARCH_WIDTH = 48   # a level word past this is part of the message, not its prefix
 # What follows the level word up to the message: vLLM's date and [file:line],

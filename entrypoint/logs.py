@@ -108,6 +108,15 @@ class LogForwarder:
             for tail in self.tails.values():
                 tail.pump(final)
 
+    def finish(self, name: str) -> None:
+        """Print all that `name` wrote, its last line too when it ends without
+        a newline (vLLM's last line, nanobind's "See https://..." , does): the
+        program has stopped, nothing more comes to complete it."""
+        with self._lock:
+            self._before_pump()
+            for tail in self.tails.values():
+                tail.pump(final=tail.name == name)
+
     def stop(self) -> None:
         """The last pump, once: later calls (the run's `finally`) do nothing,
         since a closed tail would open its file again and print it twice."""

@@ -208,7 +208,7 @@ def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Mo
             console.error("  " + line)
     for checker in checkers.values():
         checker.stop()
-    Shutdown(config, supervisor, console, signals, reaper, probes, flush_logs=forwarder.pump).run(
+    Shutdown(config, supervisor, console, signals, reaper, probes, flush_logs=forwarder.finish).run(
         proxy_pgids=monitor.programs[PROXY].pgids,
         engine_pgids=monitor.programs[ENGINE].pgids,
         drain=outcome.requested, was_ready=outcome.was_ready,

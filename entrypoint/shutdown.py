@@ -86,7 +86,7 @@ class Shutdown:
     def __init__(self, config: Config, supervisor: Supervisor, console: Console, signals: SignalQueue,
                  reaper: Reaper, probes: ProbeFiles, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, processes: ProcessTable = ProcessTable(),
-                 flush_logs: Callable[[], None] = lambda: None):
+                 flush_logs: Callable[[str], None] = lambda name: None):
         self.config = config
         self.supervisor = supervisor
         self.console = console
@@ -96,7 +96,7 @@ class Shutdown:
         self.clock = clock
         self.sleep = sleep
         self.processes = processes
-        self.flush_logs = flush_logs   # print what the programs wrote so far (LogForwarder.pump)
+        self.flush_logs = flush_logs   # print all a stopped program wrote (LogForwarder.finish)
         self.supervisor_answers = True
         self.hurry = False
         self.plan = budget(config, was_ready=True)
@@ -180,7 +180,7 @@ class Shutdown:
                 return True
             return state is None or not state.alive
         self.wait_until(reaped, min(limit, self.clock() + self.plan.log_settle))
-        self.flush_logs()
+        self.flush_logs(name)
 
     def run(self, proxy_pgids: Iterable[int], engine_pgids: Iterable[int], drain: bool, was_ready: bool,
             since: float | None = None, kill_at_once: Iterable[str] = ()) -> None:

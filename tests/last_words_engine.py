@@ -1,7 +1,8 @@
 """The engine test double behind a wrapper that prints a burst of lines as it
-exits, after the double is gone: like vLLM, whose last lines (dozens of lines
-of nanobind's leak report, a resource_tracker warning) come at the very end of
-its exit. Standard library only; SIGTERM is passed on to the double."""
+exits, after the double is gone, the last one without a newline: like vLLM,
+whose last lines (dozens of lines of nanobind's leak report, ending in
+"See https://..." with no newline) come at the very end of its exit.
+Standard library only; SIGTERM is passed on to the double."""
 
 import signal
 import subprocess
@@ -17,5 +18,6 @@ if __name__ == "__main__":
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda received, frame: child.send_signal(received))
     code = child.wait()
-    print("".join(f"last-words: leak report line {n}\n" for n in range(BURST)) + LAST_WORDS, flush=True)
+    # The last line without a newline, as nanobind ends vLLM's output.
+    print("".join(f"last-words: leak report line {n}\n" for n in range(BURST)) + LAST_WORDS, end="", flush=True)
     sys.exit(code)

@@ -98,6 +98,16 @@ def test_a_traceback_ends_with_its_exception_whatever_its_name() -> None:
     assert telling_line(lines) == "KeyboardInterrupt"
 
 
+def test_each_process_has_its_own_traceback_when_vllm_interleaves_them() -> None:
+    prefix = "(VllmWorker rank=0 pid=5) ERROR 12-01 22:15:49 [multiproc_executor.py:953]"
+    lines = [f"{prefix} Traceback (most recent call last):",
+             f'{prefix}   File "worker.py", line 9, in main',
+             "(APIServer pid=1) INFO 12-01 22:15:49 [api_server.py:1] waiting for the engine",
+             f"{prefix} torch.cuda.OutOfMemory: tried to allocate 2.00 GiB",
+             "(APIServer pid=1) INFO 12-01 22:15:50 [api_server.py:1] shutting down"]
+    assert telling_line(lines) == "torch.cuda.OutOfMemory: tried to allocate 2.00 GiB"
+
+
 def test_colour_codes_do_not_hide_a_level() -> None:
     assert telling_line(["\x1b[31mERROR\x1b[0m: worker died", "\x1b[32mINFO\x1b[0m: done"]) == "ERROR: worker died"
 

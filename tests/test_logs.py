@@ -60,3 +60,17 @@ def test_a_file_that_appears_later_is_followed(tmp_path: Path) -> None:
     log.write_text("late\n")
     forwarder.pump()
     assert printed(out) == ["late"]
+
+
+def test_a_finished_programs_last_line_without_a_newline_is_printed_and_no_other_programs(tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = Console(out=out, err=io.StringIO())
+    (tmp_path / "engine.log").write_text("nanobind: leaked 4 instances!\nSee https://nanobind.readthedocs.io/")
+    (tmp_path / "proxy.log").write_text("INFO uvicorn.error: Shutting down\nhalf a li")
+    forwarder = LogForwarder([LogTail(name, tmp_path / f"{name}.log", console) for name in ("engine", "proxy")])
+    forwarder.finish("engine")
+    assert out.getvalue().splitlines() == ["engine    | nanobind: leaked 4 instances!",
+                                           "engine    | See https://nanobind.readthedocs.io/",
+                                           "proxy     | INFO uvicorn.error: Shutting down"]
+    forwarder.stop()
+    assert out.getvalue().splitlines()[-1] == "proxy     | half a li"

@@ -33,13 +33,14 @@ class World:
                         clock=self.clock, sleep=self.clock.sleep, processes=self.processes,
                         flush_logs=self.flush_logs)
 
-    def flush_logs(self) -> None:
+    def flush_logs(self, name: str) -> None:
         """The log forwarder: a program's last words reach its log when
-        supervisord reaps it, and the console when the forwarder pumps."""
-        for name, state in self.supervisor.programs.items():
-            if name not in self.printed and not self.supervisor._as_reaped(state).alive:
-                self.console.line(name, f"{name}'s last words")
-                self.printed.add(name)
+        supervisord reaps it, and the console when the forwarder is told the
+        program has finished."""
+        state = self.supervisor.programs.get(name)
+        if state is not None and name not in self.printed and not self.supervisor._as_reaped(state).alive:
+            self.console.line(name, f"{name}'s last words")
+            self.printed.add(name)
 
     def nothing_dies(self) -> None:
         for pgid in (PROXY, ENGINE, SUPERVISORD, LEFTOVER):
