@@ -33,6 +33,8 @@ class LogTail:
         self.recent: deque[str] = deque(maxlen=KEPT_LINES)
         self._file: BinaryIO | None = None
         self._partial = b""
+        self._kept = 0        # lines ever kept in `recent`
+        self._run_from = 0    # ... when the program's current run began
 
     def pump(self, final: bool = False) -> None:
         if self._file is None and not self._open():
@@ -77,10 +79,18 @@ class LogTail:
             # vLLM redraws progress bars with \r: keep only the last frame.
             text = text.rsplit("\r", 1)[-1]
             self.recent.append(self.console.redact(text))
+            self._kept += 1
             self.console.line(self.name, text)
 
+    def begin_run(self) -> None:
+        """The program is restarted: what it wrote before is no longer its
+        story (an exit summary quotes only the run that exited)."""
+        self._run_from = self._kept
+
     def last_lines(self, count: int = 5) -> list[str]:
-        lines = [line for line in self.recent if line.strip()]
+        """The last non-blank lines of the program's current run."""
+        this_run = min(self._kept - self._run_from, len(self.recent))
+        lines = [line for line in list(self.recent)[len(self.recent) - this_run:] if line.strip()]
         return lines[-count:]
 
 

@@ -218,6 +218,7 @@ class Monitor:
         story = tell_exit(program.name, how, self.clock() - program.vitals.started_at,
                           program.vitals.last_ok is not None, history)
         if self.restarts.allowed(program):
+            self.forwarder.tails[program.name].begin_run()
             self.console.say(story.summary + "; restarting it")
             return self._restart_failed(program, self.restarts.begin(program))
         code = EXIT_ENGINE_FAILED if program.name == ENGINE else EXIT_PROXY_FAILED

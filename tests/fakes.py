@@ -219,9 +219,13 @@ def quiet_console() -> tuple[Console, io.StringIO, io.StringIO]:
 class FakeTail:
     def __init__(self, lines: list[str] | None = None):
         self.lines = lines or []
+        self.run_from = 0
+
+    def begin_run(self) -> None:
+        self.run_from = len(self.lines)
 
     def last_lines(self, count: int = 5) -> list[str]:
-        return self.lines[-count:]
+        return self.lines[self.run_from:][-count:]
 
 
 class FakeForwarder:

@@ -74,3 +74,17 @@ def test_a_finished_programs_last_line_without_a_newline_is_printed_and_no_other
                                            "proxy     | INFO uvicorn.error: Shutting down"]
     forwarder.stop()
     assert out.getvalue().splitlines()[-1] == "proxy     | half a li"
+
+
+def test_after_a_restart_the_last_lines_are_the_new_runs_only(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    log.write_text("OSError: [Errno 98] address already in use\n")
+    out = io.StringIO()
+    tail = LogTail("engine", log, Console(out=out, err=io.StringIO()))
+    tail.pump()
+    tail.begin_run()
+    assert tail.last_lines(20) == []
+    with log.open("a") as file:
+        file.write("INFO uvicorn.error: Started server process [2]\n\n")
+    tail.pump()
+    assert tail.last_lines(20) == ["INFO uvicorn.error: Started server process [2]"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK,
+from entrypoint.errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROXY_FAILED,
                                EXIT_SUPERVISOR_FAILED)
 from entrypoint.monitor import TICK, Monitor, ready_line
 from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles
@@ -174,6 +174,28 @@ def test_the_exit_summary_names_the_root_cause_and_the_last_lines_come_below(tmp
                                     "Tried to allocate 2.00 GiB")
     assert len(outcome.details) == 20
     assert outcome.details[-1] == "engine | " + VLLM_FAILURE[-1]
+
+
+def test_a_summary_after_a_restart_is_told_from_the_last_runs_output_only(tmp_path: Path) -> None:
+    world = ready_world(tmp_path, config=FakeConfig(max_restarts=1))
+    world.supervisor.next_pid["proxy"] = 301
+    tail = world.forwarder.tails["proxy"]
+    tail.lines = ["Traceback (most recent call last):", '  File "server.py", line 182, in startup',
+                  "OSError: [Errno 98] address already in use"]
+    world.supervisor.exit("proxy", 3)
+    while not world.supervisor.started:
+        assert world.tick() is None
+    assert "; its error: OSError: [Errno 98] address already in use; restarting it" in world.out.getvalue()
+    tail.lines += ["INFO uvicorn.error: Uvicorn running on http://0.0.0.0:8080 (Press CTRL+C to quit)"]
+    world.supervisor.exit("proxy", -1, reason="terminated by SIGKILL")
+    outcome = None
+    while outcome is None:
+        outcome = world.tick()
+    assert outcome.exit_code == EXIT_PROXY_FAILED
+    assert "; last output: INFO uvicorn.error: Uvicorn running on http://0.0.0.0:8080 (Press CTRL+C to quit)" \
+        in outcome.summary
+    assert outcome.details == ("proxy | INFO uvicorn.error: Uvicorn running on http://0.0.0.0:8080 "
+                               "(Press CTRL+C to quit)",)
 
 
 def restart_world(tmp_path: Path, **old_group) -> World:
