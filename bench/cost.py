@@ -56,6 +56,11 @@ class Side:
     groups: dict        # "proxy" and "engine" -> function giving the pids now
 
 
+# Every token different: LiteLLM's chat route cuts a stream whose chunks repeat
+# 100 times (the double pads a short answer with one token), and it must be measured too.
+STREAM_BODY = runner.chat_body(" ".join(f"w{i}" for i in range(int(COST_ENV["ENGINE_DOUBLE_TOKENS"]))))
+
+
 def one_round(side: Side, settings: Settings, cell: CostCell) -> str:
     meter = footprint.Meter(side.groups).start()
     plain = load.run_load(side.port, side.key, runner.chat_body(), CONCURRENCY, settings.load_duration, 0.0)
@@ -63,7 +68,7 @@ def one_round(side: Side, settings: Settings, cell: CostCell) -> str:
     requests = len(plain.latencies)
     per_request = {name: 1000 * used[name].cpu_s / max(requests, 1) for name in side.groups}
     meter = footprint.Meter(side.groups).start()
-    streamed = load.run_streams(side.port, side.key, runner.chat_body(), CONCURRENCY, settings.load_duration, 0.0)
+    streamed = load.run_streams(side.port, side.key, STREAM_BODY, CONCURRENCY, settings.load_duration, 0.0)
     used = meter.stop()
     streams, chunks = len(streamed.tokens_per_stream), sum(streamed.tokens_per_stream)
     per_chunk = {name: 1000 * max(0.0, used[name].cpu_s - streams * per_request[name] / 1000) / max(chunks, 1)

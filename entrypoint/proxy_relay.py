@@ -125,8 +125,9 @@ class ModelRelay:
         self.settings = settings
         self._key_ring = key_ring      # called per request: LiteLLM's auth and this share one ring
         self._session: aiohttp.ClientSession | None = None
-        # The model routes' own middleware (LiteLLM's CORS settings, see proxy_app).
-        self._model_route = wrap(self._serve) if wrap else self._serve
+        # LiteLLM's CORS settings (see proxy_app), for the requests a browser sends:
+        # the middleware wraps every chunk's send, so others go without it.
+        self._for_browsers = wrap(self._serve) if wrap else self._serve
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
@@ -135,7 +136,8 @@ class ModelRelay:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in RELAYED_ROUTES:
             await self.app(scope, receive, send)
             return
-        await self._model_route(scope, receive, send)
+        browser = any(name == b"origin" for name, _ in scope["headers"])
+        await (self._for_browsers if browser else self._serve)(scope, receive, send)
 
     async def _serve(self, scope: dict, receive: Callable, send: Callable) -> None:
         source, message, reason = check_key(self._key_ring(), scope["headers"])
@@ -215,7 +217,8 @@ async def _relay_response(response: aiohttp.ClientResponse, receive: Callable, s
     gone = asyncio.Event()
     watcher = asyncio.ensure_future(_close_on_disconnect(receive, response, gone))
     try:
-        async for chunk in response.content.iter_any():
+        read = response.content.readany
+        while chunk := await read():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except (aiohttp.ClientError, asyncio.TimeoutError) as error:
         if not gone.is_set():
