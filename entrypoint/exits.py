@@ -28,11 +28,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .logs import ANSI
+
 TAIL_LINES = 20        # printed below the summary
 HISTORY_LINES = 200    # read to choose the telling line
 MAX_LINE = 300
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # vLLM's process tag, `(EngineCore_DP0 pid=9) `.
 PROCESS_TAG = re.compile(r"^\([^()]*?\bpid=\d+\)\s+")
 LEVEL = re.compile(r"(?<![A-Za-z])(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)(?![A-Za-z])")

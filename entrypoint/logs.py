@@ -11,6 +11,7 @@ line can carry it.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import deque
 from pathlib import Path
@@ -19,6 +20,9 @@ from typing import BinaryIO, Callable
 from .console import Console
 
 KEPT_LINES = 200   # enough for exits.HISTORY_LINES: vLLM ends with dozens of lines of noise
+# Terminal control sequences (colours, cursor moves): LiteLLM colours its start-up
+# lines whatever the output is; a container log shows them as "[32m" litter.
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 class LogTail:
@@ -77,7 +81,9 @@ class LogTail:
         for raw in lines:
             text = raw.decode(errors="replace").rstrip("\r")
             # vLLM redraws progress bars with \r: keep only the last frame.
-            text = text.rsplit("\r", 1)[-1]
+            text = ANSI.sub("", text.rsplit("\r", 1)[-1])
+            if not text.strip():
+                continue   # LiteLLM frames its banner in empty lines: nothing to read
             self.recent.append(self.console.redact(text))
             self._kept += 1
             self.console.line(self.name, text)

@@ -164,7 +164,7 @@ def render_run_files(config: Config, python: str, run_dir: Path) -> list[Rendere
 def dry_run_text(config: Config, python: str, run_dir: Path) -> str:
     """What --dry-run prints: the plan and every rendered file, and no key."""
     lines = [
-        f"# GPUs: {config.visible_gpus} visible of {config.gpus.count} on the node ({config.gpus.source})",
+        f"# {config.gpus_reason}",
         f"# {config.parallel.reason}",
         "# engine command:",
         shlex.join(engine_command(config)),

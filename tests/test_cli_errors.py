@@ -248,7 +248,7 @@ def test_dry_run_splits_32_heads_over_4_of_6_gpus_without_showing_the_key(
     assert result.returncode == 0, result.stderr
     assert "--tensor-parallel-size 4" in result.stdout
     assert "# 6 GPUs, 32 heads (8 KV): tensor parallel 4, 2 GPUs idle" in result.stdout
-    assert "# GPUs: 6 visible of 6 on the node (nvidia-smi)" in result.stdout
+    assert "# GPUs: 6 GPUs (via nvidia-smi)" in result.stdout
     assert MASTER_KEY not in result.stdout + result.stderr
     assert not probe_dir.exists()
 
@@ -279,5 +279,5 @@ def test_dry_run_honours_cuda_visible_devices(env: dict[str, str], model_dir: Pa
     result = run(["--model", str(model_dir), "--master-key", MASTER_KEY, "--dry-run"],
                  {**env, "CUDA_VISIBLE_DEVICES": "0,1"})
     assert result.returncode == 0, result.stderr
-    assert "# GPUs: 2 visible of 6 on the node (nvidia-smi)" in result.stdout
+    assert "# GPUs: 2 of the node's 6 visible (CUDA_VISIBLE_DEVICES='0,1'; the node's count via nvidia-smi)" in result.stdout
     assert "--tensor-parallel-size 2" in result.stdout

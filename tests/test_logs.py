@@ -88,3 +88,15 @@ def test_after_a_restart_the_last_lines_are_the_new_runs_only(tmp_path: Path) ->
         file.write("INFO uvicorn.error: Started server process [2]\n\n")
     tail.pump()
     assert tail.last_lines(20) == ["INFO uvicorn.error: Started server process [2]"]
+
+
+def test_colour_codes_and_empty_lines_do_not_reach_the_container_log(tmp_path: Path) -> None:
+    # What LiteLLM 1.103 prints at start (recorded), framed in empty lines.
+    log = tmp_path / "engine.log"
+    log.write_text("\n   ██╗     ██╗\n\n\x1b[32mLiteLLM: Proxy initialized with Config, Set models:\x1b[0m\n"
+                   "\x1b[32m    model\x1b[0m\n  \n\x1b[1;37m#---#\x1b[0m\nINFO uvicorn.error: Started\n")
+    forwarder, out = forwarder_for(log)
+    forwarder.pump()
+    assert printed(out) == ["   ██╗     ██╗", "LiteLLM: Proxy initialized with Config, Set models:", "    model",
+                            "#---#", "INFO uvicorn.error: Started"]
+    assert "\n\n" not in out.getvalue() and "\x1b" not in out.getvalue()

@@ -343,7 +343,7 @@ def dry_run_config(tmp_path: Path) -> Config:
 def test_dry_run_explains_tensor_parallel_4_for_6_gpus_and_32_heads(dry_run_config: Config) -> None:
     text = render.dry_run_text(dry_run_config, PYTHON, Path("<run-dir>"))
     lines = text.splitlines()
-    assert lines[0] == "# GPUs: 6 visible of 6 on the node (nvidia-smi)"
+    assert lines[0] == "# GPUs: 6 GPUs (via nvidia-smi)"   # the line a real start prints
     assert lines[1] == "# 6 GPUs, 32 heads (8 KV): tensor parallel 4, 2 GPUs idle"
     assert "--tensor-parallel-size 4" in lines[3]
     assert "# engine settings: none (VLLM_API_KEY is generated at every start)" in lines
