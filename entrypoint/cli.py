@@ -75,7 +75,7 @@ WORKERS = WorkerCount()
               help="Command that starts the engine, split like a shell line; llm-entry appends the vLLM "
                    "arguments.  [default: this Python -m vllm.entrypoints.openai.api_server]")
 @option("--proxy-workers", type=WORKERS, default="auto",
-              help="LiteLLM worker processes, or auto: one per usable CPU up to 4 on a GPU node, "
+              help="LiteLLM worker processes, or auto: one per usable CPU up to 2 on a GPU node, "
                    "1 when the engine runs on the CPU.")
 @option("--cache-dir", type=PATH, help="Where the demo model is built.  [default: ~/.cache/llm-entry]")
 @option("--startup-timeout", type=SECONDS, default=1800.0, help="Seconds to become ready before giving up.")

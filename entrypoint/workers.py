@@ -1,12 +1,16 @@
 """How many LiteLLM worker processes the proxy runs.
 
-One worker is one process with one GIL: on the benchmark machine it tops
-out near 110 requests/s whatever the concurrency, and a second worker on a
-second core doubled that with the same latency at concurrency 1 (see
-BENCHMARKS.md, "Proxy workers"). Each worker is a fresh interpreter of
-about 0.5 GB. So `auto` gives a GPU node one worker per usable CPU, up to
-MAX_AUTO_WORKERS (memory, and nothing measured beyond); on a CPU-only node
-the engine itself needs the cores, so the proxy keeps one.
+The model routes are relayed by llm-entry inside each worker
+(entrypoint.proxy_relay): on the benchmark machine one worker spends about
+0.2 ms of CPU per request and 0.04 ms per streamed chunk (BENCHMARKS.md,
+"The request path"), so one core carries about 5,000 requests/s or 25,000
+streamed chunks/s, more than one engine's answers on most nodes. `auto`
+gives a GPU node MAX_AUTO_WORKERS = 2: the second worker is headroom for a
+node streaming tens of thousands of tokens per second, and keeps the model
+routes answering while the other worker is busy with one of LiteLLM's own,
+slower routes (about 10 ms each). Each worker is a fresh interpreter of about
+0.5 GB, so more would only cost memory. On a CPU-only node the engine itself
+needs the cores, so the proxy keeps one.
 
 Usable CPUs are the fewer of the CPUs this process may run on and the
 container's CPU limit (cgroup quota): Kubernetes limits a pod by quota, not
@@ -20,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_AUTO_WORKERS = 4
+MAX_AUTO_WORKERS = 2
 CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
 CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
@@ -53,7 +57,7 @@ def choose_proxy_workers(requested: int | None, cpus: int, gpus: int) -> WorkerP
         return WorkerPlan(1, f"proxy: 1 worker ({cpus} usable CPUs left to the CPU engine)")
     workers = min(cpus, MAX_AUTO_WORKERS)
     return WorkerPlan(workers, f"proxy: {workers} worker(s), one per usable CPU up to {MAX_AUTO_WORKERS} "
-                               f"({cpus} usable)")
+                               f"({cpus} usable; one carries thousands of requests/s)")
 
 
 def read_usable_cpus() -> int:

@@ -588,7 +588,8 @@ def test_the_demo_keeps_its_context_length_unless_the_user_sets_one(tmp_path: Pa
 
 
 def test_proxy_workers_follow_the_usable_cpus_on_a_gpu_node(model_dir):
-    assert build(model_dir, node_gpus=8, cpus=3).proxy_workers == 3
+    assert build(model_dir, node_gpus=8, cpus=1).proxy_workers == 1
+    assert build(model_dir, node_gpus=8, cpus=3).proxy_workers == 2
 
 
 def test_proxy_keeps_one_worker_when_the_engine_runs_on_the_cpu(model_dir):
