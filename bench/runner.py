@@ -159,7 +159,7 @@ class Entry:
         """The engine or proxy: the leader of its process group under llm-entry."""
         for pid in procs.descendants(self.pid):
             parts = procs.cmdline(pid)
-            is_engine = any(b"engine_double" in part for part in parts)
+            is_engine = any(b"engine_double" in part or b"vllm.entrypoints" in part for part in parts)
             is_proxy = any(b"entrypoint.proxy_server" in part for part in parts)
             if procs.pgid_of(pid) == pid and ((name == "engine" and is_engine) or (name == "proxy" and is_proxy)):
                 return pid

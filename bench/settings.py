@@ -31,7 +31,7 @@ class Settings:
 
     @classmethod
     def full(cls) -> "Settings":
-        return cls(quick=False, engine_delay=5.0, startup_rounds=5, real_engine_rounds=2, vllm_client_rounds=3,
+        return cls(quick=False, engine_delay=5.0, startup_rounds=5, real_engine_rounds=2, vllm_client_rounds=4,
                    load_duration=5.0, load_warmup=0.75, load_rounds=4,
                    concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
                    profile_duration=8.0, reaction_repeats=3, default_hang=True,

@@ -31,7 +31,7 @@ CLIENT_DEADLINE = 600.0
 @dataclass(frozen=True)
 class Load:
     concurrency: int = 8
-    prompts: int = 64
+    prompts: int = 128
     input_len: int = 32
     output_len: int = 32
 
@@ -78,9 +78,10 @@ def measure(runs: runner.Runs, rounds: int, say, load: Load = Load()) -> ClientR
         engine_key = entry.engine_key()
         targets = {"proxy": (f"http://127.0.0.1:{entry.port}", entry.master_key),
                    "direct": (f"http://127.0.0.1:{entry.engine_port}", engine_key)}
-        # One unmeasured run each: the engine's first requests compile and warm caches.
-        for side in SIDES:
-            run_client(*targets[side], model, Load(load.concurrency, load.concurrency, 8, 8), 0, runs.work)
+        # Two unmeasured runs each: the engine's first requests compile and warm caches.
+        warm_up = Load(load.concurrency, 32, load.input_len, load.output_len)
+        for side in (*SIDES, *SIDES):
+            run_client(*targets[side], model, warm_up, 0, runs.work)
         for round_number in range(rounds):
             order = SIDES if round_number % 2 == 0 else tuple(reversed(SIDES))
             for side in order:
