@@ -66,6 +66,15 @@ def section(run: report.Run, name: str, action):
         say(f"  ({name}: {time.monotonic() - started:.0f} s)")
 
 
+def real_engine_section(run: report.Run, name: str, action):
+    """A section that needs vLLM: where it is missing, the report says so."""
+    why_not = startup_real.missing()
+    if why_not:
+        run.errors.append(f"{name}: not run: {why_not}")
+        return None
+    return section(run, name, action)
+
+
 class Interrupted(Exception):
     """The run must end now (its wall-clock limit, or SIGTERM); not caught by any section."""
 
@@ -95,23 +104,15 @@ def main(argv: list[str]) -> int:
         run.startup = section(run, "time to ready",
                               lambda: startup.measure(runs, settings.engine_delay, settings.startup_rounds, say))
         if settings.real_engine_rounds:
-            why_not = startup_real.missing()
-            if why_not:
-                run.errors.append(f"time to ready with the real engine: not run: {why_not}")
-            else:
-                say("1/4 time to ready, real engine")
-                run.real_startup = section(run, "time to ready, real engine",
-                                           lambda: startup_real.measure(runs, settings.real_engine_rounds, say))
+            say("1/4 time to ready, real engine")
+            run.real_startup = real_engine_section(run, "time to ready, real engine",
+                                                   lambda: startup_real.measure(runs, settings.real_engine_rounds, say))
         say("2/4 request overhead")
         run.overhead = section(run, "request overhead", lambda: overhead.measure(runs, settings, say))
         if settings.real_engine_rounds:
-            why_not = startup_real.missing()
-            if why_not:
-                run.errors.append(f"the real engine under vLLM's client: not run: {why_not}")
-            else:
-                say("2/4 the real engine under vLLM's benchmark client")
-                run.vllm_client = section(run, "vLLM's benchmark client", lambda: vllm_client.measure(
-                    runs, settings.vllm_client_rounds, say))
+            say("2/4 the real engine under vLLM's benchmark client")
+            run.vllm_client = real_engine_section(run, "vLLM's benchmark client",
+                                                  lambda: vllm_client.measure(runs, settings.vllm_client_rounds, say))
         say("3/4 reaction times")
         run.reaction = section(run, "reaction times", lambda: reaction.measure(runs, settings, say))
         say("4/4 footprint: probe scripts")
