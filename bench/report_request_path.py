@@ -76,10 +76,14 @@ def vllm_client_section(v: ClientResults) -> str:
         f"demo model on vLLM's CPU build: {load.prompts} random prompts of {load.input_len} tokens, "
         f"{load.output_len} output tokens each (`--ignore-eos`), at most {load.concurrency} in flight, "
         "`openai-chat` backend, through the public port (master key) and direct to the engine's port "
-        f"(internal key), alternating, {v.rounds} round(s), the same prompts on both sides in a round.\n",
+        f"(internal key), alternating, {v.rounds} round(s), the same prompts on both sides in a round. "
+        f"The engine computes on core {v.engine_cores} only (`VLLM_CPU_OMP_THREADS_BIND`), the client and "
+        "the proxy have the other: on a GPU node the engine does not compete with the proxy for the cores.\n",
         table(["side", "requests/s", "median TTFT ms", "median TPOT ms", "failed"], rows),
         f"Proxy over direct, per round: throughput {share.text(1, 3)}×, median time to first token "
-        f"{added.text(1, 1, ' ms')} added.\n",
+        f"{added.text(1, 1, ' ms')} added. The proxy's process group spent "
+        f"{s(v.proxy_cpu_ms_per_request, 2)} ms of CPU per request meanwhile (the client's CPU included "
+        "nowhere).\n",
         ("Failures: " + "; ".join(v.failures) + "\n") if v.failures else "",
     ])
 

@@ -6,6 +6,14 @@ client once against the public port (the master key) and once against the
 engine's port (the internal key, read from /proc), in alternating order, with
 the same random prompts. Full runs only, and only where vLLM is installed.
 
+The engine's compute threads are bound to the first core
+(VLLM_CPU_OMP_THREADS_BIND=0), leaving the other to the client and the
+proxy. On a GPU node the engine computes on the GPU and the cores are
+free; on 2 cores an unbound CPU engine spins its OpenMP threads on both, and
+the proxy's every wake-up for a chunk then waits for a time slice: a
+scheduling cost of this machine, not a CPU cost of the proxy (which is
+measured per round beside the figures).
+
 `python -m bench.vllm_client RESULT.json ARGS...` runs the client once in a
 process of its own (vLLM's import is heavy and its event loop is its own) and
 writes what `serve.main` returns.
@@ -21,11 +29,12 @@ from pathlib import Path
 
 from entrypoint import demo_model
 
-from . import runner
+from . import footprint, procs, runner
 from .startup_real import REAL_ENGINE
 
 SIDES = ("proxy", "direct")
 CLIENT_DEADLINE = 600.0
+ENGINE_CORES = "0"    # VLLM_CPU_OMP_THREADS_BIND: the engine computes on the first core only
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class ClientResults:
     ttft_median_ms: dict[str, list[float]] = field(default_factory=lambda: {side: [] for side in SIDES})
     tpot_median_ms: dict[str, list[float]] = field(default_factory=lambda: {side: [] for side in SIDES})
     failed: dict[str, list[int]] = field(default_factory=lambda: {side: [] for side in SIDES})
+    proxy_cpu_ms_per_request: list[float] = field(default_factory=list)   # the proxy side's rounds
+    engine_cores: str = ENGINE_CORES
     failures: list[str] = field(default_factory=list)
 
 
@@ -70,11 +81,13 @@ def measure(runs: runner.Runs, rounds: int, say, load: Load = Load()) -> ClientR
     model = demo_model.ensure_demo_model(runs.work / "demo-cache")
     results = ClientResults(load=load, rounds=rounds)
     entry = runner.Entry(runs, args=["--served-model-name", runner.MODEL_NAME, "--", *demo_model.DEMO_ENGINE_ARGS],
-                         engine_env={"LLM_ENTRY_ENGINE_CMD": " ".join(REAL_ENGINE), **demo_model.DEMO_ENGINE_ENV},
+                         engine_env={"LLM_ENTRY_ENGINE_CMD": " ".join(REAL_ENGINE), **demo_model.DEMO_ENGINE_ENV,
+                                     "VLLM_CPU_OMP_THREADS_BIND": ENGINE_CORES},
                          model=model)
     try:
         entry.start()
         say(f"  vLLM client: llm-entry with the real engine ready in {entry.wait_ready(600):.0f} s")
+        proxy_group = {"proxy": lambda: procs.group_members(entry.pgid("proxy"))}
         engine_key = entry.engine_key()
         targets = {"proxy": (f"http://127.0.0.1:{entry.port}", entry.master_key),
                    "direct": (f"http://127.0.0.1:{entry.engine_port}", engine_key)}
@@ -85,7 +98,11 @@ def measure(runs: runner.Runs, rounds: int, say, load: Load = Load()) -> ClientR
         for round_number in range(rounds):
             order = SIDES if round_number % 2 == 0 else tuple(reversed(SIDES))
             for side in order:
+                meter = footprint.Meter(proxy_group).start()
                 got = run_client(*targets[side], model, load, round_number + 1, runs.work)
+                if side == "proxy":
+                    used = meter.stop()["proxy"].cpu_s
+                    results.proxy_cpu_ms_per_request.append(1000 * used / max(got.get("completed", 0), 1))
                 results.throughput[side].append(got["request_throughput"])
                 results.ttft_median_ms[side].append(got["median_ttft_ms"])
                 results.tpot_median_ms[side].append(got["median_tpot_ms"])
