@@ -19,6 +19,8 @@ from pathlib import Path
 
 from . import procs
 
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 THREAD = re.compile(r"^thread \(\d+\): (?P<name>.*)$")
 # Frames every sample of a thread passes through: they say nothing about the cost.
@@ -60,7 +62,7 @@ def package_of(path: str) -> str:
         parts = path.split("/lib/python3", 1)[1].split("/")[1:]
         return (parts[0].removesuffix(".py") if parts else "?") + " (stdlib)"
     if "/entrypoint/" in path or "llm_entry" in path:
-        return "llm-entry (custom auth)"
+        return "llm-entry (relay, key check)"
     return path.rsplit("/", 1)[-1] or "?"
 
 
@@ -73,6 +75,10 @@ def short_frame(frame: str) -> str:
         if marker in path:
             path = path.split(marker, 1)[1]
             break
+    else:
+        # llm-entry's own modules (an editable install): named from the repo root.
+        if path.startswith(REPO_ROOT + "/"):
+            path = path[len(REPO_ROOT) + 1:]
     return f"{match['func']} ({path}:{match['line']})" if match["line"] else f"{match['func']} ({path})"
 
 

@@ -64,3 +64,10 @@ def test_the_request_path_sections_and_goals_render_from_results():
     assert goals["proxy CPU per non-streamed request (llm-entry)"].measured == "0.35 (0.30–0.40) ms"
     assert goals["real engine, vLLM's client, c=8: throughput proxy / direct"].measured == "0.975 (0.950–1.000)"
     assert goals["real engine, vLLM's client, c=8: added median TTFT"].ok is True
+
+
+def test_profile_frames_of_llm_entrys_own_modules_are_named_from_the_repo_root():
+    from bench.profile import REPO_ROOT, package_of, short_frame
+    frame = f"ModelRelay._relay ({REPO_ROOT}/entrypoint/proxy_relay.py:175)"
+    assert short_frame(frame) == "ModelRelay._relay (entrypoint/proxy_relay.py:175)"
+    assert package_of(f"{REPO_ROOT}/entrypoint/proxy_relay.py") == "llm-entry (relay, key check)"
