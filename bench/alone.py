@@ -56,8 +56,7 @@ class Proxy:
     ROUTES = ("relay", "litellm")
     LITELLM_LAUNCHER = ["-c", "from litellm import run_server; run_server()"]
 
-    def __init__(self, runs: Runs, engine: Engine, workers: int = 1, route: str = "relay",
-                 extra_args: tuple[str, ...] = ()):
+    def __init__(self, runs: Runs, engine: Engine, route: str = "relay"):
         from entrypoint.config import Options, build_config
         from entrypoint.gpus import NodeGpus
         from entrypoint.keys import Secret
@@ -71,14 +70,14 @@ class Proxy:
         self.master_key = new_master_key()
         options = Options(model=str(make_model_dir(self.dir)), master_key=self.master_key,
                           host="127.0.0.1", port=self.port, engine_port=engine.port,
-                          probe_dir=self.dir / "probe", proxy_workers=workers)
+                          probe_dir=self.dir / "probe", proxy_workers=1)
         config = build_config(options, {}, lambda: NodeGpus(0, "none"))
         for file in render_run_files(config, PYTHON, self.dir):
             (self.dir / file.name).write_text(file.content)
         spec = proxy_launch(config, PYTHON, self.dir)
-        self.argv = spec.argv + list(extra_args)
+        self.argv = spec.argv
         if route == "litellm":
-            self.argv = [spec.argv[0], *self.LITELLM_LAUNCHER, *self.argv[3:]]
+            self.argv = [spec.argv[0], *self.LITELLM_LAUNCHER, *spec.argv[3:]]
         self.env = {**child_environment(config, base_env(), Secret(engine.key)), **dict(spec.set)}
         self.env["PYTHONPATH"] = str(REPO)  # the auth shim imports entrypoint
         self.process: subprocess.Popen | None = None

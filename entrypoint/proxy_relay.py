@@ -100,9 +100,8 @@ def error_response(status: int, message: str, kind: str,
     return status, headers, body
 
 
-def refusal(error: str, status: int = 401) -> tuple[int, list, bytes]:
-    extra = ((b"www-authenticate", b"Bearer"),) if status == 401 else ()
-    return error_response(status, error, "auth_error", extra)
+def refusal(error: str) -> tuple[int, list, bytes]:
+    return error_response(401, error, "auth_error", ((b"www-authenticate", b"Bearer"),))
 
 
 def check_key(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> tuple[KeySource | None, str, str]:
