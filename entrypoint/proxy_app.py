@@ -1,4 +1,5 @@
-"""The ASGI app every proxy worker serves: the model relay in front of LiteLLM's app.
+"""The ASGI app every proxy worker serves: llm-entry's front (keys, limits, usage,
+metrics, the model relay) in front of LiteLLM's app.
 
 uvicorn imports it by name in each worker (entrypoint.proxy_server points
 LiteLLM's launcher at it). Importing it imports LiteLLM's proxy and reads the
@@ -14,7 +15,7 @@ from litellm.proxy.proxy_server import app as litellm_app
 from starlette.middleware.cors import CORSMiddleware
 
 from entrypoint.proxy_auth import shared_key_ring
-from entrypoint.proxy_relay import relay_app
+from entrypoint.proxy_front import front_app
 
 
 def litellm_cors_options(app) -> dict:
@@ -26,5 +27,5 @@ def litellm_cors_options(app) -> dict:
     raise RuntimeError("LiteLLM's app has no CORS middleware: this LiteLLM release is not one llm-entry supports.")
 
 
-app = relay_app(litellm_app, os.environ, shared_key_ring,
+app = front_app(litellm_app, os.environ, shared_key_ring,
                 wrap=functools.partial(CORSMiddleware, **litellm_cors_options(litellm_app)))

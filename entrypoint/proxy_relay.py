@@ -1,11 +1,11 @@
 """The model routes, relayed to the engine byte for byte inside the proxy process.
 
-Runs inside each LiteLLM proxy worker, in front of LiteLLM's own ASGI app
-(see entrypoint.proxy_app). A POST to a model route (chat, completions,
-embeddings, with or without /v1) is checked against the same key ring as
-LiteLLM's custom auth, then sent to the engine with the internal key in place
-of the client's, and the engine's status, headers and body come back as the
-engine sent them, stream chunk by chunk. Everything else goes to LiteLLM.
+Runs inside each LiteLLM proxy worker, behind the front (entrypoint.proxy_front,
+which checks the key and the key's limits). A POST to a model route (chat,
+completions, embeddings, with or without /v1) is sent to the engine with the
+internal key in place of the client's, and the engine's status, headers and
+body come back as the engine sent them, stream chunk by chunk. Everything
+else goes to LiteLLM.
 
 Why not LiteLLM's own routes: measured here on 1.103 (BENCHMARKS.md, "The
 request path"), its chat route spends 0.85-1.1 ms of CPU per streamed chunk
@@ -30,9 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-
-from entrypoint.proxy_auth import (WRONG_KEY, WRONG_KEY_REASON, CredentialError, KeyRing, KeySource, log_refusal,
-                                   presented_key)
 
 ENGINE_URL_VARIABLE = "LLM_ENTRY_ENGINE_URL"
 ENGINE_KEY_VARIABLE = "LLM_ENTRY_ENGINE_KEY"
@@ -100,65 +97,19 @@ def error_response(status: int, message: str, kind: str,
     return status, headers, body
 
 
-def refusal(error: str) -> tuple[int, list, bytes]:
-    return error_response(401, error, "auth_error", ((b"www-authenticate", b"Bearer"),))
+class EngineRelay:
+    """The proxy worker's connection pool to the engine, and one request's relay."""
 
-
-def check_key(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> tuple[KeySource | None, str, str]:
-    """(where the key comes from, or None; the client's message; the log's reason):
-    the same rules as LiteLLM's custom auth."""
-    try:
-        key = presented_key((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
-    except CredentialError as error:
-        return None, str(error), error.reason
-    source = key_ring.source_of(key)
-    return (source, "", "") if source else (None, WRONG_KEY, WRONG_KEY_REASON)
-
-
-class ModelRelay:
-    """ASGI app: the model routes go to the engine, everything else to `app`."""
-
-    def __init__(self, app: ASGIApp, settings: RelaySettings, key_ring: Callable[[], KeyRing],
-                 wrap: Callable[[ASGIApp], ASGIApp] | None = None) -> None:
-        self.app = app
+    def __init__(self, settings: RelaySettings) -> None:
         self.settings = settings
-        self._key_ring = key_ring      # called per request: LiteLLM's auth and this share one ring
         self._session: aiohttp.ClientSession | None = None
-        # LiteLLM's CORS settings (see proxy_app), for the requests a browser sends:
-        # the middleware wraps every chunk's send, so others go without it.
-        self._for_browsers = wrap(self._serve) if wrap else self._serve
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._closing_at_shutdown(send))
-            return
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in RELAYED_ROUTES:
-            await self.app(scope, receive, send)
-            return
-        browser = any(name == b"origin" for name, _ in scope["headers"])
-        await (self._for_browsers if browser else self._serve)(scope, receive, send)
-
-    async def _serve(self, scope: dict, receive: Callable, send: Callable) -> None:
-        source, message, reason = check_key(self._key_ring(), scope["headers"])
-        if source is None:
-            log_refusal(scope["method"], scope["path"], (scope.get("client") or ("unknown",))[0], reason)
-            await _respond(send, *refusal(message))
-            return
-        await self._relay(scope, receive, send, RELAYED_ROUTES[scope["path"]])
-
-    def _closing_at_shutdown(self, send: Callable) -> Callable:
-        async def send_after_closing(message: dict) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                await self.close()
-            await send(message)
-        return send_after_closing
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    def _client(self) -> aiohttp.ClientSession:
+    def client(self) -> aiohttp.ClientSession:
         # Made on the first request, inside the worker's running event loop.
         if self._session is None:
             self._session = aiohttp.ClientSession(
@@ -171,21 +122,19 @@ class ModelRelay:
             )
         return self._session
 
-    async def _relay(self, scope: dict, receive: Callable, send: Callable, engine_path: str) -> None:
-        body = await _read_body(receive)
-        if body is None:
-            return                       # the client went away before its request was read
+    async def forward(self, scope: dict, body: bytes, receive: Callable, send: Callable, engine_path: str) -> None:
+        """Send the request to the engine and its answer to the client."""
         url = self.settings.engine_url + engine_path
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
         headers = engine_request_headers(scope["headers"], self.settings.engine_key)
         try:
-            response = await self._client().post(url, data=body, headers=headers, allow_redirects=False)
+            response = await self.client().post(url, data=body, headers=headers, allow_redirects=False)
         except asyncio.TimeoutError:
-            await _respond(send, *error_response(504, "The engine did not answer in time.", "timeout"))
+            await respond(send, *error_response(504, "The engine did not answer in time.", "timeout"))
             return
         except aiohttp.ClientError as error:
-            await _respond(send, *error_response(
+            await respond(send, *error_response(
                 502, f"The engine is not reachable ({type(error).__name__}): it may be starting or restarting; "
                      "try again shortly.", "engine_unreachable"))
             return
@@ -193,7 +142,7 @@ class ModelRelay:
             await _relay_response(response, receive, send)
 
 
-async def _read_body(receive: Callable) -> bytes | None:
+async def read_body(receive: Callable) -> bytes | None:
     chunks = []
     while True:
         message = await receive()
@@ -238,11 +187,6 @@ async def _close_on_disconnect(receive: Callable, response: aiohttp.ClientRespon
     response.close()
 
 
-async def _respond(send: Callable, status: int, headers: list, body: bytes) -> None:
+async def respond(send: Callable, status: int, headers: list, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def relay_app(app: ASGIApp, environ: Mapping[str, str], key_ring: Callable[[], KeyRing],
-              wrap: Callable[[ASGIApp], ASGIApp] | None = None) -> Any:
-    return ModelRelay(app, RelaySettings.from_environment(environ), key_ring, wrap)

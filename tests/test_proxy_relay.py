@@ -1,6 +1,6 @@
-"""Unit tests of the model relay that runs inside the proxy: which requests it
-takes, the headers each side gets, its refusals and its errors, driven as an
-ASGI app in this process (the integration tier, tests/test_relay.py, runs it
+"""Unit tests of the front and the model relay that run inside the proxy: which
+requests they take, the headers each side gets, refusals and errors, driven
+as an ASGI app in this process (the integration tier, tests/test_relay.py, runs it
 inside the real LiteLLM proxy)."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import pytest
 
 from bench.procs import free_port
 from entrypoint.proxy_auth import KeyRing
+from entrypoint.proxy_front import ProxyFront
 from entrypoint.proxy_relay import (
     ENGINE_KEY_VARIABLE,
     ENGINE_URL_VARIABLE,
     RELAYED_ROUTES,
-    ModelRelay,
+    EngineRelay,
     RelaySettings,
     client_response_headers,
     engine_request_headers,
@@ -74,7 +75,7 @@ class Inner:
         await send({"type": "http.response.body", "body": b"inner", "more_body": False})
 
 
-def call(relay: ModelRelay, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b"{}"):
+def call(relay: ProxyFront, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b"{}"):
     """Drives one HTTP request through the ASGI app: (status, headers, body)."""
     sent: list[dict] = []
     messages = [{"type": "http.request", "body": body, "more_body": False}]
@@ -100,11 +101,12 @@ def call(relay: ModelRelay, method: str, path: str, headers: list[tuple[bytes, b
 
 
 @pytest.fixture
-def relay_to_nowhere() -> tuple[ModelRelay, Inner]:
+def relay_to_nowhere() -> tuple[ProxyFront, Inner]:
     inner = Inner()
     ring = KeyRing(MASTER)
     # A port nothing listens on: the engine is down (starting, restarting).
-    return ModelRelay(inner, RelaySettings(f"http://127.0.0.1:{free_port()}", ENGINE_KEY), lambda: ring), inner
+    return ProxyFront(inner, EngineRelay(RelaySettings(f"http://127.0.0.1:{free_port()}", ENGINE_KEY)),
+                      lambda: ring), inner
 
 
 def test_other_routes_and_methods_go_to_litellm(relay_to_nowhere) -> None:

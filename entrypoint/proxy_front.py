@@ -1,0 +1,217 @@
+"""The front of every proxy worker: who may do what, within which limits, and
+what it used, before a request goes to the engine relay or to LiteLLM.
+
+- A POST to a model route (entrypoint.proxy_relay.RELAYED_ROUTES) is checked
+  against the key ring shared with LiteLLM's custom auth (401 otherwise),
+  admitted by the key's limits (429 otherwise), relayed to the engine, and
+  metered.
+- Any other POST that carries a key the ring knows (LiteLLM's /v1/responses,
+  /v1/messages, ...) is admitted and metered the same way, then served by
+  LiteLLM, which checks the key again; a POST without a known key goes to
+  LiteLLM untouched, which refuses it.
+- GET /metrics answers the master key with the whole container's metrics
+  (entrypoint.metrics_page): 401 without a key, 403 for a key from the file.
+- Everything else goes to LiteLLM as it came.
+
+Import rules: standard library, aiohttp, `limits`, redis-py and
+prometheus_client (LiteLLM's dependencies); LiteLLM is never imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from entrypoint import names
+from entrypoint.proxy_auth import (NOT_ALLOWED_REASON, WRONG_KEY, WRONG_KEY_REASON, CredentialError, Holder,
+                                   KeyRing, KeySource, log_refusal, presented_key)
+from entrypoint.proxy_limits import Limiter, Refusal
+from entrypoint.proxy_relay import (RELAYED_ROUTES, ASGIApp, EngineRelay, RelaySettings, error_response, read_body,
+                                    respond)
+from entrypoint.proxy_usage import Meter, UsageBook, ask_for_usage, requested_model
+
+METRICS_ROUTE = "/metrics"
+METRICS_TIMEOUT = 5.0          # seconds the engine's /metrics may take
+NO_MODEL = "-"                 # the model label of a request the engine did not take
+_METRICS_ONLY_MASTER = "The metrics are for the master key: other keys open only the routes that reach the model."
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    limits_storage: str = "memory://"
+    limits_prefix: str = "llm-entry"
+    metrics_dir: Path | None = None
+    own_metrics: Path | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> FrontSettings:
+        def path(name: str) -> Path | None:
+            return Path(environ[name]) if environ.get(name) else None
+        return cls(environ.get(names.LIMITS_STORAGE_VARIABLE) or "memory://",
+                   environ.get(names.LIMITS_PREFIX_VARIABLE) or "llm-entry",
+                   path(names.METRICS_DIR_VARIABLE), path(names.OWN_METRICS_VARIABLE))
+
+
+def refusal(message: str) -> tuple[int, list, bytes]:
+    return error_response(401, message, "auth_error", ((b"www-authenticate", b"Bearer"),))
+
+
+def too_many(refused: Refusal) -> tuple[int, list, bytes]:
+    return error_response(429, refused.message, "rate_limit_error",
+                          ((b"retry-after", str(refused.retry_after).encode()),))
+
+
+def check_holder(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Holder | None, str, str]:
+    """(who holds the key, or None; the client's message; the log's reason):
+    the same rules as LiteLLM's custom auth."""
+    try:
+        key = presented_key((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
+    except CredentialError as error:
+        return None, str(error), error.reason
+    holder = key_ring.holder_of(key)
+    return (holder, "", "") if holder else (None, WRONG_KEY, WRONG_KEY_REASON)
+
+
+def client_address(scope: dict) -> str:
+    return (scope.get("client") or ("unknown",))[0]
+
+
+class ProxyFront:
+    """ASGI app in front of LiteLLM's (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp, relay: EngineRelay, key_ring: Callable[[], KeyRing],
+                 settings: FrontSettings = FrontSettings(), wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+                 book: UsageBook | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.relay = relay
+        self.settings = settings
+        self._key_ring = key_ring      # called per request: LiteLLM's auth and this share one ring
+        self.book = book or UsageBook()
+        self._clock = clock
+        self._limiter: Limiter | None = None
+        # LiteLLM's CORS settings (see proxy_app), for the requests a browser sends:
+        # the middleware wraps every chunk's send, so others go without it.
+        self._for_browsers = wrap(self._serve_model_route) if wrap else self._serve_model_route
+
+    @property
+    def limiter(self) -> Limiter:
+        # Made on the first request, inside the worker's running event loop.
+        if self._limiter is None:
+            self._limiter = Limiter(self.settings.limits_storage, self.settings.limits_prefix,
+                                    self.relay.settings.request_timeout, on_fallback=self.book.fallbacks.inc)
+        return self._limiter
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing_at_shutdown(send))
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+        elif scope["method"] == "POST" and scope["path"] in RELAYED_ROUTES:
+            browser = any(name == b"origin" for name, _ in scope["headers"])
+            await (self._for_browsers if browser else self._serve_model_route)(scope, receive, send)
+        elif scope["method"] == "POST":
+            await self._serve_through_litellm(scope, receive, send)
+        elif scope["method"] == "GET" and scope["path"] == METRICS_ROUTE:
+            await self._serve_metrics(scope, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _serve_model_route(self, scope: dict, receive: Callable, send: Callable) -> None:
+        holder, message, reason = check_holder(self._key_ring(), scope["headers"])
+        if holder is None:
+            log_refusal(scope["method"], scope["path"], client_address(scope), reason)
+            await respond(send, *refusal(message))
+            return
+        body = await read_body(receive)
+        if body is None:
+            return                       # the client went away before its request was read
+        with_usage = ask_for_usage(body)
+        meter = Meter(send, strip_usage=with_usage is not None)
+
+        async def relay() -> None:
+            await self.relay.forward(scope, with_usage or body, receive, meter.send, RELAYED_ROUTES[scope["path"]])
+        await self._metered(scope, holder, meter, relay, lambda: requested_model(body))
+
+    async def _serve_through_litellm(self, scope: dict, receive: Callable, send: Callable) -> None:
+        try:
+            holder = self._key_ring().holder_of(presented_key(
+                (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]))
+        except CredentialError:
+            holder = None
+        if holder is None:
+            await self.app(scope, receive, send)     # LiteLLM's custom auth refuses it, and logs why
+            return
+        first_body: list[bytes] = []
+
+        async def receive_noting_model() -> dict:
+            message = await receive()
+            if not first_body and message["type"] == "http.request":
+                first_body.append(message.get("body", b""))
+            return message
+        meter = Meter(send)
+
+        async def litellm() -> None:
+            await self.app(scope, receive_noting_model, meter.send)
+        await self._metered(scope, holder, meter, litellm, lambda: requested_model(b"".join(first_body)))
+
+    async def _metered(self, scope: dict, holder: Holder, meter: Meter, serve: Callable[[], Any],
+                       model_of: Callable[[], str | None]) -> None:
+        """Admit by the holder's limits, serve, then count what it used."""
+        started = self._clock()
+        admitted = await self.limiter.admit(holder.name, holder.limits)
+        if isinstance(admitted, Refusal):
+            self.book.limited.labels(holder.name, admitted.limit).inc()
+            await respond(meter.send, *too_many(admitted))
+        else:
+            try:
+                await serve()
+            finally:
+                await admitted.release()
+        # A model the engine did not take stays out of the labels: anyone
+        # with a key could otherwise make up a new series per request.
+        model = (model_of() or NO_MODEL) if 200 <= meter.status < 300 else NO_MODEL
+        status = meter.status or 499      # the client went away before an answer began
+        self.book.record(holder.name, model, scope["path"], status, meter.usage, self._clock() - started)
+        if meter.usage is not None:
+            await self.limiter.charge(holder.name, holder.limits, meter.usage.total)
+
+    async def _serve_metrics(self, scope: dict, send: Callable) -> None:
+        holder, message, reason = check_holder(self._key_ring(), scope["headers"])
+        if holder is None or holder.source is not KeySource.MASTER:
+            log_refusal(scope["method"], scope["path"], client_address(scope), reason or NOT_ALLOWED_REASON)
+            await respond(send, *(refusal(message) if holder is None else
+                                  error_response(403, _METRICS_ONLY_MASTER, "auth_error")))
+            return
+        from entrypoint.metrics_page import metrics_page
+
+        page = await metrics_page(self.relay.client(), self.relay.settings.engine_url,
+                                  self.relay.settings.engine_key, self.settings.metrics_dir or self._no_dir(),
+                                  self.settings.own_metrics or self._no_dir() / names.OWN_METRICS_FILE,
+                                  METRICS_TIMEOUT)
+        await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+                                  (b"content-length", str(len(page)).encode())], page)
+
+    @staticmethod
+    def _no_dir() -> Path:
+        return Path(os.devnull)
+
+    def _closing_at_shutdown(self, send: Callable) -> Callable:
+        async def send_after_closing(message: dict) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.relay.close()
+            await send(message)
+        return send_after_closing
+
+    async def close(self) -> None:
+        await self.relay.close()
+
+
+def front_app(app: ASGIApp, environ: Mapping[str, str], key_ring: Callable[[], KeyRing],
+              wrap: Callable[[ASGIApp], ASGIApp] | None = None) -> ProxyFront:
+    return ProxyFront(app, EngineRelay(RelaySettings.from_environment(environ)), key_ring,
+                      FrontSettings.from_environment(environ), wrap)

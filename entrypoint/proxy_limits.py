@@ -1,0 +1,237 @@
+"""Keys' limits, enforced in front of LiteLLM in every proxy worker.
+
+One limiter for every request a key makes, whichever path serves it (the
+model relay or LiteLLM's own routes), so that a key's count is one count.
+LiteLLM's parallel-request limiter is not used: it would keep a second set
+of counters for the routes it serves, so `rpm=5` would let 5 through each
+path, and its `retry-after` is always the window length.
+
+- rpm and tpm: fixed one-minute windows of the `limits` library, counted in
+  the storage llm-entry names (names.LIMITS_STORAGE_VARIABLE): this worker's
+  memory when it is the only worker, else Redis (a private redis-server on a
+  unix socket, or --redis-url, shared by replicas). A window starts with a
+  key's first request; a refused request counts too (the count is one
+  atomic increment, so two workers can never both take the last place).
+  tpm is tested before a request and charged with the tokens the engine
+  reported after it, so the request that crosses the limit is answered and
+  the next ones wait for the window.
+- max_parallel: `limits` has no concurrency limit, so it is the one part
+  written here: a count in this worker's memory, or in Redis a sorted set of
+  leases (one per request in flight, expiring after the request timeout, so
+  a worker killed mid-request cannot hold a place for good), taken and
+  checked in one Lua script.
+
+When Redis does not answer, the limiter fails open to this worker's memory
+(limits then hold per worker), says so once in the log and counts it in
+`llm_entry_limiter_fallbacks_total`, and asks Redis again after a second.
+
+Import rules: standard library, `limits` and redis-py (LiteLLM needs both).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from limits import RateLimitItemPerMinute
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
+
+if TYPE_CHECKING:
+    from entrypoint.keys import KeyLimits
+
+LOCAL = "async+memory://"
+RETRY_SHARED_AFTER = 1.0        # seconds of memory-only counting after Redis failed
+REDIS_TIMEOUT = 0.5             # seconds per Redis call before it counts as not answering
+
+logger = logging.getLogger(__name__)
+
+
+class _PerMinute(RateLimitItemPerMinute):
+    """A limit whose counter is named by key name alone, not by its amount,
+    so that a reload that changes `rpm=5` to `rpm=8` keeps the count."""
+
+    def key_for(self, *identifiers: str) -> str:
+        return "/".join([self.namespace, *identifiers])
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request waits: the 429 the client gets."""
+
+    limit: str            # "rpm", "tpm" or "max_parallel"
+    retry_after: int      # whole seconds until it may try again
+    message: str
+
+
+class Pass:
+    """An admitted request: give it back (`release`) once its answer is sent."""
+
+    def __init__(self, release: Callable[[], Any] | None = None) -> None:
+        self._release = release
+
+    async def release(self) -> None:
+        if self._release is not None:
+            release, self._release = self._release, None
+            await release()
+
+
+ADMITTED = Pass()   # for holders without a max_parallel: nothing to give back
+
+_TAKE_LEASE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], t + tonumber(ARGV[2]), ARGV[3])
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
+  return 1
+end
+return 0
+"""
+
+
+def storage_uri(value: str) -> str:
+    """The `limits` URI for the storage llm-entry named; "memory://" is this worker's memory."""
+    return LOCAL if value in ("", "memory://", LOCAL) else value
+
+
+def redis_client_url(uri: str) -> str:
+    """redis-py's URL for a `limits` Redis URI."""
+    return uri.removeprefix("async+").replace("redis+unix://", "unix://")
+
+
+class LocalLeases:
+    """max_parallel in one worker's memory (exact for one worker)."""
+
+    def __init__(self) -> None:
+        self._in_flight: dict[str, int] = {}
+
+    async def take(self, name: str, limit: int, lease_seconds: float) -> Callable[[], Any] | None:
+        if self._in_flight.get(name, 0) >= limit:
+            return None
+        self._in_flight[name] = self._in_flight.get(name, 0) + 1
+
+        async def give_back() -> None:
+            self._in_flight[name] -= 1
+        return give_back
+
+
+class RedisLeases:
+    """max_parallel across workers and replicas: a sorted set of leases per key."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio
+
+        self._client = redis.asyncio.from_url(redis_client_url(url), socket_timeout=REDIS_TIMEOUT,
+                                              socket_connect_timeout=REDIS_TIMEOUT)
+        self._take = self._client.register_script(_TAKE_LEASE)
+        self._prefix = prefix
+
+    async def take(self, name: str, limit: int, lease_seconds: float) -> Callable[[], Any] | None:
+        key, lease = f"{self._prefix}/in-flight/{name}", uuid.uuid4().hex
+        if not await self._take(keys=[key], args=[limit, lease_seconds, lease]):
+            return None
+
+        async def give_back() -> None:
+            try:
+                await self._client.zrem(key, lease)
+            except Exception as error:  # noqa: BLE001 - the lease expires on its own
+                logger.warning("could not give back a max_parallel place in Redis (%s): it expires "
+                               "after the request timeout", type(error).__name__)
+        return give_back
+
+
+class Counters:
+    """rpm/tpm windows and max_parallel leases in one storage."""
+
+    def __init__(self, uri: str, prefix: str) -> None:
+        local = uri == LOCAL
+        options: dict[str, Any] = {} if local else {
+            "implementation": "redispy", "socket_timeout": REDIS_TIMEOUT,
+            "socket_connect_timeout": REDIS_TIMEOUT}
+        self.windows = FixedWindowRateLimiter(storage_from_string(uri, wrap_exceptions=True, **options))
+        self.leases: LocalLeases | RedisLeases = LocalLeases() if local else RedisLeases(uri, prefix)
+        self.prefix = prefix
+
+
+class Limiter:
+    """Admits or refuses a key's request, and charges its tokens afterwards."""
+
+    def __init__(self, uri: str, prefix: str, lease_seconds: float, monotonic: Callable[[], float] = time.monotonic,
+                 on_fallback: Callable[[], None] = lambda: None) -> None:
+        self._shared = Counters(storage_uri(uri), prefix)
+        self._local = self._shared if self._shared.leases.__class__ is LocalLeases else Counters(LOCAL, prefix)
+        self._lease_seconds = lease_seconds
+        self._monotonic = monotonic
+        self._on_fallback = on_fallback
+        self._shared_down_until: float | None = None
+
+    async def admit(self, name: str, limits: KeyLimits) -> Pass | Refusal:
+        if limits.unlimited:
+            return ADMITTED
+        return await self._with_fallback(lambda counters: self._admit(counters, name, limits))
+
+    async def charge(self, name: str, limits: KeyLimits, tokens: int) -> None:
+        """Count the tokens a request used against its key's tpm."""
+        if limits.tpm is None or tokens <= 0:
+            return
+        item = _PerMinute(limits.tpm, namespace=self._shared.prefix + "/tpm")
+        await self._with_fallback(lambda counters: counters.windows.hit(item, name, cost=tokens))
+
+    async def _admit(self, counters: Counters, name: str, limits: KeyLimits) -> Pass | Refusal:
+        if limits.tpm is not None:
+            item = _PerMinute(limits.tpm, namespace=counters.prefix + "/tpm")
+            if not await counters.windows.test(item, name):
+                return await self._refusal(counters, item, name, "tpm",
+                                           f"This key used its {limits.tpm} tokens per minute")
+        if limits.rpm is not None:
+            item = _PerMinute(limits.rpm, namespace=counters.prefix + "/rpm")
+            if not await counters.windows.hit(item, name):
+                return await self._refusal(counters, item, name, "rpm",
+                                           f"This key made its {limits.rpm} requests per minute")
+        if limits.max_parallel is not None:
+            give_back = await counters.leases.take(name, limits.max_parallel, self._lease_seconds)
+            if give_back is None:
+                return Refusal("max_parallel", 1, f"This key has {limits.max_parallel} requests in flight, "
+                                                  "its max_parallel: try again when one has finished.")
+            return Pass(give_back)
+        return ADMITTED
+
+    async def _refusal(self, counters: Counters, item: _PerMinute, name: str, limit: str,
+                       what: str) -> Refusal:
+        reset_at = (await counters.windows.get_window_stats(item, name)).reset_time
+        wait = max(1, math.ceil(reset_at - time.time()))   # the library's windows are in epoch time
+        return Refusal(limit, wait, f"{what}: try again in {wait} s.")
+
+    async def _with_fallback(self, act: Callable[[Counters], Any]) -> Any:
+        """Run `act` on the shared counters, or on this worker's while they do not answer."""
+        now = self._monotonic()
+        if self._shared_down_until is not None and now < self._shared_down_until:
+            self._on_fallback()
+            return await act(self._local)
+        try:
+            result = await act(self._shared)
+        except Exception as error:  # noqa: BLE001 - Redis errors come wrapped or raw, by path
+            if self._shared is self._local:
+                raise
+            if self._shared_down_until is None:
+                logger.warning("the limiter's Redis does not answer (%s): limits count in each proxy worker's "
+                               "memory until it answers again", _reason(error))
+            self._shared_down_until = now + RETRY_SHARED_AFTER
+            self._on_fallback()
+            return await act(self._local)
+        if self._shared_down_until is not None:
+            self._shared_down_until = None
+            logger.warning("the limiter's Redis answers again: limits count there again")
+        return result
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
