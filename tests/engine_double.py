@@ -24,6 +24,9 @@ Environment (all optional):
   ENGINE_DOUBLE_TOKENS=N               tokens per answer (default 8)
   ENGINE_DOUBLE_TOKEN_INTERVAL=S       pause before each streamed token
   ENGINE_DOUBLE_LOG_REQUESTS=1         one log line per request
+  ENGINE_DOUBLE_HOLD_FILE=F            a chat stream whose last user message starts
+                                         with "hold" waits after its first token
+                                         while file F exists (a request in flight)
   ENGINE_DOUBLE_ECHO=1                 JSON answers of chat and completions carry
                                          "echo": the request's headers (the key shown
                                          only as "the engine's key" or "another key") and
@@ -124,6 +127,7 @@ class Config:
     tokens: int = 8
     token_interval: float = 0.0
     echo: bool = False
+    hold_file: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +173,7 @@ def build_config(args: list[str], environ: dict[str, str]) -> Config:
         tokens=max(1, int(_env_number(environ, "ENGINE_DOUBLE_TOKENS", 8, integer=True))),
         token_interval=_env_number(environ, "ENGINE_DOUBLE_TOKEN_INTERVAL", 0.0),
         echo=_env_flag(environ, "ENGINE_DOUBLE_ECHO"),
+        hold_file=environ.get("ENGINE_DOUBLE_HOLD_FILE", ""),
     )
 
 
@@ -482,7 +487,7 @@ class EngineHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj) -> None:
         self._respond(status, dumps(obj), "application/json")
 
-    def _stream(self, events) -> None:
+    def _stream(self, events, hold: bool = False) -> None:
         """Server-sent events, one chunk of the HTTP response per event."""
         self._status = 200
         chunked = self.request_version != "HTTP/1.0"
@@ -496,6 +501,12 @@ class EngineHandler(BaseHTTPRequestHandler):
             if is_token and interval > 0:
                 time.sleep(interval)
             self._write_event(payload, chunked)
+            if hold and is_token:
+                hold = False
+                self.wfile.flush()
+                deadline = time.monotonic() + 120
+                while os.path.exists(self.server.state.config.hold_file) and time.monotonic() < deadline:
+                    time.sleep(0.02)
         self._write_event(b"data: [DONE]\n\n", chunked)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
@@ -581,7 +592,8 @@ class EngineHandler(BaseHTTPRequestHandler):
         use = usage(max(prompt_words, 1), len(tokens))
         reply = self._reply(request, "chatcmpl")
         if request.get("stream"):
-            self._stream(chat_chunks(reply, tokens, finish, _stream_usage(request, use)))
+            hold = bool(config.hold_file) and last_user_text(messages).startswith("hold")
+            self._stream(chat_chunks(reply, tokens, finish, _stream_usage(request, use)), hold)
         else:
             text = answer if finish == "stop" else cut_text(answer, max_tokens)
             self._json(200, self._echoed(chat_response(reply, text, finish, use), body))

@@ -1,0 +1,96 @@
+"""Two llm-entry instances (replicas) that name one Redis with --redis-url
+share each key's limit, and a Redis that goes away mid-run makes the limits
+fail open to each proxy worker's memory, visibly, until it is back (issue:
+keys with names, limits and usage). Real llm-entry, supervisord, LiteLLM
+and a real redis-server this test starts on loopback."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from bench.procs import free_port
+from harness import Entry, wait_for
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-" + secrets.token_hex(16)
+OTHER = "sk-" + secrets.token_hex(16)
+
+
+def start_redis(port: int, folder: Path) -> subprocess.Popen:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: scripts/test.sh installs it")
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+    wait_for(answers, 10, "redis-server to answer")
+    return server
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.kill()
+    server.wait()
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shared")
+    port = free_port()
+    redis = start_redis(port, tmp)
+    keys_file = tmp / "keys"
+    keys_file.write_text(f"{KEY} name=team-a rpm=4\n{OTHER} name=team-z rpm=6\n")
+    model = tmp / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"num_attention_heads": 8, "num_key_value_heads": 8}')
+    made = []
+    try:
+        for index in range(2):
+            folder = tmp / f"replica{index}"
+            folder.mkdir()
+            made.append(Entry(folder, model=str(model),
+                              args=["--api-keys-file", str(keys_file), "--redis-url",
+                                    f"redis://127.0.0.1:{port}/0"]).start())
+        for entry in made:
+            entry.wait_ready()
+        yield made, {"port": port, "server": redis, "folder": tmp}
+    finally:
+        for entry in made:
+            entry.kill_everything()
+        stop(redis)
+
+
+def test_two_replicas_on_one_redis_share_a_keys_limit(replicas) -> None:
+    entries, _ = replicas
+    statuses = [entries[i % 2].chat("hi", key=KEY).status_code for i in range(6)]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+def test_a_redis_gone_mid_run_fails_open_to_memory_visibly_and_comes_back(replicas) -> None:
+    entries, redis = replicas
+    first = entries[0]
+    stop(redis["server"])
+    # Limits now count in each worker's memory: team-z's 6 start again there.
+    assert first.chat("hi", key=OTHER).status_code == 200
+    wait_for(lambda: "the limiter's Redis does not answer" in first.output(), 10, "the fail-open warning")
+    page = requests.get(first.url("/metrics"), headers=first.headers(), timeout=30).text
+    assert any(line.startswith("llm_entry_limiter_fallbacks_total ") and float(line.split()[1]) >= 1
+               for line in page.splitlines())
+    assert first.ready(), "a Redis gone away must not make the container not ready (limits fail open)"
+    redis["server"] = start_redis(redis["port"], redis["folder"])
+    # The limiter asks Redis again a second after it last failed.
+    wait_for(lambda: first.chat("hi", key=OTHER).status_code == 200
+             and "the limiter's Redis answers again" in first.output(), 20, "the limiter back on Redis", poll=0.5)
