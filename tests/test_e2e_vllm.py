@@ -19,6 +19,7 @@ from pathlib import Path
 import openai
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import MASTER_KEY, REPO, Entry, descendants, pgid_of, pid_alive, wait_for
 from test_security import WRONG_KEY, internal_key
@@ -351,6 +352,46 @@ def test_a_stream_through_the_proxy_has_the_engines_chunks(live):
     chunks = [json.loads(event) for event in events[:-1]]
     assert chunks[-1]["usage"]["completion_tokens"] == 12           # vLLM's usage chunk, unchanged
     assert sum(1 for chunk in chunks for choice in chunk["choices"] if choice["delta"].get("content")) <= 12
+
+
+def token_counters(entry) -> tuple[float, float]:
+    """The master key's prompt and completion tokens in /metrics."""
+    page = requests.get(entry.url("/metrics"), headers=entry.headers(), timeout=60)
+    assert page.status_code == 200, page.text
+    found = {"llm_entry_prompt_tokens_total": 0.0, "llm_entry_completion_tokens_total": 0.0}
+    for family in text_string_to_metric_families(page.text):
+        for sample in family.samples:
+            if sample.name in found and sample.labels == {"key": "master", "model": "demo"}:
+                found[sample.name] = sample.value
+    return found["llm_entry_prompt_tokens_total"], found["llm_entry_completion_tokens_total"]
+
+
+def test_token_counters_match_the_usage_the_engine_reported(live):
+    messages = [{"role": "user", "content": "Count these tokens, please"}]
+    prompt_before, completion_before = token_counters(live)
+    reply = client(live).chat.completions.create(model="demo", messages=messages, max_tokens=7,
+                                                 extra_body={"ignore_eos": True, "min_tokens": 7})
+    # A stream that did not ask for usage: counted all the same, and its client sees no usage.
+    body = {"model": "demo", "messages": messages, "max_tokens": 5, "min_tokens": 5, "ignore_eos": True,
+            "stream": True}
+    stream = requests.post(live.url("/v1/chat/completions"), json=body, headers=live.headers(), timeout=120)
+    assert stream.status_code == 200 and '"usage"' not in stream.text
+    assert stream.text.rstrip().endswith("data: [DONE]")
+    prompt_after, completion_after = token_counters(live)
+    assert reply.usage.completion_tokens == 7
+    assert prompt_after - prompt_before == 2 * reply.usage.prompt_tokens
+    assert completion_after - completion_before == 7 + 5
+
+
+def test_the_metrics_page_holds_the_engines_metrics_renamed_apart(live):
+    page = requests.get(live.url("/metrics"), headers=live.headers(), timeout=60).text
+    families = [family.name for family in text_string_to_metric_families(page)]
+    assert len(families) == len(set(families)), "a metric family is on the page twice"
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                 "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
+                 "llm_entry_requests", "llm_entry_ready", "llm_entry_engine_metrics_up"):
+        assert name in families, name
+    assert not [name for name in families if name.startswith(("process_", "python_"))]
 
 
 # -- shutdown (stops the shared instance: keep it last among the `live` tests) ----
