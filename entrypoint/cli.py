@@ -60,7 +60,8 @@ WORKERS = WorkerCount()
                    "a flag shows in `ps`.")
 @option("--master-key-file", type=PATH, help="File holding the master key (a mounted secret).")
 @option("--api-keys-file", type=PATH,
-              help="More keys, one per line (# comments allowed); edits apply without a restart.")
+              help="More keys, one a line: KEY [name=NAME] [rpm=N] [tpm=N] [max_parallel=N] "
+                   "(# comments allowed); edits apply without a restart.")
 @option("--served-model-name", help="Model name clients ask for.  [default: the model folder's name]")
 @option("--host", default="0.0.0.0", help="Address the public proxy listens on.")
 @option("--port", type=click.INT,

@@ -17,7 +17,7 @@ from .engine_options import default_engine_cmd  # noqa: F401 (imported from here
 from .engine_options import check_pass_through, demo_args, engine_cmd, engine_env, hub_id_note, resolve_model
 from .errors import EntryError
 from .gpus import NodeGpus, describe_gpus, visible_gpu_count
-from .keys import Secret, check_keys_file, resolve_master_key
+from .keys import KeyEntry, Secret, check_keys_file, resolve_master_key
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
 from .workers import choose_proxy_workers, read_usable_cpus
 
@@ -103,7 +103,7 @@ class Config:
     restart_window: float
     demo: bool
     dry_run: bool
-    api_keys: tuple[Secret, ...] = field(default=(), repr=False)   # --api-keys-file's keys at start
+    api_keys: tuple[KeyEntry, ...] = ()   # --api-keys-file's lines at start (no key in their repr)
     warnings: tuple[str, ...] = ()    # said once at start; nothing is wrong enough to stop
     gpus_reason: str = ""             # one line for the log: the GPUs the engine gets, and who said so
 
@@ -228,11 +228,12 @@ def master_key_variable_ignored(variable: str) -> str:
 
 def keys_file_empty(path: Path) -> str:
     return (f"--api-keys-file {path} holds no key yet, so only the master key opens the proxy: "
-            "add keys there, one per line, and they apply within about a second, without a restart.")
+            "add keys there, one a line as '<key> [name=<name>] [rpm=<n>] [tpm=<n>] [max_parallel=<n>]', "
+            "and they apply within about a second, without a restart.")
 
 
 def _warnings(opts: Options, env: Mapping[str, str], model_dir: Path | None, demo: bool,
-              api_keys: tuple[str, ...]) -> tuple[str, ...]:
+              api_keys: tuple[KeyEntry, ...]) -> tuple[str, ...]:
     said = []
     if opts.master_key_on_command_line:
         said.append(MASTER_KEY_ON_COMMAND_LINE)
@@ -285,7 +286,7 @@ def build_config(
     model, model_dir, demo = resolve_model(opts.model, opts.cache_dir, env)
     master_key = resolve_master_key(opts.master_key, opts.master_key_file, opts.master_key_on_command_line,
                                     master_key_source(opts, env))
-    # Read now: a missing file or a weak key fails here, not in the proxy.
+    # Read now: a missing file or a bad line fails here, not in the proxy.
     api_keys = check_keys_file(opts.api_keys_file) if opts.api_keys_file is not None else ()
     port = default_port(env) if opts.port is None else opts.port
     _check_numbers(opts, port)
@@ -299,7 +300,7 @@ def build_config(
     )
     return Config(
         model=model, model_dir=model_dir, served_model_name=served, master_key=master_key,
-        api_keys_file=opts.api_keys_file, api_keys=tuple(Secret(key) for key in api_keys),
+        api_keys_file=opts.api_keys_file, api_keys=api_keys,
         host=opts.host, port=port, engine_port=opts.engine_port,
         probe_dir=opts.probe_dir, gpus=node, visible_gpus=visible, parallel=plan,
         max_model_len=opts.max_model_len, gpu_memory_utilization=opts.gpu_memory_utilization,

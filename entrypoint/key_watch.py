@@ -9,7 +9,8 @@ folder instead; every worker stats it on each request and reads the keys
 file again when it changed.
 
 The log forwarder calls `poll` before it prints, so a key added to the file
-is hidden before any line can carry it; a key removed stays hidden.
+is hidden before any line can carry it; a key removed stays hidden, and so
+does the key of a line set aside for a bad field (it is still a secret).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class KeyWatch:
         self.marker = marker
         self._reload_requested = reload_requested
         self._generation = 0
-        console.hide(*(key.reveal() for key in config.api_keys))
+        console.hide(*(entry.key for entry in config.api_keys))
 
     def start(self) -> "KeyWatch":
         """Write the first marker, so the proxy's workers have one to compare with."""
@@ -50,7 +51,7 @@ class KeyWatch:
                 self._console.say("SIGHUP: there is no --api-keys-file to read again; ignored")
             return
         if self._file.look(force=forced) is not None:
-            self._console.hide(*self._file.keys)
+            self._console.hide(*self._file.keys, *self._file.withheld)
         if forced:
             # After our own read, so that the keys are hidden before any worker uses them.
             self._replace_marker()

@@ -1,12 +1,14 @@
 """API key check run inside the LiteLLM proxy (``general_settings.custom_auth``).
 
-Owns which keys open the proxy, and what they open: the master key opens
-everything; the keys listed in an optional keys file open only the routes
-that reach the model. The file is re-read when it changes, so that a key
-removed from it stops working without a restart; weak keys in it are set
-aside with a warning that names their line, never the key. LiteLLM alone
-cannot do this without a database: it knows one master key and answers any
-other key with 400 "No connected db".
+Owns which keys open the proxy, who holds them and what they open: the
+master key opens everything; the keys listed in an optional keys file open
+only the routes that reach the model, each under its line's name and limits.
+The file is re-read when it changes, so that a key removed from it stops
+working without a restart and a changed limit applies from the next request;
+lines with a problem (a weak key, a bad field) are set aside with a warning
+that names their line, never the key. LiteLLM alone cannot do this without a
+database: it knows one master key and answers any other key with 400 "No
+connected db".
 
 The proxy process gets its inputs from llm-entry through environment
 variables, read once when LiteLLM looks up ``user_api_key_auth``. Everything
@@ -22,20 +24,21 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrypoint.keys import MIN_KEY_LENGTH, FileStatus, KeysChange, KeysFile
+from entrypoint.keys import MASTER_NAME, FileStatus, KeyLimits, KeysChange, KeysFile
 
 MASTER_KEY_VARIABLE = "LLM_ENTRY_MASTER_KEY"
 KEYS_FILE_VARIABLE = "LLM_ENTRY_API_KEYS_FILE"
 RELOAD_MARKER_VARIABLE = "LLM_ENTRY_KEYS_RELOAD_MARKER"
 RECHECK_INTERVAL_SECONDS = 1.0
 
-# The label LiteLLM records for a caller (spend logs, failure callbacks), never
-# the key itself: LiteLLM hashes only keys that start with "sk-".
+# The label LiteLLM records for a caller (spend logs, failure callbacks, its
+# counters), never the key itself: LiteLLM hashes only keys that start with "sk-".
 MASTER_KEY_LABEL = "llm-entry-master-key"
-KEYS_FILE_LABEL = "llm-entry-keys-file"
+KEY_LABEL_PREFIX = "llm-entry-key-"   # + the key's name in the keys file
 
 _KEY_HEADERS = ("x-api-key", "api-key")
 _MISSING_KEY = (
@@ -52,6 +55,23 @@ logger = logging.getLogger(__name__)
 class KeySource(enum.Enum):
     MASTER = "master key"
     KEYS_FILE = "keys file"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who presents a key: where the key comes from, its name and its limits."""
+
+    source: KeySource
+    name: str
+    limits: KeyLimits
+
+    @property
+    def label(self) -> str:
+        """What LiteLLM records as the caller's key: llm-entry's own id, never the key."""
+        return MASTER_KEY_LABEL if self.source is KeySource.MASTER else KEY_LABEL_PREFIX + self.name
+
+
+MASTER_HOLDER = Holder(KeySource.MASTER, MASTER_NAME, KeyLimits())   # the master key has no limits
 
 
 def _digest(key: str) -> bytes:
@@ -88,7 +108,7 @@ class KeyRing:
         self._clock = clock
         self._stat = stat
         self._recheck_interval = recheck_interval
-        self._file_digests: tuple[bytes, ...] = ()
+        self._file_holders: tuple[tuple[bytes, Holder], ...] = ()
         self._marker_signature = self._marker_status()
         self._next_check = clock()
         self._refresh(force=True)
@@ -110,22 +130,27 @@ class KeyRing:
         return self.source_of(presented_key) is not None
 
     def source_of(self, presented_key: str) -> KeySource | None:
-        """Where the key comes from, or None when it opens nothing.
+        """Where the key comes from, or None when it opens nothing."""
+        holder = self.holder_of(presented_key)
+        return holder.source if holder is not None else None
+
+    def holder_of(self, presented_key: str) -> Holder | None:
+        """Who holds the key, or None when it opens nothing.
 
         Every known key is compared, with no early exit, so the time taken does
-        not tell which key (if any) matched.
+        not tell which key (if any) matched. The master key wins over the same
+        key in the file.
         """
         if not presented_key:
             return None
         self._refresh()
         presented = _digest(presented_key)
         is_master = hmac.compare_digest(self._master_digest, presented)
-        in_file = False
-        for known in self._file_digests:
-            in_file |= hmac.compare_digest(known, presented)
-        if is_master:
-            return KeySource.MASTER
-        return KeySource.KEYS_FILE if in_file else None
+        found = None
+        for known, holder in self._file_holders:
+            if hmac.compare_digest(known, presented):
+                found = holder
+        return MASTER_HOLDER if is_master else found
 
     def _marker_status(self) -> tuple[int, int] | None:
         if self._reload_marker is None:
@@ -148,7 +173,9 @@ class KeyRing:
         self._next_check = now + self._recheck_interval
         change = self._file.look(force=force)
         if change is not None:
-            self._file_digests = tuple(_digest(key) for key in self._file.keys)
+            self._file_holders = tuple(
+                (_digest(entry.key), Holder(KeySource.KEYS_FILE, entry.name, entry.limits))
+                for entry in self._file.entries)
             _report(self._file.path, change)
 
 
@@ -159,10 +186,9 @@ def _report(path: Path, change: KeysChange) -> None:
                        "is accepted until it is readable again", path, change.failure)
     if change.recovered:
         logger.warning("llm-entry: the API keys file %s is readable again", path)
-    for number, problem in change.weak:
-        logger.warning("llm-entry: the key on line %d of the API keys file %s %s: it is not accepted; "
-                       "replace it with a random key of at least %d characters",
-                       number, path, problem, MIN_KEY_LENGTH)
+    for number, why, fix in change.rejected:
+        logger.warning("llm-entry: the key on line %d of the API keys file %s %s: it is not accepted; %s",
+                       number, path, why, fix)
 
 
 class CredentialError(Exception):
@@ -254,14 +280,19 @@ def proxy_authenticator(
             key = presented_key(request.headers.items())
         except CredentialError as error:
             raise refusal(request, str(error), error.reason) from None
-        source = key_ring.source_of(key)
-        if source is KeySource.MASTER:
-            return UserAPIKeyAuth(api_key=MASTER_KEY_LABEL, user_role=LitellmUserRoles.PROXY_ADMIN)
-        if source is KeySource.KEYS_FILE:
-            if not reaches_model(get_request_route(request)):
-                raise refusal(request, _MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON, code=403)
-            return UserAPIKeyAuth(api_key=KEYS_FILE_LABEL, user_role=LitellmUserRoles.INTERNAL_USER)
-        raise refusal(request, WRONG_KEY, WRONG_KEY_REASON)
+        holder = key_ring.holder_of(key)
+        if holder is None:
+            raise refusal(request, WRONG_KEY, WRONG_KEY_REASON)
+        if holder.source is KeySource.MASTER:
+            return UserAPIKeyAuth(api_key=holder.label, key_alias=holder.name,
+                                  user_role=LitellmUserRoles.PROXY_ADMIN)
+        if not reaches_model(get_request_route(request)):
+            raise refusal(request, _MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON, code=403)
+        # No rpm_limit, tpm_limit or max_parallel_requests here: llm-entry's own
+        # limiter counts every request in front of LiteLLM; LiteLLM's would
+        # count the same requests a second time.
+        return UserAPIKeyAuth(api_key=holder.label, key_alias=holder.name,
+                              user_role=LitellmUserRoles.INTERNAL_USER)
 
     return user_api_key_auth
 

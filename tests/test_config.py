@@ -13,6 +13,7 @@ import pytest
 from entrypoint.config import Config, Options, build_config
 from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
 from entrypoint.gpus import NodeGpus
+from entrypoint.keys import default_key_name
 from entrypoint.render import engine_command
 
 MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
@@ -431,10 +432,19 @@ def test_a_keys_file_that_is_not_utf8_is_refused_in_one_sentence(model_dir: Path
 
 def test_the_keys_of_the_keys_file_come_in_the_config_and_never_show(model_dir: Path, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    keys.write_text("# team a\nteam-a-5d1c9e7b3a8f2c6e4b0d\n\nteam-b-8e2f6a0c4d9b1e7a3c5f\n")
+    keys.write_text("# team a\nteam-a-5d1c9e7b3a8f2c6e4b0d name=team-a rpm=5\n\nteam-b-8e2f6a0c4d9b1e7a3c5f\n")
     config = build(model_dir, api_keys_file=keys)
-    assert [key.reveal() for key in config.api_keys] == ["team-a-5d1c9e7b3a8f2c6e4b0d", "team-b-8e2f6a0c4d9b1e7a3c5f"]
-    assert "team-a" not in repr(config)
+    assert [entry.key for entry in config.api_keys] == ["team-a-5d1c9e7b3a8f2c6e4b0d", "team-b-8e2f6a0c4d9b1e7a3c5f"]
+    assert [(entry.name, entry.limits.describe(), entry.line) for entry in config.api_keys] == [
+        ("team-a", "rpm=5", 2), (default_key_name("team-b-8e2f6a0c4d9b1e7a3c5f"), "no limits", 4)]
+    assert "5d1c9e7b3a8f2c6e4b0d" not in repr(config) and "8e2f6a0c4d9b1e7a3c5f" not in repr(config)
+
+
+def test_a_bad_field_in_the_keys_file_is_refused_by_line(model_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("team-a-5d1c9e7b3a8f2c6e4b0d name=team-a\nteam-b-8e2f6a0c4d9b1e7a3c5f rpm=0\n")
+    assert refused(model_dir, api_keys_file=keys) == (
+        f"the key on line 2 of --api-keys-file {keys} has rpm=0: a limit is a whole number of 1 or more.")
 
 
 @pytest.mark.parametrize("text", ["", "# keys go here, one per line\n\n# team a\n"])
@@ -446,7 +456,8 @@ def test_a_keys_file_without_a_key_is_accepted_and_said_at_start(model_dir: Path
     assert config.api_keys == ()
     assert config.warnings == (
         f"--api-keys-file {keys} holds no key yet, so only the master key opens the proxy: add keys there, "
-        "one per line, and they apply within about a second, without a restart.",)
+        "one a line as '<key> [name=<name>] [rpm=<n>] [tpm=<n>] [max_parallel=<n>]', "
+        "and they apply within about a second, without a restart.",)
 
 
 def test_a_keys_file_with_a_key_brings_no_warning(model_dir: Path, tmp_path: Path) -> None:

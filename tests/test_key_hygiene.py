@@ -145,6 +145,23 @@ def test_weak_keys_are_not_hidden_since_they_open_nothing(tmp_path: Path, keys_f
     assert screen.console.redact("a test line") == "a test line"
 
 
+def test_the_key_of_a_line_set_aside_for_a_bad_field_is_still_hidden(
+        tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
+    screen = Screen()
+    watch = KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    keys_file.write_text(f"{KEY_A} name=team-a\n{KEY_B} name=team-b rpm=0\n")
+    watch.poll()
+    assert screen.console.redact(f"{KEY_A} {KEY_B}") == "*** ***"
+
+
+def test_the_keys_of_named_and_limited_lines_are_hidden_from_the_start(tmp_path: Path, run_dir: Path) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"{KEY_A} name=team-a rpm=5\n{KEY_B} tpm=1000 max_parallel=2\n")
+    screen = Screen()
+    KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    assert screen.console.redact(f"{KEY_A} {KEY_B} team-a") == "*** *** team-a"
+
+
 def test_a_keys_file_that_vanished_keeps_its_keys_hidden_and_raises_nothing(
         tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
     screen = Screen()

@@ -1,12 +1,14 @@
-"""Unit tests of the proxy's key check: keys-file parsing, the key ring (reloads,
-weak keys, the SIGHUP marker) and header parsing.
+"""Unit tests of the proxy's key check: the key ring (holders, reloads, lines
+set aside, the SIGHUP marker), header parsing, and what the coroutine LiteLLM
+calls (proxy_authenticator) hands to LiteLLM.
 
-The coroutine LiteLLM calls (proxy_authenticator) needs litellm, which takes
-seconds to import: the integration tests against the real proxy cover it.
+The keys file's lines are tested in test_keys_file.py. proxy_authenticator
+needs litellm, which takes seconds to import: only its own tests import it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from dataclasses import dataclass
@@ -14,15 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.keys import numbered_keys, parse_keys_file
+from entrypoint.keys import KeyLimits, default_key_name
 from entrypoint.proxy_auth import (
     KEYS_FILE_VARIABLE,
+    MASTER_HOLDER,
+    MASTER_KEY_LABEL,
     MASTER_KEY_VARIABLE,
     RELOAD_MARKER_VARIABLE,
     CredentialError,
+    Holder,
     KeyRing,
     KeySource,
     presented_key,
+    proxy_authenticator,
 )
 
 MASTER = "sk-master-0123456789"
@@ -108,43 +114,6 @@ def ring_with_file(clock: FakeClock, files: FakeFiles, recheck_interval: float =
     return KeyRing(
         MASTER, KEYS_FILE, clock=clock, stat=files.stat, read=files.read, recheck_interval=recheck_interval
     )
-
-
-# parse_keys_file
-
-
-def test_keys_file_gives_one_key_per_line() -> None:
-    assert parse_keys_file(f"{KEY_A}\n{KEY_B}\n") == (KEY_A, KEY_B)
-
-
-def test_keys_file_skips_comments_and_blank_lines() -> None:
-    text = f"# team keys\n\n{KEY_A}\n   \n  # indented comment\n{KEY_B}\n# end"
-    assert parse_keys_file(text) == (KEY_A, KEY_B)
-
-
-def test_keys_file_trims_whitespace_around_keys() -> None:
-    assert parse_keys_file(f"  {KEY_A}\t\n\t{KEY_B}  ") == (KEY_A, KEY_B)
-
-
-def test_keys_file_accepts_crlf_line_endings() -> None:
-    assert parse_keys_file(f"# comment\r\n{KEY_A}\r\n\r\n{KEY_B}\r\n") == (KEY_A, KEY_B)
-
-
-def test_keys_file_lines_are_numbered_as_an_editor_shows_them() -> None:
-    assert numbered_keys(f"# team a\n{KEY_A}\n\n  {KEY_B}\n") == ((2, KEY_A), (4, KEY_B))
-
-
-def test_keys_file_ignores_a_byte_order_mark() -> None:
-    assert parse_keys_file(f"\ufeff{KEY_A}\n") == (KEY_A,)
-
-
-def test_keys_file_keeps_a_hash_inside_a_key() -> None:
-    assert parse_keys_file("abc#def\n") == ("abc#def",)
-
-
-def test_empty_keys_file_has_no_keys() -> None:
-    assert parse_keys_file("") == ()
-    assert parse_keys_file("# only a comment\n\n") == ()
 
 
 # KeyRing
@@ -334,7 +303,7 @@ def test_a_weak_key_is_named_by_its_line_never_shown(
             ring.allows(KEY_A)
     assert [record.getMessage() for record in caplog.records] == [
         f"llm-entry: the key on line 3 of the API keys file {KEYS_FILE} is a well-known example key: "
-        "it is not accepted; replace it with a random key of at least 16 characters"
+        "it is not accepted; replace it with a random key of at least 16 characters (openssl rand -hex 24)"
     ]
     assert "sk-1234" not in caplog.text and KEY_A not in caplog.text
 
@@ -345,6 +314,72 @@ def test_a_file_of_only_weak_keys_leaves_the_master_key(clock: FakeClock, files:
     clock.advance(1.0)
     assert not ring.allows("changeme") and not ring.allows(KEY_A)
     assert ring.allows(MASTER)
+
+
+# holders: names and limits
+
+
+def test_the_master_key_is_held_by_master_without_limits(clock: FakeClock, files: FakeFiles) -> None:
+    assert ring_with_file(clock, files).holder_of(MASTER) is MASTER_HOLDER
+    assert MASTER_HOLDER == Holder(KeySource.MASTER, "master", KeyLimits())
+    assert MASTER_HOLDER.limits.unlimited
+
+
+def test_a_file_key_is_held_under_its_lines_name_and_limits(clock: FakeClock, files: FakeFiles) -> None:
+    files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=5 max_parallel=2\n{KEY_B}\n")
+    ring = ring_with_file(clock, files)
+    assert ring.holder_of(KEY_A) == Holder(KeySource.KEYS_FILE, "team-a", KeyLimits(rpm=5, max_parallel=2))
+    assert ring.holder_of(KEY_B) == Holder(KeySource.KEYS_FILE, default_key_name(KEY_B), KeyLimits())
+    assert ring.source_of(KEY_A) is KeySource.KEYS_FILE
+
+
+@pytest.mark.parametrize("key", ["", "sk-wrong-0123456789", MASTER + "x", KEY_A[:-1]])
+def test_a_key_that_opens_nothing_has_no_holder(clock: FakeClock, files: FakeFiles, key: str) -> None:
+    ring = ring_with_file(clock, files)
+    assert ring.holder_of(key) is None
+    assert ring.source_of(key) is None
+
+
+def test_the_master_key_listed_in_the_file_is_still_held_by_master(clock: FakeClock, files: FakeFiles) -> None:
+    files.write(KEYS_FILE, f"{MASTER} name=sneaky rpm=1\n")
+    assert ring_with_file(clock, files).holder_of(MASTER) is MASTER_HOLDER
+
+
+def test_holders_are_made_at_the_reload_not_per_request(clock: FakeClock, files: FakeFiles) -> None:
+    files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=5\n")
+    ring = ring_with_file(clock, files)
+    first = ring.holder_of(KEY_A)
+    clock.advance(1.0)
+    assert ring.holder_of(KEY_A) is first, "an unchanged file keeps its holders"
+
+
+def test_a_changed_limit_or_name_applies_from_the_next_request(clock: FakeClock, files: FakeFiles) -> None:
+    files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=5\n")
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=9\n")
+    clock.advance(1.0)
+    assert ring.holder_of(KEY_A) == Holder(KeySource.KEYS_FILE, "team-a", KeyLimits(rpm=9))
+    files.write(KEYS_FILE, f"{KEY_A} name=team-x tpm=100\n")
+    clock.advance(1.0)
+    assert ring.holder_of(KEY_A) == Holder(KeySource.KEYS_FILE, "team-x", KeyLimits(tpm=100))
+
+
+def test_a_bad_line_on_reload_is_set_aside_by_line_and_problem_and_the_others_apply(
+    clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, f"{KEY_A} name=team-a\n{KEY_B} name=team-b rpm=0\n{KEY_C} name=team-a\n")
+    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+        clock.advance(1.0)
+        assert ring.holder_of(KEY_A) == Holder(KeySource.KEYS_FILE, "team-a", KeyLimits())
+        assert ring.holder_of(KEY_B) is None and ring.holder_of(KEY_C) is None
+    assert [record.getMessage() for record in caplog.records] == [
+        f"llm-entry: the key on line 2 of the API keys file {KEYS_FILE} has rpm=0: it is not accepted; "
+        "a limit is a whole number of 1 or more",
+        f"llm-entry: the key on line 3 of the API keys file {KEYS_FILE} has the same name as the key on line 1: "
+        "it is not accepted; give each key its own name",
+    ]
+    assert not any(key in caplog.text for key in (MASTER, KEY_A, KEY_B, KEY_C))
 
 
 # the reload marker (SIGHUP)
@@ -489,3 +524,71 @@ def test_different_keys_in_two_headers_are_refused() -> None:
 def test_repeated_authorization_headers_must_agree() -> None:
     with pytest.raises(CredentialError, match="different keys"):
         presented_key([("authorization", f"Bearer {KEY_A}"), ("authorization", f"Bearer {KEY_B}")])
+
+
+# proxy_authenticator: what LiteLLM is given
+
+
+@pytest.fixture(scope="module")
+def authenticate():
+    with pytest.MonkeyPatch.context() as patch:
+        # What llm-entry sets for the proxy: nothing fetched from the internet at import.
+        patch.setenv("LITELLM_OFFLINE_MODE", "true")
+        patch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        pytest.importorskip("litellm")
+        files = FakeFiles()
+        files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=5 tpm=1000 max_parallel=2\n{KEY_B}\n")
+        ring = KeyRing(MASTER, KEYS_FILE, clock=FakeClock(), stat=files.stat, read=files.read)
+        yield proxy_authenticator(ring, reaches_model=lambda route: route.startswith("/v1/"))
+
+
+def request_with(key: str, path: str = "/v1/chat/completions"):
+    from starlette.requests import Request
+
+    return Request({"type": "http", "method": "POST", "path": path, "root_path": "", "query_string": b"",
+                    "headers": [(b"authorization", f"Bearer {key}".encode())], "client": ("10.0.0.7", 50000)})
+
+
+def authenticated(authenticate, key: str, path: str = "/v1/chat/completions"):
+    return asyncio.run(authenticate(request_with(key, path), key))
+
+
+def test_a_file_key_reaches_litellm_under_its_name_and_never_as_the_key(authenticate) -> None:
+    auth = authenticated(authenticate, KEY_A)
+    assert (auth.api_key, auth.key_alias, auth.user_role.value) == (
+        "llm-entry-key-team-a", "team-a", "internal_user")
+    assert KEY_A not in auth.model_dump_json() and KEY_A not in repr(auth)
+
+
+def test_a_file_keys_limits_are_not_handed_to_litellms_own_limiter(authenticate) -> None:
+    auth = authenticated(authenticate, KEY_A)
+    assert (auth.rpm_limit, auth.tpm_limit, auth.max_parallel_requests) == (None, None, None)
+
+
+def test_a_bare_file_key_reaches_litellm_under_its_default_name(authenticate) -> None:
+    auth = authenticated(authenticate, KEY_B)
+    assert (auth.api_key, auth.key_alias) == ("llm-entry-key-" + default_key_name(KEY_B), default_key_name(KEY_B))
+    assert KEY_B not in auth.model_dump_json()
+
+
+def test_the_master_key_reaches_litellm_as_the_master_label(authenticate) -> None:
+    auth = authenticated(authenticate, MASTER, "/key/generate")
+    assert (auth.api_key, auth.key_alias, auth.user_role.value) == (MASTER_KEY_LABEL, "master", "proxy_admin")
+    assert MASTER not in auth.model_dump_json()
+
+
+def test_a_file_key_on_a_route_for_the_master_key_only_gets_403(authenticate) -> None:
+    from litellm.proxy._types import ProxyException
+
+    with pytest.raises(ProxyException) as caught:
+        authenticated(authenticate, KEY_A, "/key/generate")
+    assert caught.value.code == "403"
+
+
+def test_a_wrong_key_gets_401_without_the_key_in_the_answer(authenticate) -> None:
+    from litellm.proxy._types import ProxyException
+
+    with pytest.raises(ProxyException) as caught:
+        authenticated(authenticate, "sk-wrong-0123456789abcdef")
+    assert caught.value.code == "401"
+    assert "sk-wrong-0123456789abcdef" not in str(caught.value.message)
