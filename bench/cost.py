@@ -2,9 +2,11 @@
 chunk, of the proxy's whole process group, with the engine double's own cost
 beside it for reference.
 
-Two sides in front of one engine double that streams 200 tokens 2 ms apart
+Three sides in front of an engine double that streams 200 tokens 2 ms apart
 (each token its own write, so each its own chunk on the wire): llm-entry's
-proxy (the model relay in front of LiteLLM's app), and the same proxy
+proxy with the master key (no limits; every request metered and logged),
+the same with a key from --api-keys-file that has all three limits, counted
+in a redis-server (whose CPU is counted with the proxy's), and the proxy
 started as llm-entry started it before the relay (LiteLLM's own chat route,
 llm-entry's config and key check). Each round loads each side in turn, who
 goes first alternating: first non-streaming chat completions (CPU per
@@ -15,6 +17,9 @@ includes warm-up: every request started is counted, and every one finishes.
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
 import types
 from dataclasses import dataclass, field
 
@@ -23,7 +28,9 @@ from .settings import Settings
 
 COST_ENV = {"ENGINE_DOUBLE_TOKENS": "200", "ENGINE_DOUBLE_TOKEN_INTERVAL": "0.002"}
 CONCURRENCY = 16
-SIDES = ("llm-entry", "LiteLLM's chat route")
+SIDES = ("llm-entry", "llm-entry, a limited key (Redis)", "LiteLLM's chat route")
+# Limits no load here reaches: every request takes the limiter's whole path.
+LIMITED_KEY_FIELDS = "name=bench rpm=1000000000 tpm=1000000000000 max_parallel=100000"
 
 
 @dataclass
@@ -86,9 +93,27 @@ def one_round(side: Side, settings: Settings, cell: CostCell) -> str:
             f"proxy {per_chunk['proxy'] * 1000:.1f} µs/chunk")
 
 
+def start_redis(runs: runner.Runs) -> tuple[subprocess.Popen, str]:
+    """A redis-server on a unix socket in the work folder, as llm-entry's private one runs."""
+    folder = runs.folder("redis")
+    socket = folder / "redis.sock"
+    process = procs.launch(["redis-server", "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700",
+                            "--save", "", "--appendonly", "no", "--dir", str(folder)], dict(os.environ),
+                            folder / "redis.log")
+    runs.track(process, "redis-server")
+    procs.wait_for(lambda: socket.exists() or procs.exited(process), 10, "redis-server", poll=0.05)
+    return process, f"unix://{socket}"
+
+
 def measure(runs: runner.Runs, settings: Settings, say) -> CostResults:
     entry = runner.Entry(runs, ["--proxy-workers", "1"], engine_env=COST_ENV).start()
-    say(f"  cost: llm-entry ready in {entry.wait_ready():.1f} s")
+    redis, redis_url = start_redis(runs)
+    key = "sk-bench-" + secrets.token_hex(16)
+    keys_file = runs.folder("keys") / "keys"
+    keys_file.write_text(f"{key} {LIMITED_KEY_FIELDS}\n")
+    limited = runner.Entry(runs, ["--proxy-workers", "1", "--api-keys-file", str(keys_file),
+                                  "--redis-url", redis_url], engine_env=COST_ENV).start()
+    say(f"  cost: llm-entry ready in {entry.wait_ready():.1f} s, with limits in {limited.wait_ready():.1f} s")
     engine = types.SimpleNamespace(port=entry.engine_port, key=entry.engine_key())
     litellm_route = alone.Proxy(runs, engine, route="litellm").start()
     procs.wait_for(lambda: runner.chat_ok(litellm_route.port, litellm_route.master_key)
@@ -96,7 +121,10 @@ def measure(runs: runner.Runs, settings: Settings, say) -> CostResults:
     engine_group = lambda: procs.group_members(entry.pgid("engine"))   # noqa: E731
     sides = [Side(SIDES[0], entry.port, entry.master_key,
                   {"proxy": lambda: procs.group_members(entry.pgid("proxy")), "engine": engine_group}),
-             Side(SIDES[1], litellm_route.port, litellm_route.master_key,
+             Side(SIDES[1], limited.port, key,
+                  {"proxy": lambda: [*procs.group_members(limited.pgid("proxy")), redis.pid],
+                   "engine": lambda: procs.group_members(limited.pgid("engine"))}),
+             Side(SIDES[2], litellm_route.port, litellm_route.master_key,
                   {"proxy": lambda: procs.group_members(litellm_route.process.pid), "engine": engine_group})]
     results = CostResults(CONCURRENCY, int(COST_ENV["ENGINE_DOUBLE_TOKENS"]))
     try:
@@ -107,5 +135,7 @@ def measure(runs: runner.Runs, settings: Settings, say) -> CostResults:
                 say(f"  cost round {round_number + 1} {side.label}: {said}")
     finally:
         entry.stop()
+        limited.stop()
         litellm_route.stop()
+        procs.stop_group(redis)
     return results

@@ -22,13 +22,13 @@ def cost_section(c: CostResults) -> str:
             for side, cell in c.cells.items()]
     sides = list(c.cells)
     gains = []
-    if len(sides) == 2:
-        new, old = c.cells[sides[0]], c.cells[sides[1]]
+    for other in sides[1:]:
+        new, old = c.cells[sides[0]], c.cells[other]
         per_request = Summary.of(per_round(old.proxy_ms_per_request, new.proxy_ms_per_request, ratio))
         per_chunk = Summary.of(per_round(old.proxy_ms_per_chunk, new.proxy_ms_per_chunk, ratio))
         if per_request.runs and per_chunk.runs:
-            gains.append(f"{sides[1]} spends {per_request.text(1, 0)}× the CPU of {sides[0]} per request and "
-                         f"{per_chunk.text(1, 0)}× per streamed chunk (per round).\n")
+            gains.append(f"{other} spends {per_request.text(1, 1)}× the CPU of {sides[0]} per request and "
+                         f"{per_chunk.text(1, 1)}× per streamed chunk (per round).\n")
     errors = [f"{side}: {cell.error_sample}" for side, cell in c.cells.items() if cell.error_sample]
     return "\n".join([
         "### The request path: CPU per request and per streamed chunk\n",
