@@ -27,8 +27,9 @@ def cost_section(c: CostResults) -> str:
         per_request = Summary.of(per_round(old.proxy_ms_per_request, new.proxy_ms_per_request, ratio))
         per_chunk = Summary.of(per_round(old.proxy_ms_per_chunk, new.proxy_ms_per_chunk, ratio))
         if per_request.runs and per_chunk.runs:
-            gains.append(f"{other} spends {per_request.text(1, 1)}× the CPU of {sides[0]} per request and "
-                         f"{per_chunk.text(1, 1)}× per streamed chunk (per round).\n")
+            gains.append(f"{other} spends {per_request.text(1, _digits(per_request))}× the CPU of {sides[0]} "
+                         f"per request and {per_chunk.text(1, _digits(per_chunk))}× per streamed chunk "
+                         "(per round).\n")
     errors = [f"{side}: {cell.error_sample}" for side, cell in c.cells.items() if cell.error_sample]
     return "\n".join([
         "### The request path: CPU per request and per streamed chunk\n",
@@ -43,6 +44,11 @@ def cost_section(c: CostResults) -> str:
         ("Errors: " + "; ".join(errors) + "\n") if errors else "",
         TRIED,
     ])
+
+
+def _digits(summary: Summary) -> int:
+    """Whole numbers for tens of times, two decimals near 1."""
+    return 0 if summary.median >= 10 else 2
 
 
 TRIED = """What was tried on the way, measured on this machine:
