@@ -2,6 +2,12 @@
 # vLLM; llm-entry adds supervisord, the LiteLLM proxy and the probe scripts.
 FROM vllm/vllm-openai:v0.32.0
 
+# redis-server: the private one that keeps the keys' limits exact across proxy
+# workers (--api-keys-file with several workers and no --redis-url).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /opt/llm-entry
 COPY pyproject.toml README.md ./
 COPY entrypoint ./entrypoint

@@ -1,4 +1,5 @@
-"""HTTP checks of the engine and the proxy, each in its own thread.
+"""Checks of the engine and the proxy (HTTP) and of the private redis-server
+(PING), each in its own thread.
 
 Each check has one deadline (--check-timeout), however many requests it
 makes, so a stuck server costs one timeout and never freezes anything; the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import requests
@@ -66,6 +68,29 @@ def proxy_check(base: str, master_key: Secret, served_model_name: str,
         if served_model_name not in ids:
             return False, f"/v1/models does not list {served_model_name!r}"
         return True, "/health/readiness and /v1/models 200"
+
+    return check
+
+
+def redis_check(socket_path: Path, clock: Callable[[], float] = time.monotonic) -> Check:
+    """PING over the private redis-server's unix socket, within the one deadline."""
+    import redis  # only when there is a private redis-server to check
+
+    def check(session: requests.Session, deadline: float) -> tuple[bool, str]:
+        left = time_left(deadline, clock)
+        client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=left, socket_connect_timeout=left)
+        try:
+            client.ping()
+        except redis.exceptions.TimeoutError:
+            return False, "no answer to PING within the check timeout"
+        except redis.exceptions.ConnectionError as error:
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, (FileNotFoundError, ConnectionRefusedError)):
+                return False, "its socket does not answer yet (still starting?)"
+            return False, f"PING failed: {error}"
+        finally:
+            client.close()
+        return True, "PING answered"
 
     return check
 

@@ -97,6 +97,10 @@ WORKERS = WorkerCount()
 @option("--max-restarts", type=click.INT, default=3,
               help="Restarts of a process allowed within --restart-window before giving up.")
 @option("--restart-window", type=SECONDS, default=300.0, help="Seconds over which restarts are counted.")
+@option("--redis-url",
+              help="Redis that keeps the keys' limit counters, shared by every replica that names it: "
+                   "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path.sock[?db=N].  "
+                   "[default: a private redis-server when --api-keys-file meets several proxy workers]")
 @option("--dry-run", is_flag=True, help="Print the engine command and the rendered configs; start nothing.")
 @click.version_option(__version__, prog_name="llm-entry")
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)

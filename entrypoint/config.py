@@ -18,6 +18,7 @@ from .engine_options import check_pass_through, demo_args, engine_cmd, engine_en
 from .errors import EntryError
 from .gpus import NodeGpus, describe_gpus, visible_gpu_count
 from .keys import KeyEntry, Secret, check_keys_file, resolve_master_key
+from .limiter_store import LimitsPlan, RedisUrl, check_redis_url, plan_limits
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
 from .workers import choose_proxy_workers, read_usable_cpus
 
@@ -59,6 +60,7 @@ class Options:
     engine_restart: str = "never"
     max_restarts: int = 3
     restart_window: float = 300.0
+    redis_url: str | None = field(default=None, repr=False)   # may hold a password
     dry_run: bool = False
 
 
@@ -106,6 +108,12 @@ class Config:
     api_keys: tuple[KeyEntry, ...] = ()   # --api-keys-file's lines at start (no key in their repr)
     warnings: tuple[str, ...] = ()    # said once at start; nothing is wrong enough to stop
     gpus_reason: str = ""             # one line for the log: the GPUs the engine gets, and who said so
+    redis_url: RedisUrl | None = None   # --redis-url, checked; its password never shows
+
+    @property
+    def limits(self) -> LimitsPlan:
+        """Who keeps the keys' limit counters (entrypoint.limiter_store)."""
+        return plan_limits(self.redis_url, self.api_keys_file, self.proxy_workers)
 
     @property
     def on_cpu(self) -> bool:
@@ -290,6 +298,7 @@ def build_config(
     api_keys = check_keys_file(opts.api_keys_file) if opts.api_keys_file is not None else ()
     port = default_port(env) if opts.port is None else opts.port
     _check_numbers(opts, port)
+    redis_url = check_redis_url(opts.redis_url) if opts.redis_url else None
     passed_through = check_pass_through(tuple(opts.engine_args))
     timing = _timing(opts, env)
     node = query_node_gpus()
@@ -311,5 +320,5 @@ def build_config(
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
         warnings=_warnings(opts, env, model_dir, demo, api_keys),
-        gpus_reason=describe_gpus(node, visible, env),
+        gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url,
     )

@@ -1,4 +1,4 @@
-"""The main loop: watch both programs, decide, and keep the probe files true.
+"""The main loop: watch every program, decide, and keep the probe files true.
 
 Every tick it reaps children, takes recorded signals, asks supervisord for
 the programs' states (an exit always wins over a stale "ready"), restarts
@@ -27,7 +27,7 @@ from .health import Verdict, Vitals, assess, combine
 from .logs import LogForwarder
 from .probe_files import ProbeFiles
 from .processes import ProcessTable, Reaper, describe_wait_status
-from .render import ENGINE, PROXY
+from .render import ENGINE, LIMITER, PROXY
 from .restarts import Program, Restarts
 from .signals import SignalQueue
 from .supervision import ProgramState, Supervisor, SupervisorError
@@ -35,6 +35,15 @@ from .supervision import ProgramState, Supervisor, SupervisorError
 TICK = 0.2
 PROGRESS_EVERY = 10.0
 EXITED_STATES = frozenset({"EXITED", "FATAL", "BACKOFF"})
+
+
+# What a restart costs beyond the program's own start.
+RESTART_NOTES = {LIMITER: " (the keys' limit counters start again from zero)"}
+
+
+def exit_code_for(name: str) -> int:
+    """The engine's failure, or the proxy side's (the proxy and its limiter)."""
+    return EXIT_ENGINE_FAILED if name == ENGINE else EXIT_PROXY_FAILED
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,8 @@ class Monitor:
     def __init__(self, config: Config, supervisor: Supervisor, probes: ProbeFiles,
                  console: Console, forwarder: LogForwarder, signals: SignalQueue,
                  reaper: Reaper, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, processes: ProcessTable = ProcessTable()):
+                 sleep: Callable[[float], None] = time.sleep, processes: ProcessTable = ProcessTable(),
+                 programs: tuple[str, ...] = (ENGINE, PROXY)):
         self.config = config
         self.supervisor = supervisor
         self.probes = probes
@@ -73,7 +83,8 @@ class Monitor:
         self.sleep = sleep
         self.processes = processes
         self.started = clock()
-        self.programs = {name: Program(name, Vitals(name, self.started)) for name in (ENGINE, PROXY)}
+        # render.supervised_programs(config): the engine, the proxy, and the limiter when there is one.
+        self.programs = {name: Program(name, Vitals(name, self.started)) for name in programs}
         self.checkers: dict[str, Checker] = {}
         self.ready_since: float | None = None
         self.was_ready = False
@@ -219,9 +230,9 @@ class Monitor:
                           program.vitals.last_ok is not None, history)
         if self.restarts.allowed(program):
             self.forwarder.tails[program.name].begin_run()
-            self.console.say(story.summary + "; restarting it")
+            self.console.say(story.summary + "; restarting it" + RESTART_NOTES.get(program.name, ""))
             return self._restart_failed(program, self.restarts.begin(program))
-        code = EXIT_ENGINE_FAILED if program.name == ENGINE else EXIT_PROXY_FAILED
+        code = exit_code_for(program.name)
         summary = story.summary
         if program.restarts:
             summary += f"; gave up after {len(program.restarts)} restarts in {self.config.restart_window:g} s"
@@ -231,7 +242,7 @@ class Monitor:
     def _restart_failed(self, program: Program, why: str) -> Outcome | None:
         if not why:
             return None
-        return self._fail(EXIT_ENGINE_FAILED if program.name == ENGINE else EXIT_PROXY_FAILED, why)
+        return self._fail(exit_code_for(program.name), why)
 
     # -- endings -----------------------------------------------------------------
     def _fail(self, code: int, summary: str, details: tuple[str, ...] = (),

@@ -14,17 +14,22 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from . import engine_guard, proxy_relay
+from . import engine_guard, names, proxy_relay
 from .config import Config
+from .limiter_store import private_socket
 
 AUTH_MODULE = "llm_entry_auth"
 LITELLM_CONFIG = "litellm.yaml"
 SUPERVISORD_CONFIG = "supervisord.conf"
+SUPERVISORD_LIMITER = "supervisord-limiter.conf"
+REDIS_CONFIG = "redis.conf"
 PROXY_LOGGING = "proxy-logging.json"
 ENGINE_LAUNCH = "engine.launch.json"
 PROXY_LAUNCH = "proxy.launch.json"
+LIMITER_LAUNCH = "limiter.launch.json"
 ENGINE = "engine"
 PROXY = "proxy"
+LIMITER = names.LIMITER
 
 # Variables that carry keys. The engine never sees the master key or the
 # extra keys: its command strips them from the environment it inherits.
@@ -32,6 +37,8 @@ MASTER_KEY_VAR = "LLM_ENTRY_MASTER_KEY"
 ENGINE_KEY_VAR = proxy_relay.ENGINE_KEY_VARIABLE
 API_KEYS_FILE_VAR = "LLM_ENTRY_API_KEYS_FILE"
 KEY_VARS_HIDDEN_FROM_ENGINE = (MASTER_KEY_VAR, "LITELLM_MASTER_KEY", API_KEYS_FILE_VAR)
+# redis-server needs none of them.
+KEY_VARS_HIDDEN_FROM_LIMITER = (*KEY_VARS_HIDDEN_FROM_ENGINE, ENGINE_KEY_VAR, "VLLM_API_KEY")
 
 
 @dataclass(frozen=True)
@@ -91,13 +98,41 @@ def engine_launch(config: Config) -> LaunchSpec:
 
 
 def proxy_launch(config: Config, python: str, run_dir: Path) -> LaunchSpec:
-    """The proxy learns where the engine is (the relay calls it directly)."""
+    """The proxy learns where the engine is (the relay calls it directly),
+    where the keys' limit counters live, and where its metrics go. The spec
+    is a private file of the run folder, never printed: a password in
+    --redis-url reaches the proxy this way and no other program sees it."""
     return LaunchSpec(proxy_command(config, python, run_dir), set=(
         (proxy_relay.ENGINE_URL_VARIABLE, engine_base_url(config)),
         (proxy_relay.REQUEST_TIMEOUT_VARIABLE, str(REQUEST_TIMEOUT)),
         # LiteLLM's own switch for the box of links it prints at every start.
         ("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true"),
+        (names.LIMITS_STORAGE_VARIABLE, config.limits.storage_uri(run_dir)),
+        (names.METRICS_DIR_VARIABLE, str(run_dir / names.METRICS_DIR)),
+        (names.OWN_METRICS_VARIABLE, str(run_dir / names.OWN_METRICS_FILE)),
     ))
+
+
+def supervised_programs(config: Config) -> tuple[str, ...]:
+    """The programs supervisord runs, in the order the monitor follows them."""
+    return (ENGINE, PROXY, LIMITER) if config.limits.private else (ENGINE, PROXY)
+
+
+def limiter_launch(run_dir: Path) -> LaunchSpec:
+    """The private redis-server, found on PATH (the start checked that it is there)."""
+    return LaunchSpec(["redis-server", str(run_dir / REDIS_CONFIG)], KEY_VARS_HIDDEN_FROM_LIMITER)
+
+
+def redis_quoted(text: str) -> str:
+    """A value as redis.conf reads it back exactly, spaces and quotes included."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_redis_config(run_dir: Path) -> str:
+    return template(REDIS_CONFIG).substitute(
+        socket=redis_quoted(str(private_socket(run_dir))),
+        run_dir=redis_quoted(str(run_dir)),
+    )
 
 
 def engine_base_url(config: Config) -> str:
@@ -141,12 +176,15 @@ def render_litellm_config(config: Config) -> str:
 
 
 def render_supervisord_config(config: Config, python: str, run_dir: Path) -> str:
-    return template(SUPERVISORD_CONFIG).substitute(
+    values = dict(
         run_dir=str(run_dir).replace("%", "%%"),
         engine_command=supervisor_command_line(launcher_command(python, run_dir / ENGINE_LAUNCH)),
         proxy_command=supervisor_command_line(launcher_command(python, run_dir / PROXY_LAUNCH)),
+        limiter_command=supervisor_command_line(launcher_command(python, run_dir / LIMITER_LAUNCH)),
         stop_wait=max(1, int(config.timing.grace_period)),
     )
+    limiter = template(SUPERVISORD_LIMITER).substitute(values) if LIMITER in supervised_programs(config) else ""
+    return template(SUPERVISORD_CONFIG).substitute(values, limiter_program=limiter)
 
 
 def render_run_files(config: Config, python: str, run_dir: Path) -> list[RenderedFile]:
@@ -158,7 +196,14 @@ def render_run_files(config: Config, python: str, run_dir: Path) -> list[Rendere
         RenderedFile(PROXY_LAUNCH, proxy_launch(config, python, run_dir).to_json()),
         RenderedFile(PROXY_LOGGING, template(PROXY_LOGGING).template),
         RenderedFile(AUTH_MODULE + ".py", template(AUTH_MODULE + ".py.tmpl").template),
-    ]
+    ] + limiter_files(config, run_dir)
+
+
+def limiter_files(config: Config, run_dir: Path) -> list[RenderedFile]:
+    if LIMITER not in supervised_programs(config):
+        return []
+    return [RenderedFile(REDIS_CONFIG, render_redis_config(run_dir)),
+            RenderedFile(LIMITER_LAUNCH, limiter_launch(run_dir).to_json())]
 
 
 def dry_run_text(config: Config, python: str, run_dir: Path) -> str:
@@ -171,9 +216,11 @@ def dry_run_text(config: Config, python: str, run_dir: Path) -> str:
         "# engine settings: " + (" ".join(f"{n}={v}" for n, v in config.engine_env) or "none")
         + " (VLLM_API_KEY is generated at every start)",
         f"# {config.proxy_workers_reason}",
+        f"# {config.limits.reason}",
         "# proxy command:",
         shlex.join(proxy_command(config, python, run_dir)),
     ]
-    for file in render_run_files(config, python, run_dir)[:2]:
+    files = render_run_files(config, python, run_dir)
+    for file in files[:2] + [file for file in files if file.name == REDIS_CONFIG]:
         lines += [f"# {file.name}:", file.content.rstrip("\n")]
     return "\n".join(lines) + "\n"

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from . import demo_model, ports
-from .checks import Checker, engine_check, proxy_check
+from . import demo_model, limiter_store, names, ports
+from .checks import Check, Checker, engine_check, proxy_check, redis_check
 from .config import Config
 from .console import Console
 from .errors import EXIT_OK, EntryError
@@ -26,8 +26,8 @@ from .monitor import Monitor, Outcome
 from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
 from .proxy_auth import RELOAD_MARKER_VARIABLE
-from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, MASTER_KEY_VAR, PROXY,
-                     render_run_files)
+from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, LIMITER, MASTER_KEY_VAR, PROXY,
+                     render_run_files, supervised_programs)
 from .shutdown import Shutdown, proxy_drain_budget
 from .signals import SignalQueue
 from .supervision import Supervisor
@@ -48,6 +48,12 @@ def preflight(config: Config) -> None:
             "pip install 'llm-entry[gpu]' (CUDA) or scripts/install-cpu-engine.sh (CPU), "
             "or point --engine-cmd at another engine."
         )
+    if config.limits.private and not shutil.which("redis-server"):
+        raise EntryError(limiter_store.missing_redis_server(config.proxy_workers))
+    if config.redis_url is not None:
+        why = limiter_store.ping(config.redis_url)
+        if why:
+            raise EntryError(limiter_store.unreachable(config.redis_url, why))
 
 
 def _has_module(python: str, module: str) -> bool:
@@ -63,6 +69,8 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
     command drops the proxy's keys from it)."""
     child = dict(env)
     child.pop("LITELLM_MASTER_KEY", None)
+    # It may hold a password; the proxy gets the URL it needs from its launch spec.
+    child.pop(REDIS_URL_VARIABLE, None)
     child.update({
         MASTER_KEY_VAR: config.master_key.reveal(),
         ENGINE_KEY_VAR: internal_key.reveal(),
@@ -89,6 +97,7 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+REDIS_URL_VARIABLE = "LLM_ENTRY_REDIS_URL"   # click's name for --redis-url
 
 
 def loopback_exempt(*no_proxy: str | None) -> str:
@@ -116,24 +125,40 @@ def announce(config: Config, console: Console) -> None:
         console.say(config.gpus.warning)
     console.say(config.parallel.reason)
     console.say(config.proxy_workers_reason)
+    console.say(config.limits.reason)
     if config.demo:
         console.say(f"demo model: {config.model} (tiny, random weights: it answers gibberish)")
 
 
-def make_checkers(config: Config, monitor: Monitor) -> dict[str, Checker]:
+def program_check(config: Config, name: str, run_dir: Path) -> Check:
+    if name == ENGINE:
+        return engine_check(config.engine_port)
+    if name == PROXY:
+        return proxy_check(config.local_url, config.master_key, config.served_model_name)
+    return redis_check(limiter_store.private_socket(run_dir))
+
+
+def make_checkers(config: Config, monitor: Monitor, run_dir: Path) -> dict[str, Checker]:
     timing = config.timing
-    return {
-        ENGINE: Checker(ENGINE, engine_check(config.engine_port), timing.check_interval,
-                        timing.check_timeout, monitor.report, monitor.began),
-        PROXY: Checker(PROXY, proxy_check(config.local_url, config.master_key, config.served_model_name),
-                       timing.check_interval, timing.check_timeout, monitor.report, monitor.began),
-    }
+    return {name: Checker(name, program_check(config, name, run_dir), timing.check_interval,
+                          timing.check_timeout, monitor.report, monitor.began)
+            for name in monitor.programs}
+
+
+def starting_line(config: Config) -> str:
+    line = (f"starting engine (127.0.0.1:{config.engine_port}) and proxy "
+            f"({config.host}:{config.port}) together")
+    if LIMITER in supervised_programs(config):
+        line += ", and a private redis-server for the keys' limits (limiter)"
+    return line
 
 
 def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
     # First: as PID 1 a signal without a handler is ignored, and a SIGTERM
     # while the demo model builds must not wait for the pod's SIGKILL.
     signals = SignalQueue().install()
+    if config.redis_url is not None:
+        console.hide(*config.redis_url.secrets)
     preflight(config)
     probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl)
     probes.prepare()
@@ -170,20 +195,21 @@ def serve_prepared(config: Config, env: Mapping[str, str], console: Console, sig
     become_subreaper()
 
     run_dir = Path(tempfile.mkdtemp(prefix="llm-entry-"))
+    programs = supervised_programs(config)
     supervisor = Supervisor(run_dir)
     key_watch = KeyWatch(config, console, run_dir / RELOAD_MARKER, signals.take_reload).start()
-    forwarder = LogForwarder([LogTail(name, run_dir / f"{name}.log", console) for name in (ENGINE, PROXY)],
+    forwarder = LogForwarder([LogTail(name, run_dir / f"{name}.log", console) for name in programs],
                              before_pump=key_watch.poll)
     checkers: dict[str, Checker] = {}
     try:
         for file in render_run_files(config, sys.executable, run_dir):
             write_private(run_dir, file.name, file.content)
+        (run_dir / names.METRICS_DIR).mkdir(mode=0o700)   # every proxy worker's metric files
         supervisor.start(sys.executable, child_environment(config, env, internal_key, key_watch.marker))
         forwarder.start()
-        console.say(f"starting engine (127.0.0.1:{config.engine_port}) and proxy "
-                    f"({config.host}:{config.port}) together")
-        monitor = Monitor(config, supervisor, probes, console, forwarder, signals, reaper)
-        checkers = make_checkers(config, monitor)
+        console.say(starting_line(config))
+        monitor = Monitor(config, supervisor, probes, console, forwarder, signals, reaper, programs=programs)
+        checkers = make_checkers(config, monitor, run_dir)
         monitor.attach(checkers)
         for checker in checkers.values():
             checker.start()
@@ -208,9 +234,11 @@ def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Mo
             console.error("  " + line)
     for checker in checkers.values():
         checker.stop()
+    limiter = monitor.programs.get(LIMITER)
     Shutdown(config, supervisor, console, signals, reaper, probes, flush_logs=forwarder.finish).run(
         proxy_pgids=monitor.programs[PROXY].pgids,
         engine_pgids=monitor.programs[ENGINE].pgids,
+        limiter_pgids=limiter.pgids if limiter is not None else (),
         drain=outcome.requested, was_ready=outcome.was_ready,
         since=outcome.since, kill_at_once=outcome.kill_at_once,
     )

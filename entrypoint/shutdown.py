@@ -4,8 +4,10 @@ Order: not-ready first (it is already shown by the time we get here); learn
 from supervisord which process groups run now (a signal may come before the
 monitor ever saw them); SIGKILL at once a program that looked hung; an
 optional pause so endpoint controllers stop routing; then the proxy (its
-in-flight requests and streams finish), then the engine (it has nothing left
-in flight by then), then supervisord, then any process group we adopted.
+in-flight requests and streams finish), then the private redis-server when
+there is one (the proxy counts in it until it has drained; it stops in
+milliseconds), then the engine (it has nothing left in flight by then), then
+supervisord, then any process group we adopted.
 Each step is SIGTERM, polling to a deadline, SIGKILL of the group, and a
 wait until the group is gone. A second signal skips the graceful waits, never
 the SIGKILL and the wait after it. The heartbeat stays fresh throughout.
@@ -27,7 +29,7 @@ from .config import Config
 from .console import Console
 from .probe_files import ProbeFiles, on_the_way_out
 from .processes import ProcessTable, Reaper
-from .render import ENGINE, PROXY, engine_shutdown_timeout
+from .render import ENGINE, LIMITER, PROXY, engine_shutdown_timeout
 from .signals import SignalQueue
 from .supervision import Supervisor, SupervisorError
 
@@ -40,6 +42,7 @@ RPC_TIMEOUT = 0.5             # each XML-RPC call during shutdown
 KILL_WAIT = 1.0               # after a SIGKILL, for the group to be gone
 SUPERVISOR_WAIT = 1.0         # supervisord's own exit once its programs are gone
 STARTING_ENGINE_GRACE = 5.0   # nothing to drain, and vLLM may ignore SIGTERM while loading
+LIMITER_GRACE = 1.0           # redis-server without persistence stops in milliseconds
 LOG_FLUSH = 2.0               # LogForwarder.stop() joins its thread for up to 2 s after us
 SLACK = 0.5                   # polls overshooting their deadlines, console lines
 LOG_SETTLE = 0.5              # after a group is gone, for supervisord to reap it and write out its last output
@@ -54,6 +57,7 @@ class Budget:
     kill_wait: float
     supervisor_wait: float
     starting_engine_grace: float
+    limiter_grace: float
     log_settle: float   # for supervisord to write out a stopped program's last output
     proxy_by: float     # the proxy's SIGTERM deadline
     engine_by: float    # the engine's SIGTERM deadline
@@ -70,7 +74,8 @@ def budget(config: Config, was_ready: bool) -> Budget:
     engine_by = end - (kill + rpc + supervisor + kill)
     engine_time = engine_shutdown_timeout(config) + 1.0 if was_ready else STARTING_ENGINE_GRACE * scale
     return Budget(rpc=rpc, kill_wait=kill, supervisor_wait=supervisor,
-                  starting_engine_grace=STARTING_ENGINE_GRACE * scale, log_settle=LOG_SETTLE * scale,
+                  starting_engine_grace=STARTING_ENGINE_GRACE * scale, limiter_grace=LIMITER_GRACE * scale,
+                  log_settle=LOG_SETTLE * scale,
                   proxy_by=engine_by - engine_time - kill, engine_by=engine_by, end=end)
 
 
@@ -183,12 +188,13 @@ class Shutdown:
         self.flush_logs(name)
 
     def run(self, proxy_pgids: Iterable[int], engine_pgids: Iterable[int], drain: bool, was_ready: bool,
-            since: float | None = None, kill_at_once: Iterable[str] = ()) -> None:
+            since: float | None = None, kill_at_once: Iterable[str] = (),
+            limiter_pgids: Iterable[int] = ()) -> None:
         since = self.clock() if since is None else min(since, self.clock())
         self.plan = plan = budget(self.config, was_ready)
         self.end = since + plan.end
         self.supervisor.set_timeout(plan.rpc)
-        groups = {PROXY: set(proxy_pgids), ENGINE: set(engine_pgids)}
+        groups = {PROXY: set(proxy_pgids), ENGINE: set(engine_pgids), LIMITER: set(limiter_pgids)}
         self.learn_groups(groups)
         for name in kill_at_once:
             self.console.say(f"{name} looks hung: killing its process group at once")
@@ -198,6 +204,8 @@ class Shutdown:
             self.console.say(f"not ready; waiting {delay:g} s for traffic to move away")
             self.wait_until(lambda: False, since + min(delay, plan.proxy_by))
         self.stop_groups("proxy", groups[PROXY], since + plan.proxy_by)
+        # Within the engine's stage, which ends where it always did.
+        self.stop_groups(LIMITER, groups[LIMITER], min(self.clock() + plan.limiter_grace, since + plan.engine_by))
         engine_by = since + plan.engine_by
         if not was_ready:
             engine_by = min(engine_by, self.clock() + plan.starting_engine_grace)

@@ -6,6 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# redis-server: the private one that keeps the keys' limits exact across proxy
+# workers; its tests run it for real. CI machines start without it.
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else echo "redis-server is missing and installing it needs root or sudo: install it (apt-get install redis-server)" >&2; return 1
+    fi
+}
+if ! command -v redis-server >/dev/null; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server \
+        || { as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
+    command -v redis-server >/dev/null || { echo "redis-server is still not on PATH after installing it" >&2; exit 1; }
+fi
+
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

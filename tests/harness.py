@@ -70,6 +70,19 @@ def descendants(pid: int) -> set[int]:
     return seen
 
 
+def environment_of(pid: int) -> dict[str, str]:
+    """The environment a process started with."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def cmdline_of(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
 def pgid_of(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
@@ -151,6 +164,23 @@ class Entry:
             if pgid_of(pid) == pid and ((name == "engine" and is_engine) or (name == "proxy" and is_proxy)):
                 return pid
         raise AssertionError(f"no {name} process under llm-entry")
+
+    def limiter_pid(self) -> int | None:
+        """PID of the private redis-server (the `limiter` program), or None when none runs.
+        redis-server rewrites its title: "redis-server unixsocket:/run/.../redis.sock"."""
+        for pid in descendants(self.pid):
+            title = cmdline_of(pid)[0].split(b" ")[0]
+            if Path(title.decode(errors="replace")).name == "redis-server" and pgid_of(pid) == pid:
+                return pid
+        return None
+
+    def run_dir(self) -> Path:
+        """llm-entry's private run folder, from supervisord's command line."""
+        for pid in descendants(self.pid):
+            argv = cmdline_of(pid)
+            if b"supervisor.supervisord" in argv and b"-c" in argv:
+                return Path(argv[argv.index(b"-c") + 1].decode()).parent
+        raise AssertionError("no supervisord under llm-entry")
 
     def send(self, sig: int) -> None:
         self.record_tree()

@@ -617,3 +617,108 @@ def test_a_hang_timeout_shorter_than_noticing_failed_checks_is_refused(model_dir
 
 def test_a_heartbeat_ttl_below_the_monitors_refresh_is_refused(model_dir: Path) -> None:
     assert "use at least 2 s" in refused(model_dir, heartbeat_ttl=0.5)
+
+
+# --- --redis-url and who keeps the keys' limits ------------------------------------
+
+REDIS_PASSWORD = "r3d1s-Pa55w0rd-kQ8zX"
+
+
+@pytest.mark.parametrize("url,storage", [
+    ("redis://localhost", "async+redis://localhost"),
+    ("redis://redis.shared:6380/2", "async+redis://redis.shared:6380/2"),
+    (f"redis://:{REDIS_PASSWORD}@redis.shared:6379/0", f"async+redis://:{REDIS_PASSWORD}@redis.shared:6379/0"),
+    (f"redis://limits:{REDIS_PASSWORD}@10.0.0.7:6379", f"async+redis://limits:{REDIS_PASSWORD}@10.0.0.7:6379"),
+    ("rediss://redis.shared:6380/1?ssl_cert_reqs=required", "async+rediss://redis.shared:6380/1?ssl_cert_reqs=required"),
+    ("redis://[::1]:6379/0", "async+redis://[::1]:6379/0"),
+    ("unix:///run/redis/redis.sock", "async+redis+unix:///run/redis/redis.sock"),
+    ("unix:///run/redis/redis.sock?db=3", "async+redis+unix:///run/redis/redis.sock?db=3"),
+])
+def test_a_redis_url_is_accepted_and_becomes_a_limits_storage_uri(model_dir: Path, url: str, storage: str) -> None:
+    config = build(model_dir, redis_url=url)
+    assert config.redis_url.text == url
+    assert config.redis_url.storage_uri == storage
+    assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == storage
+
+
+@pytest.mark.parametrize("url,phrase", [
+    ("http://redis.shared:6379", "is not a Redis URL"),
+    ("redis.shared:6379", "is not a Redis URL"),
+    ("redis:/redis.shared", "is not a Redis URL"),
+    ("memcached://cache:11211", "is not a Redis URL"),
+    ("redis://", "names no host"),
+    ("redis://:6379/0", "names no host"),
+    ("redis://redis.shared:0", "is not a TCP port"),
+    ("redis://redis.shared:65536", "is not a TCP port"),
+    ("redis://redis.shared:six", "is not a TCP port"),
+    ("redis://redis.shared/limits", "a database is a whole number"),
+    ("redis://redis.shared/0#frag", "has a #fragment"),
+    ("unix://run/redis.sock", "absolute path"),
+    ("unix:///run/redis.sock?password=x", "may only carry ?db=N"),
+    ("unix:///run/redis.sock?db=one", "a database is a whole number"),
+])
+def test_anything_but_a_redis_url_is_refused_in_one_sentence(model_dir: Path, url: str, phrase: str) -> None:
+    message = refused(model_dir, redis_url=url)
+    assert message.startswith("--redis-url ")
+    assert phrase in message
+
+
+@pytest.mark.parametrize("url", [
+    f"redis://{REDIS_PASSWORD}@redis.shared:6379",          # a user without a password: a password by mistake?
+    f"redis://:{REDIS_PASSWORD}@redis.shared:99999",
+    f"http://:{REDIS_PASSWORD}@redis.shared",
+    f"unix://:{REDIS_PASSWORD}@/run/redis.sock",
+])
+def test_a_refused_redis_url_never_shows_its_password(model_dir: Path, url: str) -> None:
+    message = refused(model_dir, redis_url=url)
+    assert REDIS_PASSWORD not in message
+    assert ":***@" in message
+
+
+def test_a_redis_password_shows_as_stars_and_never_in_the_config_repr(model_dir: Path) -> None:
+    config = build(model_dir, redis_url=f"redis://limits:{REDIS_PASSWORD}@redis.shared:6379/0")
+    assert config.redis_url.shown == "redis://limits:***@redis.shared:6379/0"
+    assert REDIS_PASSWORD not in repr(config)
+    assert REDIS_PASSWORD not in repr(Options(model="m", redis_url=config.redis_url.text))
+    assert config.redis_url.secrets == (REDIS_PASSWORD,)
+
+
+def test_a_percent_encoded_redis_password_is_hidden_as_written_and_decoded(model_dir: Path) -> None:
+    config = build(model_dir, redis_url="redis://:p%40ss-w0rd-Zq81@redis.shared")
+    assert set(config.redis_url.secrets) == {"p%40ss-w0rd-Zq81", "p@ss-w0rd-Zq81"}
+
+
+def keys_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys"
+    path.write_text("# no key yet\n")
+    return path
+
+
+def test_a_redis_url_holds_the_limits_for_every_replica(model_dir: Path, tmp_path: Path) -> None:
+    config = build(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=2,
+                   redis_url=f"redis://:{REDIS_PASSWORD}@redis.shared:6379/0")
+    assert not config.limits.private
+    assert config.limits.reason == ("limits: the Redis at --redis-url redis://:***@redis.shared:6379/0 holds them, "
+                                    "shared by every replica that names it")
+
+
+def test_a_keys_file_with_two_proxy_workers_gets_a_private_redis_server(model_dir: Path, tmp_path: Path) -> None:
+    config = build(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=2)
+    assert config.limits.private
+    assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == "async+redis+unix:///run/llm-entry-abc/redis.sock"
+    assert config.limits.reason == ("limits: a private redis-server on a unix socket holds them, "
+                                    "so 2 proxy workers share exact counts")
+
+
+def test_a_keys_file_with_one_proxy_worker_keeps_the_limits_in_its_memory(model_dir: Path, tmp_path: Path) -> None:
+    config = build(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=1)
+    assert not config.limits.private
+    assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == "memory://"
+    assert config.limits.reason == "limits: the one proxy worker keeps them in its memory, exact for one worker"
+
+
+def test_without_a_keys_file_nobody_has_limits_and_no_redis_runs(model_dir: Path) -> None:
+    config = build(model_dir, proxy_workers=4)
+    assert not config.limits.private
+    assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == "memory://"
+    assert config.limits.reason == "limits: none to keep (no --api-keys-file), so no Redis runs"

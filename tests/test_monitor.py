@@ -15,14 +15,17 @@ from entrypoint.monitor import TICK, Monitor, ready_line
 from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles
 from entrypoint.restarts import RESTART_KILL_WAIT
 from fakes import (FakeClock, FakeConfig, FakeForwarder, FakeProcesses, FakeReaper, FakeSignals,
-                   FakeSupervisor, quiet_console)
+                   FakeSupervisor, FakeTail, quiet_console)
 
-ENGINE, PROXY = 200, 300
+ENGINE, PROXY, LIMITER = 200, 300, 400
 TTL = 15.0
+PIDS = {"engine": ENGINE, "proxy": PROXY, "limiter": LIMITER}
+WITH_LIMITER = ("engine", "proxy", "limiter")
 
 
 class World:
-    def __init__(self, tmp_path: Path, config: FakeConfig = FakeConfig(), signal_at: tuple[float, ...] = ()):
+    def __init__(self, tmp_path: Path, config: FakeConfig = FakeConfig(), signal_at: tuple[float, ...] = (),
+                 programs: tuple[str, ...] = ("engine", "proxy")):
         self.clock = FakeClock(1000.0)
         self.processes = FakeProcesses(self.clock)
         self.supervisor = FakeSupervisor(self.clock, self.processes)
@@ -30,15 +33,17 @@ class World:
         self.probes.prepare()
         self.console, self.out, _ = quiet_console()
         self.forwarder = FakeForwarder()
+        self.forwarder.tails.setdefault("limiter", FakeTail())
         self.monitor = Monitor(config, self.supervisor, self.probes, self.console, self.forwarder,
                                FakeSignals(self.clock, signal_at), FakeReaper(self.processes),
-                               clock=self.clock, sleep=self.clock.sleep, processes=self.processes)
-        for name, pid in (("engine", ENGINE), ("proxy", PROXY)):
-            self.processes.add(pid)
-            self.supervisor.run(name, pid)
+                               clock=self.clock, sleep=self.clock.sleep, processes=self.processes,
+                               programs=programs)
+        for name in programs:
+            self.processes.add(PIDS[name])
+            self.supervisor.run(name, PIDS[name])
 
     def passes(self, *names: str) -> None:
-        for name in names or ("engine", "proxy"):
+        for name in names or tuple(self.monitor.programs):
             program = self.monitor.programs[name]
             self.monitor.report(name, program.generation, True, "200", self.clock())
 
@@ -239,3 +244,88 @@ def test_an_engine_exit_without_restarts_fails_at_once(tmp_path: Path) -> None:
     assert outcome.exit_code == EXIT_ENGINE_FAILED
     assert world.file(NOT_READY) == world.file(NOT_HEALTHY) == outcome.summary + "\n"
     assert "after it was ready; vLLM exits even with status 0" in outcome.summary
+
+
+# --- the private redis-server (limiter) as a third program ---------------------------
+
+def test_the_limiters_check_holds_readiness_back_until_it_passes(tmp_path: Path) -> None:
+    world = World(tmp_path, programs=WITH_LIMITER)
+    world.passes("engine", "proxy")
+    assert world.tick() is None
+    assert "limiter starting" in world.file(NOT_READY)
+    world.passes("limiter")
+    assert world.tick() is None
+    assert world.file(NOT_READY) is None
+    assert "ready in" in world.out.getvalue()
+
+
+def test_a_limiter_that_stops_answering_makes_the_container_not_ready(tmp_path: Path) -> None:
+    world = World(tmp_path, programs=WITH_LIMITER)
+    world.passes()
+    assert world.tick() is None
+    for _ in range(2):
+        world.monitor.report("limiter", 0, False, "no answer to PING within the check timeout", world.clock())
+    world.passes("engine", "proxy")
+    assert world.tick() is None
+    assert world.file(NOT_READY) == ("limiter failing checks (2 in a row): "
+                                     "no answer to PING within the check timeout\n")
+
+
+def test_a_limiter_exit_restarts_it_in_place_and_says_its_counters_start_from_zero(tmp_path: Path) -> None:
+    world = World(tmp_path, programs=WITH_LIMITER)
+    world.passes()
+    assert world.tick() is None
+    world.supervisor.next_pid["limiter"] = 401
+    world.supervisor.exit("limiter", -1, reason="terminated by SIGKILL")
+    while not world.supervisor.started:
+        assert world.tick() is None
+    assert world.supervisor.started[0][1] == "limiter"
+    assert world.processes.killed(LIMITER), "the old group is killed first"
+    assert ("limiter exited (terminated by SIGKILL (perhaps out of memory: check the container's memory limit "
+            "and dmesg)) 0 s after start, after it was ready; restarting it (the keys' limit counters start "
+            "again from zero)") in world.out.getvalue()
+    assert world.tick() is None
+    assert "limiter starting" in world.file(NOT_READY), "the new start must pass its own check"
+    world.passes()
+    assert world.tick() is None
+    assert world.file(NOT_READY) is None
+    assert "ready again" in world.out.getvalue()
+    assert world.monitor.programs["limiter"].pgids == {401}
+    assert world.monitor.programs["engine"].generation == world.monitor.programs["proxy"].generation == 0
+
+
+def limiter_exits(world: World, new_pid: int, status: int = 1):
+    """The limiter exits; tick until the monitor follows its new start or gives up."""
+    world.supervisor.next_pid["limiter"] = new_pid
+    world.supervisor.exit("limiter", status)
+    for _ in range(100):
+        world.passes()
+        outcome = world.tick()
+        if outcome is not None or world.monitor.programs["limiter"].pgids == {new_pid}:
+            return outcome
+    raise AssertionError("the limiter was neither restarted nor given up on")
+
+
+def test_a_limiter_that_keeps_exiting_fails_the_container_as_the_proxy_side_with_exit_4(tmp_path: Path) -> None:
+    world = World(tmp_path, config=FakeConfig(max_restarts=2), programs=WITH_LIMITER)
+    world.passes()
+    assert world.tick() is None
+    assert limiter_exits(world, 401) is None
+    assert limiter_exits(world, 402) is None
+    outcome = limiter_exits(world, 403)
+    assert outcome.exit_code == EXIT_PROXY_FAILED
+    assert outcome.summary.startswith("limiter exited (exit status 1)")
+    assert outcome.summary.endswith("; gave up after 2 restarts in 300 s")
+    assert world.file(NOT_HEALTHY) == outcome.summary + "\n"
+    assert [name for _, name in world.supervisor.started] == ["limiter", "limiter"]
+
+
+def test_limiter_restarts_older_than_the_restart_window_no_longer_count(tmp_path: Path) -> None:
+    world = World(tmp_path, config=FakeConfig(max_restarts=1, restart_window=60.0), programs=WITH_LIMITER)
+    world.passes()
+    assert world.tick() is None
+    assert limiter_exits(world, 401) is None
+    world.clock.sleep(61.0)
+    assert limiter_exits(world, 402) is None
+    assert [name for _, name in world.supervisor.started] == ["limiter", "limiter"]
+    assert limiter_exits(world, 403).exit_code == EXIT_PROXY_FAILED

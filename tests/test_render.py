@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from entrypoint import render
 from entrypoint.config import Config, Options, Timing, build_config
 from entrypoint.gpus import NodeGpus
 from entrypoint.keys import Secret
+from entrypoint.limiter_store import check_redis_url
 from entrypoint.parallel import ParallelPlan
 
 MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
@@ -106,10 +108,10 @@ childlogdir=/run/llm-entry-abc
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
-; llm-entry watches both programs itself and decides about restarts: supervisord
+; llm-entry watches every program itself and decides about restarts: supervisord
 ; never restarts on its own (autorestart=false) and never holds a start back
 ; (startsecs=0), so every exit is reported to llm-entry as it happens.
-; Both autostart, so they load at the same time, not one after the other.
+; All autostart, so they load at the same time, not one after the other.
 
 [program:engine]
 command=/opt/venv/bin/python -m entrypoint.launch /run/llm-entry-abc/engine.launch.json
@@ -279,7 +281,10 @@ def test_the_proxy_learns_the_engines_address_and_no_key_from_its_launch_spec() 
     spec = render.proxy_launch(CONFIG, PYTHON, RUN_DIR)
     assert spec.argv == render.proxy_command(CONFIG, PYTHON, RUN_DIR)
     assert dict(spec.set) == {"LLM_ENTRY_ENGINE_URL": "http://127.0.0.1:3000",
-                              "LLM_ENTRY_REQUEST_TIMEOUT": "600", "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true"}
+                              "LLM_ENTRY_REQUEST_TIMEOUT": "600", "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true",
+                              "LLM_ENTRY_LIMITS_STORAGE": "memory://",
+                              "PROMETHEUS_MULTIPROC_DIR": "/run/llm-entry-abc/metrics",
+                              "LLM_ENTRY_OWN_METRICS": "/run/llm-entry-abc/llm-entry.prom"}
     assert spec.unset == ()
 
 
@@ -364,3 +369,150 @@ def test_dry_run_names_the_cpu_engine_settings() -> None:
     text = render.dry_run_text(CPU_CONFIG, PYTHON, RUN_DIR)
     assert "# engine settings: VLLM_CPU_KVCACHE_SPACE=4 (VLLM_API_KEY is generated at every start)" in text
     assert "# no GPU visible: the engine runs on the CPU" in text
+
+
+# --- the keys' limits and the private redis-server -------------------------------
+
+KEYS_CONFIG = dataclasses.replace(CONFIG, api_keys_file=Path("/run/secrets/llm/keys"))   # 2 proxy workers
+ONE_WORKER_KEYS_CONFIG = dataclasses.replace(KEYS_CONFIG, proxy_workers=1)
+REDIS_PASSWORD = "r3d1s-Pa55w0rd-kQ8zX"
+SHARED_REDIS_CONFIG = dataclasses.replace(
+    KEYS_CONFIG, redis_url=check_redis_url(f"redis://:{REDIS_PASSWORD}@redis.shared:6380/2"))
+
+EXPECTED_REDIS_CONF = """\
+# Rendered by llm-entry for one run: the private redis-server that keeps the
+# keys' limit counters for every proxy worker. It lives and dies with the run:
+# no TCP port, a unix socket only its user may open, nothing written to disk.
+port 0
+unixsocket "/run/llm-entry-abc/redis.sock"
+unixsocketperm 700
+dir "/run/llm-entry-abc"
+daemonize no
+# Its output goes through supervisord into the container log, like the others'.
+logfile ""
+loglevel warning
+save ""
+appendonly no
+# Counters expire on their own; should they ever fill this, the nearest to
+# expiring go first.
+maxmemory 64mb
+maxmemory-policy volatile-ttl
+"""
+
+EXPECTED_LIMITER_PROGRAM = """
+; Only when several proxy workers must share the keys' limit counters: a
+; private redis-server on a unix socket. It starts before the proxy and stops
+; after it (priority), since the proxy counts in it until it has drained.
+[program:limiter]
+command=/opt/venv/bin/python -m entrypoint.launch /run/llm-entry-abc/limiter.launch.json
+directory=/run/llm-entry-abc
+autostart=true
+autorestart=false
+startsecs=0
+startretries=0
+stopsignal=TERM
+stopwaitsecs=25
+stopasgroup=false
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=/run/llm-entry-abc/limiter.log
+stdout_logfile_maxbytes=20MB
+stdout_logfile_backups=1
+priority=15
+"""
+
+
+def test_redis_conf_is_rendered_exactly() -> None:
+    assert render.render_redis_config(RUN_DIR) == EXPECTED_REDIS_CONF
+
+
+def test_supervisord_conf_with_the_limiter_is_rendered_exactly() -> None:
+    assert (render.render_supervisord_config(KEYS_CONFIG, PYTHON, RUN_DIR)
+            == EXPECTED_SUPERVISORD_CONF + EXPECTED_LIMITER_PROGRAM)
+
+
+@pytest.mark.parametrize("config", [CONFIG, ONE_WORKER_KEYS_CONFIG, SHARED_REDIS_CONFIG],
+                         ids=["no keys file", "one worker", "--redis-url"])
+def test_without_a_private_redis_server_supervisord_runs_only_the_engine_and_the_proxy(config: Config) -> None:
+    assert render.supervised_programs(config) == ("engine", "proxy")
+    assert render.render_supervisord_config(config, PYTHON, RUN_DIR) == EXPECTED_SUPERVISORD_CONF
+    assert [file.name for file in render.render_run_files(config, PYTHON, RUN_DIR)] == [
+        "supervisord.conf", "litellm.yaml", "engine.launch.json", "proxy.launch.json",
+        "proxy-logging.json", "llm_entry_auth.py"]
+
+
+def test_a_keys_file_with_two_proxy_workers_adds_the_limiter_and_its_files() -> None:
+    assert render.supervised_programs(KEYS_CONFIG) == ("engine", "proxy", "limiter")
+    names = [file.name for file in render.render_run_files(KEYS_CONFIG, PYTHON, RUN_DIR)]
+    assert names[-2:] == ["redis.conf", "limiter.launch.json"]
+
+
+def test_supervisord_starts_the_limiter_before_the_proxy_and_stops_it_after(tmp_path: Path) -> None:
+    path = tmp_path / render.SUPERVISORD_CONFIG
+    path.write_text(render.render_supervisord_config(KEYS_CONFIG, PYTHON, tmp_path))
+    options = ServerOptions()
+    options.realize(args=["-c", str(path)])
+    priority = {group.name: group.priority for group in options.process_group_configs}
+    assert priority["engine"] < priority["limiter"] < priority["proxy"]
+    assert supervisord_reads(KEYS_CONFIG, tmp_path)["limiter"] == render.launcher_command(
+        PYTHON, tmp_path / render.LIMITER_LAUNCH)
+
+
+def test_the_limiter_runs_redis_server_on_the_rendered_config_without_any_key() -> None:
+    spec = render.limiter_launch(RUN_DIR)
+    assert spec.argv == ["redis-server", "/run/llm-entry-abc/redis.conf"]
+    assert set(spec.unset) == {"LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY", "LLM_ENTRY_API_KEYS_FILE",
+                               "LLM_ENTRY_ENGINE_KEY", "VLLM_API_KEY"}
+
+
+@pytest.mark.parametrize("config,storage", [
+    (CONFIG, "memory://"),
+    (ONE_WORKER_KEYS_CONFIG, "memory://"),
+    (KEYS_CONFIG, "async+redis+unix:///run/llm-entry-abc/redis.sock"),
+    (SHARED_REDIS_CONFIG, f"async+redis://:{REDIS_PASSWORD}@redis.shared:6380/2"),
+], ids=["no keys file", "one worker", "private redis-server", "--redis-url"])
+def test_the_proxy_learns_where_the_limit_counters_live(config: Config, storage: str) -> None:
+    assert dict(render.proxy_launch(config, PYTHON, RUN_DIR).set)["LLM_ENTRY_LIMITS_STORAGE"] == storage
+
+
+def test_a_redis_password_reaches_only_the_proxys_launch_spec() -> None:
+    for file in render.render_run_files(SHARED_REDIS_CONFIG, PYTHON, RUN_DIR):
+        assert (REDIS_PASSWORD in file.content) == (file.name == "proxy.launch.json"), file.name
+    assert REDIS_PASSWORD not in render.dry_run_text(SHARED_REDIS_CONFIG, PYTHON, Path("<run-dir>"))
+
+
+def test_redis_server_reads_a_run_folder_with_a_space_and_a_quote_back_exactly(tmp_path: Path) -> None:
+    run_dir = tmp_path / 'a b"c'
+    run_dir.mkdir()
+    (run_dir / "redis.conf").write_text(render.render_redis_config(run_dir))
+    server = subprocess.Popen(["redis-server", str(run_dir / "redis.conf")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        import redis
+        client = redis.Redis(unix_socket_path=str(run_dir / "redis.sock"), socket_timeout=5)
+        deadline = time.monotonic() + 10
+        while not (run_dir / "redis.sock").exists():
+            assert time.monotonic() < deadline and server.poll() is None, "redis-server did not open its socket"
+            time.sleep(0.02)
+        assert client.config_get("port") == {"port": "0"}
+        assert client.config_get("dir") == {"dir": str(run_dir)}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-ttl"}
+        assert client.config_get("save") == {"save": ""}
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_dry_run_says_who_keeps_the_limits_and_shows_redis_conf() -> None:
+    text = render.dry_run_text(KEYS_CONFIG, PYTHON, Path("<run-dir>"))
+    assert ("# limits: a private redis-server on a unix socket holds them, so 2 proxy workers share exact counts"
+            in text.splitlines())
+    assert '# redis.conf:\n# Rendered by llm-entry' in text
+    assert 'unixsocket "<run-dir>/redis.sock"' in text
+
+
+def test_dry_run_shows_a_redis_url_without_its_password() -> None:
+    lines = render.dry_run_text(SHARED_REDIS_CONFIG, PYTHON, Path("<run-dir>")).splitlines()
+    assert ("# limits: the Redis at --redis-url redis://:***@redis.shared:6380/2 holds them, "
+            "shared by every replica that names it") in lines

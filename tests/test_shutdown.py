@@ -194,3 +194,63 @@ def test_with_supervisord_silent_the_stop_lines_wait_for_nothing() -> None:
     world.shutdown().run([], [ENGINE], drain=True, was_ready=True, since=0.0)
     calls = [method for method, _ in world.supervisor.calls]
     assert calls.count("getAllProcessInfo") == 1   # learning the groups; the stop line does not ask again
+
+
+# --- the private redis-server (limiter) ----------------------------------------------
+
+LIMITER = 500
+
+
+def test_the_limiter_stops_after_the_proxy_and_before_the_engine() -> None:
+    world = World()
+    for name, pgid, takes in (("proxy", PROXY, 0.2), ("limiter", LIMITER, 0.01), ("engine", ENGINE, 1.0)):
+        world.processes.add(pgid, term_takes=takes)
+        world.supervisor.run(name, pgid)
+    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0, limiter_pgids=[LIMITER])
+    terms = [pgid for _, pgid, what in world.processes.sent if what == "SIGTERM leader"]
+    assert terms[:3] == [PROXY, LIMITER, ENGINE]
+    assert world.alive() == []
+    lines = world.out.getvalue().splitlines()
+    assert lines[2:4] == ["limiter   | limiter's last words", "llm-entry | limiter stopped in 0.0 s"]
+
+
+def test_a_limiter_the_monitor_never_saw_is_learned_from_supervisord_and_stopped() -> None:
+    world = World()
+    world.processes.add(LIMITER)
+    world.supervisor.run("limiter", LIMITER)
+    world.shutdown().run([], [], drain=True, was_ready=True, since=0.0)
+    assert (0.0, LIMITER, "SIGTERM leader") in world.processes.sent
+    assert world.alive() == []
+
+
+def test_a_limiter_that_ignores_sigterm_is_killed_without_moving_the_engines_deadline() -> None:
+    world = World()
+    world.processes.add(LIMITER, term_takes=None)
+    world.processes.add(ENGINE, term_takes=None)
+    config = FakeConfig(timing(grace_period=25.0))
+    world.shutdown(config).run([], [ENGINE], drain=True, was_ready=True, since=0.0, limiter_pgids=[LIMITER])
+    assert world.processes.killed(LIMITER) == [pytest.approx(budget(config, True).limiter_grace)]
+    assert world.processes.killed(ENGINE) == [pytest.approx(budget(config, True).engine_by)]
+
+
+@pytest.mark.parametrize("grace", [25.0, 6.0, 3.0])
+def test_the_whole_shutdown_with_a_limiter_fits_the_grace_period_when_nothing_stops(grace: float) -> None:
+    world = World()
+    world.nothing_dies()
+    world.processes.add(LIMITER, term_takes=None, kill_takes=None)
+    config = FakeConfig(timing(grace_period=grace, drain_delay=grace / 5))
+    world.clock.now = NOTICED_AFTER
+    world.shutdown(config).run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0, limiter_pgids=[LIMITER])
+    assert world.clock.now + LOG_FLUSH * min(1.0, grace / FULL_SIZE_GRACE) <= grace
+    assert all(world.processes.killed(pgid) for pgid in (PROXY, LIMITER, ENGINE, SUPERVISORD, LEFTOVER))
+
+
+def test_a_hung_limiter_is_killed_at_once() -> None:
+    world = World()
+    world.processes.add(LIMITER, term_takes=None)
+    world.processes.add(PROXY)
+    world.shutdown().run([PROXY], [], drain=False, was_ready=True, since=0.0, limiter_pgids=[LIMITER],
+                         kill_at_once=("limiter",))
+    assert world.processes.sent[0] == (0.0, LIMITER, "SIGKILL group")
+    assert "limiter looks hung: killing its process group at once" in world.out.getvalue()
+    assert world.alive() == []
