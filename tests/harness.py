@@ -77,10 +77,11 @@ def environment_of(pid: int) -> dict[str, str]:
 
 
 def cmdline_of(pid: int) -> list[bytes]:
+    """A process's argv; [b""] once it is gone."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return []
+        return [b""]
 
 
 def pgid_of(pid: int) -> int | None:

@@ -722,3 +722,27 @@ def test_without_a_keys_file_nobody_has_limits_and_no_redis_runs(model_dir: Path
     assert not config.limits.private
     assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == "memory://"
     assert config.limits.reason == "limits: none to keep (no --api-keys-file), so no Redis runs"
+
+
+def connection_error(cause: OSError) -> Exception:
+    import redis
+    try:
+        try:
+            raise cause
+        except OSError:
+            raise redis.exceptions.ConnectionError("Error connecting.")
+    except redis.exceptions.ConnectionError as error:
+        return error
+
+
+def test_why_a_redis_url_does_not_answer_is_said_in_a_few_words() -> None:
+    import redis
+
+    from entrypoint.limiter_store import describe_redis_error
+    assert describe_redis_error(connection_error(ConnectionRefusedError(111, "Connection refused")), 2.0,
+                                False) == "Connection refused"
+    assert describe_redis_error(redis.exceptions.TimeoutError("Timeout"), 2.0, False) == "no answer within 2 s"
+    wrong = redis.exceptions.AuthenticationError("invalid username-password pair or user is disabled.")
+    assert describe_redis_error(wrong, 2.0, True) == "it refused the password"
+    missing = redis.exceptions.AuthenticationError("Authentication required.")
+    assert describe_redis_error(missing, 2.0, False) == "it asks for a password"
