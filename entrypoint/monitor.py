@@ -25,6 +25,7 @@ from .errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK
 from .exits import HISTORY_LINES, tell_exit
 from .health import Verdict, Vitals, assess, combine
 from .logs import LogForwarder
+from .own_metrics import OwnMetrics
 from .probe_files import ProbeFiles
 from .processes import ProcessTable, Reaper, describe_wait_status
 from .render import ENGINE, LIMITER, PROXY
@@ -71,7 +72,7 @@ class Monitor:
                  console: Console, forwarder: LogForwarder, signals: SignalQueue,
                  reaper: Reaper, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, processes: ProcessTable = ProcessTable(),
-                 programs: tuple[str, ...] = (ENGINE, PROXY)):
+                 programs: tuple[str, ...] = (ENGINE, PROXY), metrics: OwnMetrics | None = None):
         self.config = config
         self.supervisor = supervisor
         self.probes = probes
@@ -85,6 +86,8 @@ class Monitor:
         self.started = clock()
         # render.supervised_programs(config): the engine, the proxy, and the limiter when there is one.
         self.programs = {name: Program(name, Vitals(name, self.started)) for name in programs}
+        # What /metrics shows of llm-entry itself (entrypoint.own_metrics), kept beside the probe files.
+        self.metrics = metrics or OwnMetrics(Path("unwritten"), programs, write=lambda path, text: None)
         self.checkers: dict[str, Checker] = {}
         self.ready_since: float | None = None
         self.was_ready = False
@@ -100,7 +103,10 @@ class Monitor:
         with self._lock:
             program = self.programs[name]
             if generation == program.generation:
+                began = program.vitals.checking_since
                 program.vitals.record(ok, detail, at)
+        if generation == program.generation:
+            self.metrics.checked(name, ok, at - began if began is not None else 0.0)
 
     def began(self, name: str, generation: int, at: float) -> None:
         with self._lock:
@@ -200,10 +206,13 @@ class Monitor:
             return self._fail(verdict.exit_code, verdict.fatal, kill_at_once=hung)
         now = self.clock()
         self.probes.show(None if verdict.ready else verdict.waiting_for, None)
+        self.metrics.state(verdict.ready, healthy=True)
+        self.metrics.write_if_due()
         if verdict.ready and self.ready_since is None:
             self.ready_since = now
             if not self.was_ready:
                 self.was_ready = True
+                self.metrics.ready_after(now - self.started)
                 self.console.say(ready_line(self.config, now - self.started))
             else:
                 self.console.say("ready again")
@@ -231,6 +240,7 @@ class Monitor:
         if self.restarts.allowed(program):
             self.forwarder.tails[program.name].begin_run()
             self.console.say(story.summary + "; restarting it" + RESTART_NOTES.get(program.name, ""))
+            self.metrics.restarted(program.name)
             return self._restart_failed(program, self.restarts.begin(program))
         code = exit_code_for(program.name)
         summary = story.summary
@@ -248,6 +258,8 @@ class Monitor:
     def _fail(self, code: int, summary: str, details: tuple[str, ...] = (),
               kill_at_once: tuple[str, ...] = ()) -> Outcome:
         self.probes.show(summary, summary)
+        self.metrics.state(False, healthy=False)
+        self.metrics.write()
         return Outcome(code, summary, was_ready=self.was_ready, since=self.clock(),
                        details=details, kill_at_once=kill_at_once)
 

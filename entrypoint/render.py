@@ -110,7 +110,13 @@ def proxy_launch(config: Config, python: str, run_dir: Path) -> LaunchSpec:
         (names.LIMITS_STORAGE_VARIABLE, config.limits.storage_uri(run_dir)),
         (names.METRICS_DIR_VARIABLE, str(run_dir / names.METRICS_DIR)),
         (names.OWN_METRICS_VARIABLE, str(run_dir / names.OWN_METRICS_FILE)),
+        (names.LIMITS_PREFIX_VARIABLE, limits_prefix(config)),
     ))
+
+
+def limits_prefix(config: Config) -> str:
+    """Replicas of one model share their keys' counts in a shared Redis; another model's are apart."""
+    return "llm-entry/" + config.served_model_name
 
 
 def supervised_programs(config: Config) -> tuple[str, ...]:

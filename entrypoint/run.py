@@ -23,6 +23,7 @@ from .key_watch import RELOAD_MARKER, KeyWatch
 from .keys import Secret, new_internal_key
 from .logs import LogForwarder, LogTail
 from .monitor import Monitor, Outcome
+from .own_metrics import OwnMetrics
 from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
 from .proxy_auth import RELOAD_MARKER_VARIABLE
@@ -208,7 +209,9 @@ def serve_prepared(config: Config, env: Mapping[str, str], console: Console, sig
         supervisor.start(sys.executable, child_environment(config, env, internal_key, key_watch.marker))
         forwarder.start()
         console.say(starting_line(config))
-        monitor = Monitor(config, supervisor, probes, console, forwarder, signals, reaper, programs=programs)
+        metrics = OwnMetrics(run_dir / names.OWN_METRICS_FILE, programs)
+        monitor = Monitor(config, supervisor, probes, console, forwarder, signals, reaper, programs=programs,
+                          metrics=metrics)
         checkers = make_checkers(config, monitor, run_dir)
         monitor.attach(checkers)
         for checker in checkers.values():

@@ -284,7 +284,8 @@ def test_the_proxy_learns_the_engines_address_and_no_key_from_its_launch_spec() 
                               "LLM_ENTRY_REQUEST_TIMEOUT": "600", "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true",
                               "LLM_ENTRY_LIMITS_STORAGE": "memory://",
                               "PROMETHEUS_MULTIPROC_DIR": "/run/llm-entry-abc/metrics",
-                              "LLM_ENTRY_OWN_METRICS": "/run/llm-entry-abc/llm-entry.prom"}
+                              "LLM_ENTRY_OWN_METRICS": "/run/llm-entry-abc/llm-entry.prom",
+                              "LLM_ENTRY_LIMITS_PREFIX": f"llm-entry/{CONFIG.served_model_name}"}
     assert spec.unset == ()
 
 
