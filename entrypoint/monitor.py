@@ -206,13 +206,11 @@ class Monitor:
             return self._fail(verdict.exit_code, verdict.fatal, kill_at_once=hung)
         now = self.clock()
         self.probes.show(None if verdict.ready else verdict.waiting_for, None)
-        self.metrics.state(verdict.ready, healthy=True)
-        self.metrics.write_if_due()
+        self._show_in_metrics(verdict.ready, now)
         if verdict.ready and self.ready_since is None:
             self.ready_since = now
             if not self.was_ready:
                 self.was_ready = True
-                self.metrics.ready_after(now - self.started)
                 self.console.say(ready_line(self.config, now - self.started))
             else:
                 self.console.say("ready again")
@@ -225,6 +223,17 @@ class Monitor:
                 self.console.say(f"waiting {now - self.started:.0f} s: {verdict.waiting_for}")
                 self._last_progress = now
         return None
+
+    def _show_in_metrics(self, ready: bool, now: float) -> None:
+        """The same verdict in llm-entry's metrics: at once when readiness
+        changed (as the probe files), else at most once a second."""
+        self.metrics.state(ready, healthy=True)
+        if ready and not self.was_ready:
+            self.metrics.ready_after(now - self.started)
+        if ready != (self.ready_since is not None):
+            self.metrics.write()
+        else:
+            self.metrics.write_if_due()
 
     # -- exits and restarts ----------------------------------------------------
     def _exited(self, program: Program, state: ProgramState) -> Outcome | None:
