@@ -234,3 +234,13 @@ class FakeForwarder:
 
     def pump(self, final: bool = False) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class FakeStatus:
+    """What os.stat gives for a file, as far as a keys file's watcher looks."""
+
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime_ns: int

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fakes import FakeStatus
 from entrypoint.errors import EntryError
 from entrypoint.keys import (
     KeyEntry,
@@ -266,14 +266,6 @@ def test_a_duplicate_name_refuses_the_start_naming_both_lines(tmp_path: Path) ->
 
 
 # --- on a reload ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FakeStatus:
-    st_dev: int
-    st_ino: int
-    st_size: int
-    st_mtime_ns: int
-
 
 class FakeFile:
     """One keys file whose every write is a new modification time."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fakes import FakeStatus
 from entrypoint.keys import KeyLimits, default_key_name
 from entrypoint.proxy_auth import (
     KEYS_FILE_VARIABLE,
@@ -48,14 +48,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@dataclass(frozen=True)
-class FakeStatus:
-    st_dev: int
-    st_ino: int
-    st_size: int
-    st_mtime_ns: int
 
 
 class FakeFiles:
