@@ -37,6 +37,11 @@ from entrypoint.proxy_usage import Meter, UsageBook, ask_for_usage, requested_mo
 METRICS_ROUTE = "/metrics"
 METRICS_TIMEOUT = 5.0          # seconds the engine's /metrics may take
 NO_MODEL = "-"                 # the model label of a request the engine did not take
+OTHER_ROUTE = "other"          # the route label of a request to a path nothing served
+# Routes named in the labels whatever the answer: the relay's, and LiteLLM's
+# model routes a client of a vLLM model uses.
+NAMED_ROUTES = frozenset(RELAYED_ROUTES) | {prefix + route for route in ("/responses", "/messages")
+                                            for prefix in ("", "/v1")}
 _METRICS_ONLY_MASTER = "The metrics are for the master key: other keys open only the routes that reach the model."
 
 
@@ -74,6 +79,16 @@ def check_holder(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> t
         return None, str(error), error.reason
     holder = key_ring.holder_of(key)
     return (holder, "", "") if holder else (None, WRONG_KEY, WRONG_KEY_REASON)
+
+
+def series_labels(path: str, model_of: Callable[[], str | None], status: int) -> tuple[str, str]:
+    """(model, route) as metric labels. Only what was served is named: anyone
+    with a key could otherwise make up a new series per request (a model the
+    engine does not know, a path LiteLLM does not serve)."""
+    served = 200 <= status < 300
+    model = (model_of() or NO_MODEL) if served else NO_MODEL
+    route = path if served or path in NAMED_ROUTES else OTHER_ROUTE
+    return model, route
 
 
 def client_address(scope: dict) -> str:
@@ -172,11 +187,10 @@ class ProxyFront:
                 await serve()
             finally:
                 await admitted.release()
-        # A model the engine did not take stays out of the labels: anyone
-        # with a key could otherwise make up a new series per request.
-        model = (model_of() or NO_MODEL) if 200 <= meter.status < 300 else NO_MODEL
         status = meter.status or 499      # the client went away before an answer began
-        self.book.record(holder.name, model, scope["path"], status, meter.usage, self._clock() - started)
+        model, route = series_labels(scope["path"], model_of, status)
+        self.book.record(holder.name, model, route, status, meter.usage, self._clock() - started,
+                         logged_route=scope["path"])
         if meter.usage is not None:
             await self.limiter.charge(holder.name, holder.limits, meter.usage.total)
 

@@ -206,13 +206,15 @@ class UsageBook:
                                  "because the limiter's Redis did not answer.", registry=registry)
 
     def record(self, key: str, model: str, route: str, status: int, usage: Usage | None,
-               seconds: float) -> None:
+               seconds: float, logged_route: str | None = None) -> None:
+        """One model request; `logged_route` is the path as asked, for the log line
+        (the labels may say less: see proxy_front.series_labels)."""
         self.requests.labels(key, model, route, str(status)).inc()
         self.latency.labels(key, model, route).observe(seconds)
         if usage is not None:
             self.prompt_tokens.labels(key, model).inc(usage.prompt_tokens)
             self.completion_tokens.labels(key, model).inc(usage.completion_tokens)
-        access_log.info(access_line(self._clock(), key, model, route, status, usage, seconds))
+        access_log.info(access_line(self._clock(), key, model, logged_route or route, status, usage, seconds))
 
 
 def access_line(at: float, key: str, model: str, route: str, status: int, usage: Usage | None,

@@ -155,3 +155,14 @@ def test_litellms_launcher_is_pointed_at_the_relay_app() -> None:
 def test_a_litellm_that_serves_another_app_stops_the_start() -> None:
     with pytest.raises(RuntimeError, match="not one llm-entry supports"):
         serving_the_relay(lambda: {"app": "litellm.proxy.other:app"})()
+
+
+def test_metric_labels_name_only_what_was_served() -> None:
+    from entrypoint.proxy_front import series_labels
+
+    assert series_labels("/v1/chat/completions", lambda: "tiny", 200) == ("tiny", "/v1/chat/completions")
+    assert series_labels("/v1/chat/completions", lambda: "made-up", 404) == ("-", "/v1/chat/completions")
+    assert series_labels("/v1/made-up-1", lambda: "tiny", 404) == ("-", "other")
+    assert series_labels("/v1/responses", lambda: None, 200) == ("-", "/v1/responses")
+    assert series_labels("/v1/responses", lambda: "tiny", 429) == ("-", "/v1/responses")
+    assert series_labels("/v1/threads/abc/runs", lambda: "tiny", 429) == ("-", "other")
