@@ -57,6 +57,7 @@ class Proxy:
     LITELLM_LAUNCHER = ["-c", "from litellm import run_server; run_server()"]
 
     def __init__(self, runs: Runs, engine: Engine, route: str = "relay"):
+        from entrypoint import names
         from entrypoint.config import Options, build_config
         from entrypoint.gpus import NodeGpus
         from entrypoint.keys import Secret
@@ -74,6 +75,7 @@ class Proxy:
         config = build_config(options, {}, lambda: NodeGpus(0, "none"))
         for file in render_run_files(config, PYTHON, self.dir):
             (self.dir / file.name).write_text(file.content)
+        (self.dir / names.METRICS_DIR).mkdir()     # the workers' metric files, as run.py makes it
         spec = proxy_launch(config, PYTHON, self.dir)
         self.argv = spec.argv
         if route == "litellm":
