@@ -32,7 +32,7 @@ from entrypoint.proxy_auth import (NOT_ALLOWED_REASON, WRONG_KEY, WRONG_KEY_REAS
 from entrypoint.proxy_limits import Limiter, Refusal
 from entrypoint.proxy_relay import (RELAYED_ROUTES, ASGIApp, EngineRelay, RelaySettings, error_response, read_body,
                                     respond)
-from entrypoint.proxy_usage import Meter, UsageBook, ask_for_usage, requested_model
+from entrypoint.proxy_usage import Meter, Usage, UsageBook, ask_for_usage, requested_model
 
 METRICS_ROUTE = "/metrics"
 METRICS_TIMEOUT = 5.0          # seconds the engine's /metrics may take
@@ -70,11 +70,22 @@ def too_many(refused: Refusal) -> tuple[int, list, bytes]:
                           ((b"retry-after", str(refused.retry_after).encode()),))
 
 
+# The headers a key may come in (presented_key's); ASGI servers give names in lower case.
+_KEY_HEADER_NAMES = frozenset({b"authorization", b"x-api-key", b"api-key"})
+
+
+def key_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Only the headers that may carry a key, decoded: the others are most of
+    a request's headers, and decoding them all cost 8% of the proxy's CPU."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
+            if name.lower() in _KEY_HEADER_NAMES]
+
+
 def check_holder(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Holder | None, str, str]:
     """(who holds the key, or None; the client's message; the log's reason):
     the same rules as LiteLLM's custom auth."""
     try:
-        key = presented_key((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers)
+        key = presented_key(key_headers(headers))
     except CredentialError as error:
         return None, str(error), error.reason
     holder = key_ring.holder_of(key)
@@ -153,11 +164,7 @@ class ProxyFront:
         await self._metered(scope, holder, meter, relay, lambda: requested_model(body))
 
     async def _serve_through_litellm(self, scope: dict, receive: Callable, send: Callable) -> None:
-        try:
-            holder = self._key_ring().holder_of(presented_key(
-                (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]))
-        except CredentialError:
-            holder = None
+        holder, _, _ = check_holder(self._key_ring(), scope["headers"])
         if holder is None:
             await self.app(scope, receive, send)     # LiteLLM's custom auth refuses it, and logs why
             return
@@ -183,6 +190,9 @@ class ProxyFront:
             self.book.limited.labels(holder.name, admitted.limit).inc()
             await respond(meter.send, *too_many(admitted))
         else:
+            async def charge(usage: Usage) -> None:
+                await self.limiter.charge(holder.name, holder.limits, usage.total)
+            meter.on_usage, meter.on_end = charge, admitted.release
             try:
                 await serve()
             finally:
@@ -191,8 +201,7 @@ class ProxyFront:
         model, route = series_labels(scope["path"], model_of, status)
         self.book.record(holder.name, model, route, status, meter.usage, self._clock() - started,
                          logged_route=scope["path"])
-        if meter.usage is not None:
-            await self.limiter.charge(holder.name, holder.limits, meter.usage.total)
+        await meter.charge_once()          # a usage the answer held but never sent on
 
     async def _serve_metrics(self, scope: dict, send: Callable) -> None:
         holder, message, reason = check_holder(self._key_ring(), scope["headers"])
@@ -203,16 +212,12 @@ class ProxyFront:
             return
         from entrypoint.metrics_page import metrics_page
 
+        nothing = Path(os.devnull)    # an empty file, no folder: that part of the page is empty
         page = await metrics_page(self.relay.client(), self.relay.settings.engine_url,
-                                  self.relay.settings.engine_key, self.settings.metrics_dir or self._no_dir(),
-                                  self.settings.own_metrics or self._no_dir() / names.OWN_METRICS_FILE,
-                                  METRICS_TIMEOUT)
+                                  self.relay.settings.engine_key, self.settings.metrics_dir or nothing,
+                                  self.settings.own_metrics or nothing, METRICS_TIMEOUT)
         await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
                                   (b"content-length", str(len(page)).encode())], page)
-
-    @staticmethod
-    def _no_dir() -> Path:
-        return Path(os.devnull)
 
     def _closing_at_shutdown(self, send: Callable) -> Callable:
         async def send_after_closing(message: dict) -> None:

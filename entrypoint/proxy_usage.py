@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,25 @@ class Meter:
         self._stream = False
         self._pending = b""
         self._body: list[bytes] = []
+        # Called with the usage once it is known, before the chunk that holds
+        # it goes on: a key's tokens are charged before its client can see
+        # the end of the answer and send the next request.
+        self.on_usage: Callable[[Usage], Awaitable[None]] | None = None
+        self.charged = False
+        # Called before the answer's last message goes on (a place in flight
+        # given back before the client can send its next request).
+        self.on_end: Callable[[], Awaitable[None]] | None = None
+
+    async def charge_once(self) -> None:
+        if self.usage is not None and not self.charged and self.on_usage is not None:
+            self.charged = True
+            await self.on_usage(self.usage)
+
+    async def _end(self) -> None:
+        await self.charge_once()
+        if self.on_end is not None:
+            end, self.on_end = self.on_end, None
+            await end()
 
     async def send(self, message: dict) -> None:
         if message["type"] == "http.response.start":
@@ -148,12 +167,16 @@ class Meter:
             if not more and self._body:
                 self.usage = usage_in_json(b"".join(self._body)) or self.usage
                 self._body = []
+                await self.charge_once()
+            if not more:
+                await self._end()
             await self._send(message)
             return
         if self.strip_usage:
             body = self._whole_events(body, more)
         elif self._pending or not body.endswith(_EVENT_END) or USAGE in body:
             self._whole_events(body, more)     # looked into, sent as it came
+        await (self.charge_once() if more else self._end())
         if body or not more:
             await self._send({"type": "http.response.body", "body": body, "more_body": more})
 

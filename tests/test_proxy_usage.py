@@ -133,3 +133,33 @@ def test_the_book_counts_requests_tokens_and_latency_per_key(caplog) -> None:
     assert value("llm_entry_requests_total", {"key": "team-b", "model": "-", "route": "/v1/completions",
                                               "status": "429"}) == 1
     assert len([r for r in caplog.records if r.name == "entrypoint.access"]) == 3
+
+
+def test_tokens_are_charged_and_the_place_given_back_before_the_answers_end_goes_out() -> None:
+    order: list[str] = []
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            order.append("end sent")
+
+    async def charge(usage: Usage) -> None:
+        order.append(f"charged {usage.total}")
+
+    async def give_back() -> None:
+        order.append("given back")
+
+    async def drive(pieces: list[bytes], content_type: bytes) -> None:
+        meter = Meter(send)
+        meter.on_usage, meter.on_end = charge, give_back
+        await meter.send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
+        for piece in pieces:
+            await meter.send({"type": "http.response.body", "body": piece, "more_body": True})
+        await meter.send({"type": "http.response.body", "body": b"", "more_body": False})
+        await meter.charge_once()      # as the front does afterwards: never twice
+
+    asyncio.run(drive(CHUNKS + [USAGE_EVENT, DONE], b"text/event-stream"))
+    assert order == ["charged 10", "given back", "end sent"]
+    order.clear()
+    asyncio.run(drive([json.dumps({"usage": {"prompt_tokens": 2, "completion_tokens": 3}}).encode()],
+                      b"application/json"))
+    assert order == ["charged 5", "given back", "end sent"]
