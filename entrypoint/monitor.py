@@ -102,10 +102,11 @@ class Monitor:
     def report(self, name: str, generation: int, ok: bool, detail: str, at: float) -> None:
         with self._lock:
             program = self.programs[name]
-            if generation == program.generation:
+            current = generation == program.generation
+            if current:
                 began = program.vitals.checking_since
                 program.vitals.record(ok, detail, at)
-        if generation == program.generation:
+        if current:
             self.metrics.checked(name, ok, at - began if began is not None else 0.0)
 
     def began(self, name: str, generation: int, at: float) -> None:

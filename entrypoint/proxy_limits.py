@@ -166,7 +166,7 @@ class Limiter:
     def __init__(self, uri: str, prefix: str, lease_seconds: float, monotonic: Callable[[], float] = time.monotonic,
                  on_fallback: Callable[[], None] = lambda: None) -> None:
         self._shared = Counters(storage_uri(uri), prefix)
-        self._local = self._shared if self._shared.leases.__class__ is LocalLeases else Counters(LOCAL, prefix)
+        self._local = self._shared if storage_uri(uri) == LOCAL else Counters(LOCAL, prefix)
         self._lease_seconds = lease_seconds
         self._monotonic = monotonic
         self._on_fallback = on_fallback

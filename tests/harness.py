@@ -266,3 +266,45 @@ class Entry:
         wait_for(lambda: not [p for p in self.seen if pid_alive(p)], timeout,
                  "every process of the run to be gone")
         assert self.seen, "no process was recorded: the check would prove nothing"
+
+
+# -- a redis-server of the test's own --------------------------------------------
+
+def start_redis(folder: Path, *, port: int = 0, unix_socket: Path | None = None,
+                password: str | None = None) -> subprocess.Popen:
+    """A redis-server on a loopback port or a unix socket, no persistence,
+    answering PING when this returns. Stop it with stop_redis (by its PID)."""
+    import redis
+
+    if not port and unix_socket is None:
+        raise ValueError("give the redis-server a port or a unix socket")
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(folder)]
+    if unix_socket is not None:
+        unix_socket.unlink(missing_ok=True)
+        argv += ["--unixsocket", str(unix_socket)]
+    if password is not None:
+        argv += ["--requirepass", password]
+    try:
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise AssertionError("redis-server is not installed: scripts/test.sh installs it") from None
+    where = {"unix_socket_path": str(unix_socket)} if unix_socket is not None else {"port": port}
+    client = redis.Redis(**where, password=password, socket_timeout=1)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            assert server.poll() is None, "the test's redis-server exited"
+            return False
+    try:
+        wait_for(answers, 10, "the test's redis-server to answer")
+    finally:
+        client.close()
+    return server
+
+
+def stop_redis(server: subprocess.Popen) -> None:
+    server.kill()
+    server.wait(10)

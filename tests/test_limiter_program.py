@@ -5,7 +5,6 @@ anything runs."""
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import redis
 
 from bench.procs import free_ports
-from harness import descendants, environment_of, wait_for
+from harness import descendants, environment_of, start_redis, stop_redis, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,25 +100,11 @@ def test_a_redis_url_that_does_not_answer_is_refused(entry_factory, tmp_path):
 def shared_redis(tmp_path):
     """A redis-server of the test's own, with a password, on a free loopback port."""
     (port,) = free_ports(1)
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--requirepass", REDIS_PASSWORD, "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_redis(tmp_path, port=port, password=REDIS_PASSWORD)
     try:
-        client = redis.Redis(port=port, password=REDIS_PASSWORD, socket_timeout=1)
-
-        def answers():
-            try:
-                return client.ping()
-            except redis.exceptions.ConnectionError:
-                assert server.poll() is None, "the test's redis-server exited"
-                return False
-        wait_for(answers, 10, "the test's redis-server")
-        client.close()
         yield port
     finally:
-        server.terminate()
-        server.wait(10)
+        stop_redis(server)
 
 
 def test_a_redis_url_starts_no_private_redis_server_and_reaches_only_the_proxy(entry_factory, tmp_path, shared_redis):

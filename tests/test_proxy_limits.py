@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from entrypoint.keys import KeyLimits
 from entrypoint.proxy_limits import Limiter, Pass, Refusal
-from harness import wait_for
+from harness import start_redis, stop_redis
 
 LEASE = 600.0
 
@@ -33,28 +31,13 @@ def outcomes(limiter: Limiter, limits: KeyLimits, count: int, name: str = "team-
     return asyncio.run(go())
 
 
-def start_redis(socket: Path) -> subprocess.Popen:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: scripts/test.sh installs it")
-    socket.unlink(missing_ok=True)
-    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(socket), "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    wait_for(socket.exists, 10, "redis-server's socket")
-    return server
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.kill()
-    server.wait()
-
-
 @pytest.fixture
 def redis_socket(tmp_path: Path):
-    server = start_redis(tmp_path / "redis.sock")
+    server = start_redis(tmp_path, unix_socket=tmp_path / "redis.sock")
     try:
         yield tmp_path / "redis.sock"
     finally:
-        stop(server)
+        stop_redis(server)
 
 
 def test_an_rpm_limit_lets_exactly_that_many_through_then_says_when_to_come_back() -> None:
@@ -148,20 +131,20 @@ def test_a_redis_that_does_not_answer_falls_back_to_memory_and_says_so_once(tmp_
 
 def test_the_limiter_goes_back_to_redis_when_it_answers_again(tmp_path: Path, caplog) -> None:
     socket, now = tmp_path / "redis.sock", [0.0]
-    server = start_redis(socket)
+    server = start_redis(tmp_path, unix_socket=socket)
     limiter = Limiter(f"async+redis+unix://{socket}", "t", LEASE, monotonic=lambda: now[0])
     caplog.set_level(logging.WARNING, logger="entrypoint.proxy_limits")
     try:
         assert outcomes(limiter, KeyLimits(rpm=10), 1) == ["ok"]
-        stop(server)
+        stop_redis(server)
         assert outcomes(limiter, KeyLimits(rpm=10), 2) == ["ok", "ok"]     # in memory now
-        server = start_redis(socket)
+        server = start_redis(tmp_path, unix_socket=socket)
         now[0] = 0.5                                                        # not asked again yet
         assert outcomes(limiter, KeyLimits(rpm=10), 1) == ["ok"]
         now[0] = 2.0
         assert outcomes(limiter, KeyLimits(rpm=10), 1) == ["ok"]
     finally:
-        stop(server)
+        stop_redis(server)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2 and "does not answer" in warnings[0]
     assert warnings[1] == "the limiter's Redis answers again: limits count there again"

@@ -7,16 +7,12 @@ and a real redis-server this test starts on loopback."""
 from __future__ import annotations
 
 import secrets
-import shutil
-import socket
-import subprocess
-from pathlib import Path
 
 import pytest
 import requests
 
 from bench.procs import free_port
-from harness import Entry, wait_for
+from harness import Entry, start_redis, stop_redis, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,33 +20,11 @@ KEY = "sk-" + secrets.token_hex(16)
 OTHER = "sk-" + secrets.token_hex(16)
 
 
-def start_redis(port: int, folder: Path) -> subprocess.Popen:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: scripts/test.sh installs it")
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
-
-    def answers() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-    wait_for(answers, 10, "redis-server to answer")
-    return server
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.kill()
-    server.wait()
-
-
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shared")
     port = free_port()
-    redis = start_redis(port, tmp)
+    redis = start_redis(tmp, port=port)
     keys_file = tmp / "keys"
     keys_file.write_text(f"{KEY} name=team-a rpm=4\n{OTHER} name=team-z rpm=6\n")
     model = tmp / "model"
@@ -70,7 +44,7 @@ def replicas(tmp_path_factory):
     finally:
         for entry in made:
             entry.kill_everything()
-        stop(redis)
+        stop_redis(redis)
 
 
 def test_two_replicas_on_one_redis_share_a_keys_limit(replicas) -> None:
@@ -82,7 +56,7 @@ def test_two_replicas_on_one_redis_share_a_keys_limit(replicas) -> None:
 def test_a_redis_gone_mid_run_fails_open_to_memory_visibly_and_comes_back(replicas) -> None:
     entries, redis = replicas
     first = entries[0]
-    stop(redis["server"])
+    stop_redis(redis["server"])
     # Limits now count in each worker's memory: team-z's 6 start again there.
     assert first.chat("hi", key=OTHER).status_code == 200
     wait_for(lambda: "the limiter's Redis does not answer" in first.output(), 10, "the fail-open warning")
@@ -90,7 +64,7 @@ def test_a_redis_gone_mid_run_fails_open_to_memory_visibly_and_comes_back(replic
     assert any(line.startswith("llm_entry_limiter_fallbacks_total ") and float(line.split()[1]) >= 1
                for line in page.splitlines())
     assert first.ready(), "a Redis gone away must not make the container not ready (limits fail open)"
-    redis["server"] = start_redis(redis["port"], redis["folder"])
+    redis["server"] = start_redis(redis["folder"], port=redis["port"])
     # The limiter asks Redis again a second after it last failed.
     wait_for(lambda: first.chat("hi", key=OTHER).status_code == 200
              and "the limiter's Redis answers again" in first.output(), 20, "the limiter back on Redis", poll=0.5)
