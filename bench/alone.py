@@ -57,7 +57,7 @@ class Proxy:
     LITELLM_LAUNCHER = ["-c", "from litellm import run_server; run_server()"]
 
     def __init__(self, runs: Runs, engine: Engine, route: str = "relay"):
-        from entrypoint import names
+        from entrypoint.inside import names
         from entrypoint.config import Options, build_config
         from entrypoint.gpus import NodeGpus
         from entrypoint.keys import Secret

@@ -121,7 +121,7 @@ def route_section(o: OverheadResults) -> str:
     return "\n".join([
         "### The model relay against LiteLLM's own chat route\n",
         "The proxy alone, in front of the same engine double, started as llm-entry starts it (the model "
-        "relay, `entrypoint/proxy_relay.py`, in front of LiteLLM's app) and as llm-entry started it before "
+        "relay, `entrypoint/inside/proxy_relay.py`, in front of LiteLLM's app) and as llm-entry started it before "
         "the relay (LiteLLM's own launcher: its chat route, with llm-entry's config and key check). "
         "Latencies in ms; ratios and differences against the first side, per round; CPU in ms per "
         "request of the proxy's process group.\n",
@@ -182,10 +182,10 @@ def profile_section(o: OverheadResults) -> str:
         text.append(f"{p.imports:.1f}% of the samples are inside Python's import machinery while serving, "
                     f"called from {callers}: an import that fails is retried, and re-compiled, on every "
                     "request. llm-entry settles the ones it knows once per worker "
-                    "(`entrypoint/proxy_imports.py`); one showing here is new: add it there.\n")
+                    "(`entrypoint/inside/proxy_imports.py`); one showing here is new: add it there.\n")
     else:
         text.append(f"Python's import machinery: {p.imports:.1f}% of the samples. LiteLLM 1.103 retries "
                     "a failing import of its OpenTelemetry V2 logger on every request (it needs "
                     "`opentelemetry._events`, gone from opentelemetry-api 1.44, which vLLM pulls in); "
-                    "llm-entry settles it once per worker (`entrypoint/proxy_imports.py`).\n")
+                    "llm-entry settles it once per worker (`entrypoint/inside/proxy_imports.py`).\n")
     return "\n".join(text)

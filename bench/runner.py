@@ -160,7 +160,7 @@ class Entry:
         for pid in procs.descendants(self.pid):
             parts = procs.cmdline(pid)
             is_engine = any(b"engine_double" in part or b"vllm.entrypoints" in part for part in parts)
-            is_proxy = any(b"entrypoint.proxy_server" in part for part in parts)
+            is_proxy = any(b"entrypoint.inside.proxy_server" in part for part in parts)
             if procs.pgid_of(pid) == pid and ((name == "engine" and is_engine) or (name == "proxy" and is_proxy)):
                 return pid
         raise RuntimeError(f"no {name} process under llm-entry")

@@ -16,7 +16,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from entrypoint import demo_model
+from entrypoint.demo import model as demo_model
 
 from . import alone, runner
 from .procs import Timeout

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from entrypoint import demo_model
+from entrypoint.demo import model as demo_model
 
 from . import footprint, procs, runner
 from .startup_real import REAL_ENGINE

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from . import demo_model, demo_recipe
+from .demo import model as demo_model
+from .demo import recipe as demo_recipe
 from .engine_options import default_engine_cmd  # noqa: F401 (imported from here by the e2e tests)
 from .engine_options import check_pass_through, demo_args, engine_cmd, engine_env, hub_id_note, resolve_model
 from .errors import EntryError
@@ -123,7 +124,7 @@ class Config:
     def engine_guarded(self) -> bool:
         """Whether the engine runs in this interpreter, which can import the
         middleware that puts every model route behind the internal key
-        (entrypoint.engine_guard). Another --engine-cmd may not have it."""
+        (entrypoint.inside.engine_guard). Another --engine-cmd may not have it."""
         return self.engine_cmd == default_engine_cmd()
 
     @property

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
-from . import demo_model
+from .demo import model as demo_model
 from .errors import EntryError
 
 CPU_KV_CACHE = "VLLM_CPU_KVCACHE_SPACE"

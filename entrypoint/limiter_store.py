@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from . import names
+from .inside import names
 from .errors import EntryError
 
 MEMORY = "memory://"

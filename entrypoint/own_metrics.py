@@ -1,7 +1,7 @@
 """llm-entry's own metrics: whether the container is ready and healthy, how
 long it took to become ready, restarts per program and the health checks'
 durations and failures, kept in a Prometheus text file that the proxy's
-/metrics page appends (entrypoint.metrics_page).
+/metrics page appends (entrypoint.inside.metrics_page).
 
 The numbers live here and a collector of our own renders them through a
 private CollectorRegistry. prometheus_client's metric classes are not used:

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from . import engine_guard, names, proxy_relay
+from .inside import engine_guard, names, proxy_relay
 from .config import Config
 from .limiter_store import private_socket
 
@@ -82,7 +82,7 @@ def engine_command(config: Config) -> list[str]:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """A program as entrypoint.launch starts it: argv plus environment changes."""
+    """A program as entrypoint.inside.launch starts it: argv plus environment changes."""
 
     argv: list[str]
     unset: tuple[str, ...] = ()
@@ -146,7 +146,7 @@ def engine_base_url(config: Config) -> str:
 
 
 def launcher_command(python: str, spec_path: Path) -> list[str]:
-    return [python, "-m", "entrypoint.launch", str(spec_path)]
+    return [python, "-m", "entrypoint.inside.launch", str(spec_path)]
 
 
 REQUEST_TIMEOUT = 600   # seconds the proxy waits for the engine's answer (or its next chunk)
@@ -155,7 +155,7 @@ REQUEST_TIMEOUT = 600   # seconds the proxy waits for the engine's answer (or it
 def proxy_command(config: Config, python: str, run_dir: Path) -> list[str]:
     # LiteLLM's own launcher with the model relay in front of its app.
     return [
-        python, "-m", "entrypoint.proxy_server",
+        python, "-m", "entrypoint.inside.proxy_server",
         "--config", str(run_dir / LITELLM_CONFIG),
         "--host", config.host,
         "--port", str(config.port),

@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from . import demo_model, limiter_store, names, ports
+from . import limiter_store, ports
+from .demo import model as demo_model
+from .inside import names
 from .checks import Check, Checker, engine_check, proxy_check, redis_check
 from .config import Config
 from .console import Console
@@ -26,7 +28,7 @@ from .monitor import Monitor, Outcome
 from .own_metrics import OwnMetrics
 from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
-from .proxy_auth import RELOAD_MARKER_VARIABLE
+from .inside.proxy_auth import RELOAD_MARKER_VARIABLE
 from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, LIMITER, MASTER_KEY_VAR, PROXY,
                      render_run_files, supervised_programs)
 from .shutdown import Shutdown, proxy_drain_budget

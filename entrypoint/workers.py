@@ -1,7 +1,7 @@
 """How many LiteLLM worker processes the proxy runs.
 
 The model routes are relayed by llm-entry inside each worker
-(entrypoint.proxy_relay): on the benchmark machine one worker spends about
+(entrypoint.inside.proxy_relay): on the benchmark machine one worker spends about
 0.2 ms of CPU per request and 0.04 ms per streamed chunk (BENCHMARKS.md,
 "The request path"), so one core carries about 5,000 requests/s or 25,000
 streamed chunks/s, more than one engine's answers on most nodes. `auto`

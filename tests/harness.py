@@ -161,7 +161,7 @@ class Entry:
             except OSError:
                 continue
             is_engine = any(b"engine_double" in part or b"vllm.entrypoints" in part for part in cmdline)
-            is_proxy = any(b"entrypoint.proxy_server" in part for part in cmdline)
+            is_proxy = any(b"entrypoint.inside.proxy_server" in part for part in cmdline)
             if pgid_of(pid) == pid and ((name == "engine" and is_engine) or (name == "proxy" and is_proxy)):
                 return pid
         raise AssertionError(f"no {name} process under llm-entry")

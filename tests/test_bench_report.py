@@ -68,6 +68,6 @@ def test_the_request_path_sections_and_goals_render_from_results():
 
 def test_profile_frames_of_llm_entrys_own_modules_are_named_from_the_repo_root():
     from bench.profile import REPO_ROOT, package_of, short_frame
-    frame = f"ModelRelay._relay ({REPO_ROOT}/entrypoint/proxy_relay.py:175)"
-    assert short_frame(frame) == "ModelRelay._relay (entrypoint/proxy_relay.py:175)"
-    assert package_of(f"{REPO_ROOT}/entrypoint/proxy_relay.py") == "llm-entry (relay, key check)"
+    frame = f"ModelRelay._relay ({REPO_ROOT}/entrypoint/inside/proxy_relay.py:175)"
+    assert short_frame(frame) == "ModelRelay._relay (entrypoint/inside/proxy_relay.py:175)"
+    assert package_of(f"{REPO_ROOT}/entrypoint/inside/proxy_relay.py") == "llm-entry (relay, key check)"

@@ -61,7 +61,7 @@ def test_start_sh_keeps_a_model_from_its_variable(env, model):
 
 
 def proxy_line(dry_run: str) -> str:
-    return next(line for line in dry_run.splitlines() if "-m entrypoint.proxy_server" in line)
+    return next(line for line in dry_run.splitlines() if "-m entrypoint.inside.proxy_server" in line)
 
 
 def test_start_sh_follows_the_production_port_rule(env, model):

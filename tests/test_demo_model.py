@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint import demo_model, demo_recipe
-from entrypoint.demo_model import (
+from entrypoint.demo import model as demo_model
+from entrypoint.demo import recipe as demo_recipe
+from entrypoint.demo.model import (
     DEMO_ENGINE_ARGS,
     DEMO_ENGINE_ENV,
     DEMO_MODEL_NAME,
@@ -112,7 +113,7 @@ def test_another_seed_changes_only_the_weights(model, tmp_path):
 def test_command_line_build_in_another_process_gives_the_same_bytes(model, tmp_path):
     target = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, "-m", "entrypoint.demo_model", str(target)],
+        [sys.executable, "-m", "entrypoint.demo.model", str(target)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -208,7 +209,7 @@ def test_command_line_reports_an_occupied_folder_and_exits_1(tmp_path, capsys):
 
 def test_module_imports_without_the_model_libraries():
     code = (
-        "import sys, entrypoint.demo_model, entrypoint.demo_recipe; "
+        "import sys, entrypoint.demo.model, entrypoint.demo.recipe; "
         "print(sorted(m for m in ('numpy', 'tokenizers', 'safetensors', 'torch', 'transformers') "
         "if m in sys.modules))"
     )

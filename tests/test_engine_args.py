@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint import demo_model, render
+from entrypoint import render
+from entrypoint.demo import model as demo_model
 from entrypoint.config import Options, build_config
 from entrypoint.gpus import NodeGpus
 
@@ -54,7 +55,7 @@ def test_gpu_engine_arguments_parse(vllm_parser, tmp_path):
     assert args.max_model_len == 8192 and args.gpu_memory_utilization == 0.9
     assert args.shutdown_timeout == render.engine_shutdown_timeout(config)
     assert args.disable_uvicorn_access_log is True
-    assert args.middleware == ["entrypoint.engine_guard.RequireInternalKey"]
+    assert args.middleware == ["entrypoint.inside.engine_guard.RequireInternalKey"]
 
 
 def test_demo_engine_arguments_parse_and_make_a_cpu_engine_config(vllm_parser, tmp_path):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from entrypoint.engine_guard import RequireInternalKey
+from entrypoint.inside.engine_guard import RequireInternalKey
 
 KEY = "sk-internal-" + "q2w3e4r5t6y7u8i9o0p1a2s3"
 

@@ -19,8 +19,8 @@ from aiohttp import web
 from bench.procs import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from entrypoint import metrics_page as page_module
-from entrypoint.metrics_page import (ENGINE_UP, engine_metrics_text, metrics_page, own_metrics_text,
+from entrypoint.inside import metrics_page as page_module
+from entrypoint.inside.metrics_page import (ENGINE_UP, engine_metrics_text, metrics_page, own_metrics_text,
                                      proxy_metrics_text)
 from entrypoint.own_metrics import OwnMetrics
 
@@ -256,8 +256,8 @@ def test_the_module_imports_only_the_standard_library_prometheus_client_and_aioh
 
 
 def test_importing_it_loads_neither_litellm_nor_llm_entrys_other_modules():
-    code = ("import sys, entrypoint.metrics_page; "
+    code = ("import sys, entrypoint.inside.metrics_page; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('litellm', 'entrypoint')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['entrypoint', 'entrypoint.metrics_page']"
+    assert result.stdout.strip() == "['entrypoint', 'entrypoint.inside', 'entrypoint.inside.metrics_page']"

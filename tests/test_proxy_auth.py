@@ -17,7 +17,7 @@ import pytest
 
 from fakes import FakeStatus
 from entrypoint.keys import KeyLimits, default_key_name
-from entrypoint.proxy_auth import (
+from entrypoint.inside.proxy_auth import (
     KEYS_FILE_VARIABLE,
     MASTER_HOLDER,
     MASTER_KEY_LABEL,
@@ -210,7 +210,7 @@ def test_missing_file_logs_one_warning_without_keys(
 ) -> None:
     ring = ring_with_file(clock, files)
     files.remove(KEYS_FILE)
-    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
         for _ in range(5):
             clock.advance(1.0)
             ring.allows(KEY_A)
@@ -229,7 +229,7 @@ def test_file_keys_work_again_when_the_file_comes_back(
     assert not ring.allows(KEY_B)
     files.write(KEYS_FILE, f"{KEY_B}\n")
     clock.advance(1.0)
-    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
         assert ring.allows(KEY_B)
     assert "readable again" in caplog.text
 
@@ -239,7 +239,7 @@ def test_unreadable_file_refuses_file_keys(clock: FakeClock, files: FakeFiles, c
     files.write(KEYS_FILE, f"{KEY_A}\n")
     files.unreadable.add(KEYS_FILE)
     clock.advance(1.0)
-    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
         assert not ring.allows(KEY_A)
     assert ring.allows(MASTER)
     assert "Permission denied" in caplog.text
@@ -289,7 +289,7 @@ def test_a_weak_key_is_named_by_its_line_never_shown(
 ) -> None:
     ring = ring_with_file(clock, files)
     files.write(KEYS_FILE, f"{KEY_A}\n# new\nsk-1234\n")
-    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
         for _ in range(3):
             clock.advance(1.0)
             ring.allows(KEY_A)
@@ -361,7 +361,7 @@ def test_a_bad_line_on_reload_is_set_aside_by_line_and_problem_and_the_others_ap
 ) -> None:
     ring = ring_with_file(clock, files)
     files.write(KEYS_FILE, f"{KEY_A} name=team-a\n{KEY_B} name=team-b rpm=0\n{KEY_C} name=team-a\n")
-    with caplog.at_level(logging.WARNING, logger="entrypoint.proxy_auth"):
+    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
         clock.advance(1.0)
         assert ring.holder_of(KEY_A) == Holder(KeySource.KEYS_FILE, "team-a", KeyLimits())
         assert ring.holder_of(KEY_B) is None and ring.holder_of(KEY_C) is None

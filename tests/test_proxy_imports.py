@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.proxy_imports import RETRIED_PER_REQUEST, settle_optional_imports
+from entrypoint.inside.proxy_imports import RETRIED_PER_REQUEST, settle_optional_imports
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.keys import KeyLimits
-from entrypoint.proxy_limits import Limiter, Pass, Refusal
+from entrypoint.inside.proxy_limits import Limiter, Pass, Refusal
 from harness import start_redis, stop_redis
 
 LEASE = 600.0
@@ -122,7 +122,7 @@ def test_a_redis_that_does_not_answer_falls_back_to_memory_and_says_so_once(tmp_
     fallbacks = []
     limiter = Limiter(f"async+redis+unix://{tmp_path / 'nothing.sock'}", "t", LEASE,
                       on_fallback=lambda: fallbacks.append(1))
-    caplog.set_level(logging.WARNING, logger="entrypoint.proxy_limits")
+    caplog.set_level(logging.WARNING, logger="entrypoint.inside.proxy_limits")
     assert outcomes(limiter, KeyLimits(rpm=2), 3) == ["ok", "ok", "rpm"]
     assert len(fallbacks) == 3
     warnings = [r.getMessage() for r in caplog.records]
@@ -133,7 +133,7 @@ def test_the_limiter_goes_back_to_redis_when_it_answers_again(tmp_path: Path, ca
     socket, now = tmp_path / "redis.sock", [0.0]
     server = start_redis(tmp_path, unix_socket=socket)
     limiter = Limiter(f"async+redis+unix://{socket}", "t", LEASE, monotonic=lambda: now[0])
-    caplog.set_level(logging.WARNING, logger="entrypoint.proxy_limits")
+    caplog.set_level(logging.WARNING, logger="entrypoint.inside.proxy_limits")
     try:
         assert outcomes(limiter, KeyLimits(rpm=10), 1) == ["ok"]
         stop_redis(server)

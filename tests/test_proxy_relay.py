@@ -11,9 +11,9 @@ import json
 import pytest
 
 from bench.procs import free_port
-from entrypoint.proxy_auth import KeyRing
-from entrypoint.proxy_front import ProxyFront
-from entrypoint.proxy_relay import (
+from entrypoint.inside.proxy_auth import KeyRing
+from entrypoint.inside.proxy_front import ProxyFront
+from entrypoint.inside.proxy_relay import (
     ENGINE_KEY_VARIABLE,
     ENGINE_URL_VARIABLE,
     RELAYED_ROUTES,
@@ -22,7 +22,7 @@ from entrypoint.proxy_relay import (
     client_response_headers,
     engine_request_headers,
 )
-from entrypoint.proxy_server import LITELLM_APP, RELAY_APP, serving_the_relay
+from entrypoint.inside.proxy_server import LITELLM_APP, RELAY_APP, serving_the_relay
 
 MASTER = "sk-master-0123456789abcdef"
 ENGINE_KEY = "sk-internal-0123456789abcdef"
@@ -158,7 +158,7 @@ def test_a_litellm_that_serves_another_app_stops_the_start() -> None:
 
 
 def test_metric_labels_name_only_what_was_served() -> None:
-    from entrypoint.proxy_front import series_labels
+    from entrypoint.inside.proxy_front import series_labels
 
     assert series_labels("/v1/chat/completions", lambda: "tiny", 200) == ("tiny", "/v1/chat/completions")
     assert series_labels("/v1/chat/completions", lambda: "made-up", 404) == ("-", "/v1/chat/completions")
@@ -169,7 +169,7 @@ def test_metric_labels_name_only_what_was_served() -> None:
 
 
 def test_only_the_headers_that_may_carry_a_key_are_read() -> None:
-    from entrypoint.proxy_front import key_headers
+    from entrypoint.inside.proxy_front import key_headers
 
     headers = [(b"host", b"x"), (b"Authorization", b"Bearer k"), (b"user-agent", b"\xff"), (b"x-api-key", b"k"),
                (b"api-key", b"k"), (b"x-api-key-2", b"other")]

@@ -9,7 +9,7 @@ import json
 
 from prometheus_client import CollectorRegistry
 
-from entrypoint.proxy_usage import (Meter, Usage, UsageBook, access_line, ask_for_usage, requested_model,
+from entrypoint.inside.proxy_usage import (Meter, Usage, UsageBook, access_line, ask_for_usage, requested_model,
                                     usage_in_json)
 
 

@@ -89,7 +89,7 @@ litellm_settings:
 EXPECTED_SUPERVISORD_CONF = """\
 ; Rendered by llm-entry for one run; lives in a private 0700 folder.
 ; No key appears here: the programs inherit them from llm-entry's environment.
-; entrypoint.launch starts each program from its launch spec (*.launch.json)
+; entrypoint.inside.launch starts each program from its launch spec (*.launch.json)
 ; beside this file, which carries argv that this format could not.
 
 [unix_http_server]
@@ -114,7 +114,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 ; All autostart, so they load at the same time, not one after the other.
 
 [program:engine]
-command=/opt/venv/bin/python -m entrypoint.launch /run/llm-entry-abc/engine.launch.json
+command=/opt/venv/bin/python -m entrypoint.inside.launch /run/llm-entry-abc/engine.launch.json
 directory=/run/llm-entry-abc
 autostart=true
 autorestart=false
@@ -132,7 +132,7 @@ stdout_logfile_backups=1
 priority=10
 
 [program:proxy]
-command=/opt/venv/bin/python -m entrypoint.launch /run/llm-entry-abc/proxy.launch.json
+command=/opt/venv/bin/python -m entrypoint.inside.launch /run/llm-entry-abc/proxy.launch.json
 directory=/run/llm-entry-abc
 autostart=true
 autorestart=false
@@ -225,7 +225,7 @@ def test_the_gpu_engine_command_has_every_setting() -> None:
 def test_the_engine_in_this_interpreter_gets_the_guard_for_every_model_route() -> None:
     from entrypoint.config import default_engine_cmd
     command = render.engine_command(dataclasses.replace(CONFIG, engine_cmd=default_engine_cmd(), engine_args=()))
-    assert command[command.index("--middleware") + 1] == "entrypoint.engine_guard.RequireInternalKey"
+    assert command[command.index("--middleware") + 1] == "entrypoint.inside.engine_guard.RequireInternalKey"
 
 
 def test_another_engine_command_gets_no_guard_it_might_not_import() -> None:
@@ -270,7 +270,7 @@ def test_the_cpu_engine_launch_sets_the_kv_cache() -> None:
 
 def test_the_proxy_command_reads_the_run_folder() -> None:
     assert render.proxy_command(CONFIG, PYTHON, RUN_DIR) == [
-        PYTHON, "-m", "entrypoint.proxy_server",
+        PYTHON, "-m", "entrypoint.inside.proxy_server",
         "--config", "/run/llm-entry-abc/litellm.yaml",
         "--host", "0.0.0.0", "--port", "8080", "--num_workers", "2",
         "--log_config", "/run/llm-entry-abc/proxy-logging.json",
@@ -293,18 +293,18 @@ def test_the_proxy_learns_the_engines_address_and_no_key_from_its_launch_spec() 
 
 def test_a_percent_sign_in_the_run_folder_is_doubled_for_supervisord() -> None:
     text = render.render_supervisord_config(CONFIG, PYTHON, Path("/tmp/50%run"))
-    assert "command=/opt/venv/bin/python -m entrypoint.launch /tmp/50%%run/engine.launch.json" in text
+    assert "command=/opt/venv/bin/python -m entrypoint.inside.launch /tmp/50%%run/engine.launch.json" in text
     assert render.supervisor_command_line(["a%(here)s", "100%"]) == "'a%%(here)s' 100%%"
 
 
 def launched(spec: render.LaunchSpec, tmp_path: Path, env: dict[str, str]) -> dict:
-    """What a program started by entrypoint.launch receives: argv and environment."""
+    """What a program started by entrypoint.inside.launch receives: argv and environment."""
     report = [sys.executable, "-c",
               "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}))"]
     probe = render.LaunchSpec(report + spec.argv[1:], spec.unset, spec.set)
     path = tmp_path / "spec.json"
     path.write_text(probe.to_json())
-    done = subprocess.run([sys.executable, "-m", "entrypoint.launch", str(path)], env=env,
+    done = subprocess.run([sys.executable, "-m", "entrypoint.inside.launch", str(path)], env=env,
                           capture_output=True, text=True, timeout=30, check=True)
     return json.loads(done.stdout)
 
@@ -329,7 +329,7 @@ def test_the_engine_gets_the_exact_argv_through_supervisord_and_the_launcher(tmp
 def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
     path = tmp_path / "spec.json"
     path.write_text(render.LaunchSpec(["/nonexistent/engine", "--x"]).to_json())
-    done = subprocess.run([sys.executable, "-m", "entrypoint.launch", str(path)],
+    done = subprocess.run([sys.executable, "-m", "entrypoint.inside.launch", str(path)],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 127
     assert "cannot run '/nonexistent/engine'" in done.stderr
@@ -405,7 +405,7 @@ EXPECTED_LIMITER_PROGRAM = """
 ; private redis-server on a unix socket. It starts before the proxy and stops
 ; after it (priority), since the proxy counts in it until it has drained.
 [program:limiter]
-command=/opt/venv/bin/python -m entrypoint.launch /run/llm-entry-abc/limiter.launch.json
+command=/opt/venv/bin/python -m entrypoint.inside.launch /run/llm-entry-abc/limiter.launch.json
 directory=/run/llm-entry-abc
 autostart=true
 autorestart=false

@@ -1,7 +1,7 @@
 """The ASGI app every proxy worker serves: llm-entry's front (keys, limits, usage,
 metrics, the model relay) in front of LiteLLM's app.
 
-uvicorn imports it by name in each worker (entrypoint.proxy_server points
+uvicorn imports it by name in each worker (entrypoint.inside.proxy_server points
 LiteLLM's launcher at it). Importing it imports LiteLLM's proxy and reads the
 worker's environment: it is for the proxy's interpreter only.
 """
@@ -14,8 +14,8 @@ import os
 from litellm.proxy.proxy_server import app as litellm_app
 from starlette.middleware.cors import CORSMiddleware
 
-from entrypoint.proxy_auth import shared_key_ring
-from entrypoint.proxy_front import front_app
+from entrypoint.inside.proxy_auth import shared_key_ring
+from entrypoint.inside.proxy_front import front_app
 
 
 def litellm_cors_options(app) -> dict:

@@ -310,7 +310,7 @@ _shared_ring: KeyRing | None = None
 
 def shared_key_ring() -> KeyRing:
     """The one key ring of this proxy worker, made from its environment on first
-    use: LiteLLM's custom auth and the model relay (entrypoint.proxy_relay) both
+    use: LiteLLM's custom auth and the model relay (entrypoint.inside.proxy_relay) both
     ask it, so both follow the same file reloads."""
     global _shared_ring
     if _shared_ring is None:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from entrypoint import demo_recipe
+from entrypoint.demo import recipe as demo_recipe
 from entrypoint.errors import EntryError
 
 # What users type: `llm-entry --model demo`.
@@ -167,7 +167,7 @@ def _fsync_dir(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m entrypoint.demo_model",
+        prog="python -m entrypoint.demo.model",
         description="Write the llm-entry demo model (tiny random Llama) into DIR.",
     )
     parser.add_argument("dir", type=Path, help="new or empty folder to write into")

@@ -208,7 +208,7 @@ class Meter:
 class UsageBook:
     """The metrics and the access log of one proxy worker. With
     PROMETHEUS_MULTIPROC_DIR set, prometheus_client writes every worker's
-    values to files there, which /metrics adds up (entrypoint.metrics_page)."""
+    values to files there, which /metrics adds up (entrypoint.inside.metrics_page)."""
 
     def __init__(self, registry: CollectorRegistry | None = None,
                  clock: Callable[[], float] = time.time) -> None:

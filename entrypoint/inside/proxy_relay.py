@@ -1,6 +1,6 @@
 """The model routes, relayed to the engine byte for byte inside the proxy process.
 
-Runs inside each LiteLLM proxy worker, behind the front (entrypoint.proxy_front,
+Runs inside each LiteLLM proxy worker, behind the front (entrypoint.inside.proxy_front,
 which checks the key and the key's limits). A POST to a model route (chat,
 completions, embeddings, with or without /v1) is sent to the engine with the
 internal key in place of the client's, and the engine's status, headers and

@@ -1,9 +1,9 @@
-"""Starts the LiteLLM proxy with its own launcher, serving entrypoint.proxy_app.
+"""Starts the LiteLLM proxy with its own launcher, serving entrypoint.inside.proxy_app.
 
-`python -m entrypoint.proxy_server ARGS` is LiteLLM's `litellm ARGS`
+`python -m entrypoint.inside.proxy_server ARGS` is LiteLLM's `litellm ARGS`
 (`run_server`: config, workers, event loop, logging, shutdown, all LiteLLM's),
-except that uvicorn loads entrypoint.proxy_app:app, which puts the model
-relay (entrypoint.proxy_relay) in front of LiteLLM's app. LiteLLM offers no
+except that uvicorn loads entrypoint.inside.proxy_app:app, which puts the model
+relay (entrypoint.inside.proxy_relay) in front of LiteLLM's app. LiteLLM offers no
 setting for the app its launcher serves; it names it in one helper, which is
 wrapped here. If a LiteLLM release renames that helper or the app, the proxy
 refuses to start with a line that says so, rather than serving without the relay.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 LITELLM_APP = "litellm.proxy.proxy_server:app"
-RELAY_APP = "entrypoint.proxy_app:app"
+RELAY_APP = "entrypoint.inside.proxy_app:app"
 
 
 def serving_the_relay(init_args: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:

@@ -26,7 +26,7 @@ import os
 KEY_VARIABLE = "VLLM_API_KEY"
 OPEN_PATHS = frozenset({"/health", "/ping", "/version", "/metrics"})
 # What `--middleware` names; render puts it on the engine's command line.
-IMPORT_PATH = "entrypoint.engine_guard.RequireInternalKey"
+IMPORT_PATH = "entrypoint.inside.engine_guard.RequireInternalKey"
 
 _UNAUTHORIZED = json.dumps({"error": "Unauthorized"}).encode()
 

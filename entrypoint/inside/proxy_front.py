@@ -1,7 +1,7 @@
 """The front of every proxy worker: who may do what, within which limits, and
 what it used, before a request goes to the engine relay or to LiteLLM.
 
-- A POST to a model route (entrypoint.proxy_relay.RELAYED_ROUTES) is checked
+- A POST to a model route (entrypoint.inside.proxy_relay.RELAYED_ROUTES) is checked
   against the key ring shared with LiteLLM's custom auth (401 otherwise),
   admitted by the key's limits (429 otherwise), relayed to the engine, and
   metered.
@@ -10,7 +10,7 @@ what it used, before a request goes to the engine relay or to LiteLLM.
   LiteLLM, which checks the key again; a POST without a known key goes to
   LiteLLM untouched, which refuses it.
 - GET /metrics answers the master key with the whole container's metrics
-  (entrypoint.metrics_page): 401 without a key, 403 for a key from the file.
+  (entrypoint.inside.metrics_page): 401 without a key, 403 for a key from the file.
 - Everything else goes to LiteLLM as it came.
 
 Import rules: standard library, aiohttp, `limits`, redis-py and
@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrypoint import names
-from entrypoint.proxy_auth import (NOT_ALLOWED_REASON, WRONG_KEY, WRONG_KEY_REASON, CredentialError, Holder,
+from entrypoint.inside import names
+from entrypoint.inside.proxy_auth import (NOT_ALLOWED_REASON, WRONG_KEY, WRONG_KEY_REASON, CredentialError, Holder,
                                    KeyRing, KeySource, log_refusal, presented_key)
-from entrypoint.proxy_limits import Limiter, Refusal
-from entrypoint.proxy_relay import (RELAYED_ROUTES, ASGIApp, EngineRelay, RelaySettings, error_response, read_body,
+from entrypoint.inside.proxy_limits import Limiter, Refusal
+from entrypoint.inside.proxy_relay import (RELAYED_ROUTES, ASGIApp, EngineRelay, RelaySettings, error_response, read_body,
                                     respond)
-from entrypoint.proxy_usage import Meter, Usage, UsageBook, ask_for_usage, requested_model
+from entrypoint.inside.proxy_usage import Meter, Usage, UsageBook, ask_for_usage, requested_model
 
 METRICS_ROUTE = "/metrics"
 METRICS_TIMEOUT = 5.0          # seconds the engine's /metrics may take
@@ -210,7 +210,7 @@ class ProxyFront:
             await respond(send, *(refusal(message) if holder is None else
                                   error_response(403, _METRICS_ONLY_MASTER, "auth_error")))
             return
-        from entrypoint.metrics_page import metrics_page
+        from entrypoint.inside.metrics_page import metrics_page
 
         nothing = Path(os.devnull)    # an empty file, no folder: that part of the page is empty
         page = await metrics_page(self.relay.client(), self.relay.settings.engine_url,

@@ -1,4 +1,4 @@
-"""Starts a program exactly as a launch spec says: `python -m entrypoint.launch SPEC.json`.
+"""Starts a program exactly as a launch spec says: `python -m entrypoint.inside.launch SPEC.json`.
 
 supervisord's config format cannot carry every argv faithfully (it cuts a
 value at " #" or " ;", expands %(...)s), and a chat template or a JSON engine
@@ -27,7 +27,7 @@ def environment(spec: dict, base: dict[str, str]) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m entrypoint.launch SPEC.json", file=sys.stderr)
+        print("usage: python -m entrypoint.inside.launch SPEC.json", file=sys.stderr)
         return 2
     with open(argv[1]) as file:
         spec = json.load(file)

@@ -1,0 +1,54 @@
+"""The import rules of entrypoint.inside (stated in its __init__): what runs
+inside the engine's or the proxy's interpreter imports only what is there."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+INSIDE = REPO / "entrypoint" / "inside"
+STANDARD_LIBRARY_ONLY = ("launch", "engine_guard", "names")
+# llm-entry's own modules that code inside may use: the keys file format and the error type.
+SHARED_WITH_THE_OUTSIDE = {"entrypoint.keys", "entrypoint.errors"}
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is imported (not those inside functions)."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module != "__future__":
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", STANDARD_LIBRARY_ONLY)
+def test_a_standard_library_only_module_imports_with_nothing_else_on_the_path(module):
+    # -I -S: no site-packages, no user site, no PYTHONPATH; only the repository.
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import entrypoint.inside.{module}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] not in sys.stdlib_module_names and m != '__main__'))")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr(["entrypoint", "entrypoint.inside", f"entrypoint.inside.{module}"])
+
+
+@pytest.mark.parametrize("path", sorted(INSIDE.glob("*.py")), ids=lambda path: path.name)
+def test_code_inside_never_imports_the_supervising_side(path):
+    ours = {name for name in top_level_imports(path) if name.split(".")[0] == "entrypoint"}
+    tree = ast.parse(path.read_text())
+    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree)), \
+        "absolute imports only: these modules are loaded by other programs by name"
+    strays = {name for name in ours if not name.startswith("entrypoint.inside")} - SHARED_WITH_THE_OUTSIDE
+    assert not strays
+
+
+@pytest.mark.parametrize("module", ["proxy_auth", "proxy_imports"])
+def test_the_modules_litellm_loads_while_it_starts_import_it_only_lazily(module):
+    assert not {name for name in top_level_imports(INSIDE / f"{module}.py") if name.split(".")[0] == "litellm"}
