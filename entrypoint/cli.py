@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .config import Options, build_config
+from .config import MASTER_KEY_VARIABLES, Options, build_config
 from .console import Console
 from .errors import EXIT_BAD_CONFIG, EntryError
 from .gpus import query_node_gpus
@@ -55,7 +55,7 @@ WORKERS = WorkerCount()
 @option("--model", required=True,
               help="Model folder (holds config.json), a hub id (org/name, passed to vLLM as is), "
                    "or 'demo' for a tiny built-in model.")
-@option("--master-key", envvar=["LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY"],
+@option("--master-key", envvar=list(MASTER_KEY_VARIABLES),
               help="Key clients must present. Prefer the variable or --master-key-file: "
                    "a flag shows in `ps`.")
 @option("--master-key-file", type=PATH, help="File holding the master key (a mounted secret).")

@@ -17,6 +17,7 @@ from .demo import recipe as demo_recipe
 from .engine_options import default_engine_cmd  # noqa: F401 (imported from here by the e2e tests)
 from .engine_options import check_pass_through, demo_args, engine_cmd, engine_env, hub_id_note, resolve_model
 from .errors import EntryError
+from .inside import names
 from .gpus import NodeGpus, describe_gpus, visible_gpu_count
 from .keys import KeyEntry, Secret, check_keys_file, resolve_master_key
 from .limiter_store import LimitsPlan, RedisUrl, check_redis_url, plan_limits
@@ -217,7 +218,7 @@ MASTER_KEY_ON_COMMAND_LINE = (
     "--master-key on the command line is visible to anyone who can list processes (ps, /proc/PID/cmdline): "
     "set LLM_ENTRY_MASTER_KEY or LITELLM_MASTER_KEY, or use --master-key-file, instead."
 )
-MASTER_KEY_VARIABLES = ("LLM_ENTRY_MASTER_KEY", "LITELLM_MASTER_KEY")   # cli reads them in this order
+MASTER_KEY_VARIABLES = (names.MASTER_KEY_VARIABLE, names.LITELLM_MASTER_KEY_VARIABLE)   # cli reads them in this order
 
 
 def master_key_source(opts: Options, env: Mapping[str, str]) -> str:

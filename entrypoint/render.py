@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from .inside import engine_guard, names, proxy_relay
+from .inside import engine_guard, names
 from .config import Config
 from .limiter_store import private_socket
 
@@ -27,18 +27,15 @@ PROXY_LOGGING = "proxy-logging.json"
 ENGINE_LAUNCH = "engine.launch.json"
 PROXY_LAUNCH = "proxy.launch.json"
 LIMITER_LAUNCH = "limiter.launch.json"
-ENGINE = "engine"
-PROXY = "proxy"
-LIMITER = names.LIMITER
+ENGINE, PROXY, LIMITER = names.ENGINE, names.PROXY, names.LIMITER
 
 # Variables that carry keys. The engine never sees the master key or the
 # extra keys: its command strips them from the environment it inherits.
-MASTER_KEY_VAR = "LLM_ENTRY_MASTER_KEY"
-ENGINE_KEY_VAR = proxy_relay.ENGINE_KEY_VARIABLE
-API_KEYS_FILE_VAR = "LLM_ENTRY_API_KEYS_FILE"
-KEY_VARS_HIDDEN_FROM_ENGINE = (MASTER_KEY_VAR, "LITELLM_MASTER_KEY", API_KEYS_FILE_VAR)
+KEY_VARS_HIDDEN_FROM_ENGINE = (names.MASTER_KEY_VARIABLE, names.LITELLM_MASTER_KEY_VARIABLE,
+                               names.API_KEYS_FILE_VARIABLE)
 # redis-server needs none of them.
-KEY_VARS_HIDDEN_FROM_LIMITER = (*KEY_VARS_HIDDEN_FROM_ENGINE, ENGINE_KEY_VAR, "VLLM_API_KEY")
+KEY_VARS_HIDDEN_FROM_LIMITER = (*KEY_VARS_HIDDEN_FROM_ENGINE, names.ENGINE_KEY_VARIABLE,
+                                names.ENGINE_API_KEY_VARIABLE)
 
 
 @dataclass(frozen=True)
@@ -103,8 +100,8 @@ def proxy_launch(config: Config, python: str, run_dir: Path) -> LaunchSpec:
     is a private file of the run folder, never printed: a password in
     --redis-url reaches the proxy this way and no other program sees it."""
     return LaunchSpec(proxy_command(config, python, run_dir), set=(
-        (proxy_relay.ENGINE_URL_VARIABLE, engine_base_url(config)),
-        (proxy_relay.REQUEST_TIMEOUT_VARIABLE, str(REQUEST_TIMEOUT)),
+        (names.ENGINE_URL_VARIABLE, engine_base_url(config)),
+        (names.REQUEST_TIMEOUT_VARIABLE, str(REQUEST_TIMEOUT)),
         # LiteLLM's own switch for the box of links it prints at every start.
         ("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true"),
         (names.LIMITS_STORAGE_VARIABLE, config.limits.storage_uri(run_dir)),

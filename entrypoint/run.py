@@ -28,9 +28,7 @@ from .monitor import Monitor, Outcome
 from .own_metrics import OwnMetrics
 from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
-from .inside.proxy_auth import RELOAD_MARKER_VARIABLE
-from .render import (API_KEYS_FILE_VAR, ENGINE, ENGINE_KEY_VAR, LIMITER, MASTER_KEY_VAR, PROXY,
-                     render_run_files, supervised_programs)
+from .render import ENGINE, LIMITER, PROXY, render_run_files, supervised_programs
 from .shutdown import Shutdown, proxy_drain_budget
 from .signals import SignalQueue
 from .supervision import Supervisor
@@ -71,20 +69,20 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
     """supervisord's environment, which both programs inherit (the engine's
     command drops the proxy's keys from it)."""
     child = dict(env)
-    child.pop("LITELLM_MASTER_KEY", None)
+    child.pop(names.LITELLM_MASTER_KEY_VARIABLE, None)
     # It may hold a password; the proxy gets the URL it needs from its launch spec.
-    child.pop(REDIS_URL_VARIABLE, None)
+    child.pop(names.REDIS_URL_VARIABLE, None)
     child.update({
-        MASTER_KEY_VAR: config.master_key.reveal(),
-        ENGINE_KEY_VAR: internal_key.reveal(),
-        "VLLM_API_KEY": internal_key.reveal(),
+        names.MASTER_KEY_VARIABLE: config.master_key.reveal(),
+        names.ENGINE_KEY_VARIABLE: internal_key.reveal(),
+        names.ENGINE_API_KEY_VARIABLE: internal_key.reveal(),
         # No fetches from the internet at start (the cost map): both spellings,
         # LiteLLM 1.103 reads the second.
         "LITELLM_OFFLINE_MODE": "true",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "PYTHONUNBUFFERED": "1",
         # The proxy's own drain must end before ours gives up on it.
-        "GRACEFUL_SHUTDOWN_TIMEOUT": str(int(proxy_drain_budget(config))),
+        names.PROXY_DRAIN_VARIABLE: str(int(proxy_drain_budget(config))),
     })
     # A proxy variable meant for the container's outbound traffic must never
     # carry the proxy's calls to the engine (prompts and the internal key).
@@ -93,14 +91,13 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
     if config.api_keys_file is not None:
         # absolute(), not resolve(): a Kubernetes Secret volume swaps a symlink
         # on update, and the proxy must follow the name, not today's target.
-        child[API_KEYS_FILE_VAR] = str(config.api_keys_file.absolute())
+        child[names.API_KEYS_FILE_VARIABLE] = str(config.api_keys_file.absolute())
         if reload_marker is not None:
-            child[RELOAD_MARKER_VARIABLE] = str(reload_marker)
+            child[names.KEYS_RELOAD_MARKER_VARIABLE] = str(reload_marker)
     return child
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-REDIS_URL_VARIABLE = "LLM_ENTRY_REDIS_URL"   # click's name for --redis-url
 
 
 def loopback_exempt(*no_proxy: str | None) -> str:

@@ -23,7 +23,7 @@ import hmac
 import json
 import os
 
-KEY_VARIABLE = "VLLM_API_KEY"
+from entrypoint.inside.names import ENGINE_API_KEY_VARIABLE as KEY_VARIABLE
 OPEN_PATHS = frozenset({"/health", "/ping", "/version", "/metrics"})
 # What `--middleware` names; render puts it on the engine's command line.
 IMPORT_PATH = "entrypoint.inside.engine_guard.RequireInternalKey"

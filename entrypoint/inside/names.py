@@ -1,15 +1,49 @@
-"""Names that cross a process boundary for keys' limits and usage: set by
-llm-entry in the proxy's environment or run folder, read inside the proxy.
+"""Names that cross a process boundary: environment variables llm-entry sets
+for a program it starts, files it leaves in the private run folder, and the
+names of the programs. Both sides import them from here, so they cannot drift.
 
-Standard library only (nothing here imports anything): both sides import it.
+Standard library only (nothing here imports anything): every side imports it.
 """
 
 from __future__ import annotations
+
+# -- the supervised programs (supervisord's program names) --------------------
+ENGINE = "engine"
+PROXY = "proxy"
+LIMITER = "limiter"   # the private redis-server that keeps exact limits across proxy workers
+
+# -- keys, set by llm-entry for the proxy -------------------------------------
+MASTER_KEY_VARIABLE = "LLM_ENTRY_MASTER_KEY"
+# LiteLLM's own name for it: llm-entry reads it too, and hides it from the engine.
+LITELLM_MASTER_KEY_VARIABLE = "LITELLM_MASTER_KEY"
+API_KEYS_FILE_VARIABLE = "LLM_ENTRY_API_KEYS_FILE"
+# A file llm-entry touches when it has checked a new keys file (entrypoint.key_watch).
+KEYS_RELOAD_MARKER_VARIABLE = "LLM_ENTRY_KEYS_RELOAD_MARKER"
+
+# -- the engine, as the proxy's relay reaches it ------------------------------
+ENGINE_URL_VARIABLE = "LLM_ENTRY_ENGINE_URL"
+ENGINE_KEY_VARIABLE = "LLM_ENTRY_ENGINE_KEY"
+REQUEST_TIMEOUT_VARIABLE = "LLM_ENTRY_REQUEST_TIMEOUT"
+# vLLM's own variable for its --api-key: the internal key, read by entrypoint.inside.engine_guard.
+ENGINE_API_KEY_VARIABLE = "VLLM_API_KEY"
+
+# -- shutdown ------------------------------------------------------------------
+# LiteLLM's variable: how long its workers drain after a SIGTERM.
+PROXY_DRAIN_VARIABLE = "GRACEFUL_SHUTDOWN_TIMEOUT"
+
+# -- keys' limits and usage -------------------------------------------------------
+# click's variable for --redis-url: it may hold a password, so no child inherits it.
+REDIS_URL_VARIABLE = "LLM_ENTRY_REDIS_URL"
 
 # Where the proxy's limiter keeps its counters: a `limits` storage URI
 # ("memory://", "async+redis+unix:///run/llm-entry-x/redis.sock",
 # "async+redis://host:6379/0").
 LIMITS_STORAGE_VARIABLE = "LLM_ENTRY_LIMITS_STORAGE"
+
+# What the proxy's limiter puts before every counter's name in its storage:
+# replicas of one deployment share it (and so their keys' limits); another
+# deployment on the same Redis has its own.
+LIMITS_PREFIX_VARIABLE = "LLM_ENTRY_LIMITS_PREFIX"
 
 # prometheus_client's own variable: the folder where every proxy worker
 # keeps its metric files, so that /metrics adds them all up.
@@ -19,15 +53,7 @@ METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # metrics (ready, healthy, restarts, checks); the proxy's /metrics appends it.
 OWN_METRICS_VARIABLE = "LLM_ENTRY_OWN_METRICS"
 
-# Files in the private run folder.
+# -- files in the private run folder ---------------------------------------------
 METRICS_DIR = "metrics"
 OWN_METRICS_FILE = "llm-entry.prom"
 REDIS_SOCKET = "redis.sock"
-
-# The supervised program that holds exact limits across proxy workers.
-LIMITER = "limiter"
-
-# What the proxy's limiter puts before every counter's name in its storage:
-# replicas of one deployment share it (and so their keys' limits); another
-# deployment on the same Redis has its own.
-LIMITS_PREFIX_VARIABLE = "LLM_ENTRY_LIMITS_PREFIX"

@@ -30,9 +30,9 @@ from typing import Any
 
 from entrypoint.keys import MASTER_NAME, FileStatus, KeyLimits, KeysChange, KeysFile
 
-MASTER_KEY_VARIABLE = "LLM_ENTRY_MASTER_KEY"
-KEYS_FILE_VARIABLE = "LLM_ENTRY_API_KEYS_FILE"
-RELOAD_MARKER_VARIABLE = "LLM_ENTRY_KEYS_RELOAD_MARKER"
+from entrypoint.inside.names import API_KEYS_FILE_VARIABLE as KEYS_FILE_VARIABLE
+from entrypoint.inside.names import KEYS_RELOAD_MARKER_VARIABLE as RELOAD_MARKER_VARIABLE
+from entrypoint.inside.names import MASTER_KEY_VARIABLE
 RECHECK_INTERVAL_SECONDS = 1.0
 
 # The label LiteLLM records for a caller (spend logs, failure callbacks, its
