@@ -11,6 +11,7 @@ from entrypoint import render
 from entrypoint.demo import model as demo_model
 from entrypoint.config import Options, build_config
 from entrypoint.gpus import NodeGpus
+from entrypoint.shutdown_plan import shutdown_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +54,7 @@ def test_gpu_engine_arguments_parse(vllm_parser, tmp_path):
     assert args.port == config.engine_port and args.host == "127.0.0.1"
     assert args.served_model_name == ["Llama-3-70B"]
     assert args.max_model_len == 8192 and args.gpu_memory_utilization == 0.9
-    assert args.shutdown_timeout == render.engine_shutdown_timeout(config)
+    assert args.shutdown_timeout == shutdown_plan(config.timing).engine_drain
     assert args.disable_uvicorn_access_log is True
     assert args.middleware == ["entrypoint.inside.engine_guard.RequireInternalKey"]
 

@@ -19,6 +19,7 @@ from supervisor.options import ServerOptions
 from entrypoint import render
 from entrypoint.config import Config, Options, Timing, build_config
 from entrypoint.gpus import NodeGpus
+from entrypoint.shutdown_plan import shutdown_plan
 from entrypoint.keys import Secret
 from entrypoint.limiter_store import check_redis_url
 from entrypoint.parallel import ParallelPlan
@@ -255,7 +256,7 @@ def test_no_key_is_on_the_engine_command_line() -> None:
 @pytest.mark.parametrize("grace,seconds", [(25.0, 5), (60.0, 12), (9.0, 1), (3.0, 1)])
 def test_the_engine_may_drain_a_fifth_of_the_grace_period(grace: float, seconds: int) -> None:
     config = dataclasses.replace(CONFIG, timing=dataclasses.replace(CONFIG.timing, grace_period=grace))
-    assert render.engine_shutdown_timeout(config) == seconds
+    assert shutdown_plan(config.timing).engine_drain == seconds
 
 
 def test_the_engine_launch_hides_the_proxy_keys_from_the_engine() -> None:
