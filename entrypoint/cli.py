@@ -6,6 +6,7 @@ Every option can also come from an environment variable LLM_ENTRY_<OPTION>
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .config import MASTER_KEY_VARIABLES, Options, build_config
+from .config import MASTER_KEY_VARIABLES, RESTART_POLICIES, Options, build_config
 from .console import Console
 from .errors import EXIT_BAD_CONFIG, EntryError
 from .gpus import query_node_gpus
@@ -30,14 +31,25 @@ def option(*names, **kwargs):
 
 SECONDS = click.FLOAT
 
+# Every default is written once, in Options; the options below read it from there.
+# Those without one (--port, --drain-delay, ...) are decided by build_config from
+# the environment or the machine, and their help says how.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Options) if f.default is not dataclasses.MISSING}
+
+
+def default_of(name: str):
+    """The default of an option, as Options has it."""
+    return _DEFAULTS[name]
+
 
 class WorkerCount(click.ParamType):
     """A number of processes, or "auto" (None: config decides from the machine)."""
 
+    AUTO = "auto"
     name = "N|auto"
 
     def convert(self, value, param, ctx):
-        if value is None or value == "auto":
+        if value is None or value == self.AUTO:
             return None
         if isinstance(value, int):
             return value
@@ -45,6 +57,10 @@ class WorkerCount(click.ParamType):
             return int(value)
         except ValueError:
             self.fail(f"{value!r} is neither a whole number nor auto.", param, ctx)
+
+    def spell(self, value: int | None) -> str:
+        """What `convert` reads back as `value`: how --help shows a default of None."""
+        return self.AUTO if value is None else str(value)
 
 
 WORKERS = WorkerCount()
@@ -63,11 +79,12 @@ WORKERS = WorkerCount()
               help="More keys, one a line: KEY [name=NAME] [rpm=N] [tpm=N] [max_parallel=N] "
                    "(# comments allowed); edits apply without a restart.")
 @option("--served-model-name", help="Model name clients ask for.  [default: the model folder's name]")
-@option("--host", default="0.0.0.0", help="Address the public proxy listens on.")
+@option("--host", default=default_of("host"), help="Address the public proxy listens on.")
 @option("--port", type=click.INT,
               help="Public port of the proxy.  [default: 8080, or 80 when OPENBAYES_SERVING_PRODUCTION is set]")
-@option("--engine-port", type=click.INT, default=3000, help="Internal engine port, on 127.0.0.1 only.")
-@option("--probe-dir", type=PATH, default=Path("/etc/probe"), help="Folder of the probe files.")
+@option("--engine-port", type=click.INT, default=default_of("engine_port"),
+              help="Internal engine port, on 127.0.0.1 only.")
+@option("--probe-dir", type=PATH, default=default_of("probe_dir"), help="Folder of the probe files.")
 @option("--tensor-parallel-size", type=click.INT,
               help="GPUs to split the model over.  [default: the largest size the GPUs and heads allow]")
 @option("--max-model-len", type=click.INT, help="Context length passed to vLLM.")
@@ -75,28 +92,33 @@ WORKERS = WorkerCount()
 @option("--engine-cmd",
               help="Command that starts the engine, split like a shell line; llm-entry appends the vLLM "
                    "arguments.  [default: this Python -m vllm.entrypoints.openai.api_server]")
-@option("--proxy-workers", type=WORKERS, default="auto",
+@option("--proxy-workers", type=WORKERS, default=WORKERS.spell(default_of("proxy_workers")),
               help="LiteLLM worker processes, or auto: one per usable CPU up to 2 on a GPU node, "
                    "1 when the engine runs on the CPU.")
 @option("--cache-dir", type=PATH, help="Where the demo model is built.  [default: ~/.cache/llm-entry]")
-@option("--startup-timeout", type=SECONDS, default=1800.0, help="Seconds to become ready before giving up.")
-@option("--check-interval", type=SECONDS, default=2.0, help="Seconds between health checks of each process.")
-@option("--check-timeout", type=SECONDS, default=3.0, help="Seconds one health check may take.")
-@option("--unready-after", type=click.INT, default=2, help="Failed checks in a row that make the container not ready.")
-@option("--hang-timeout", type=SECONDS, default=30.0,
+@option("--startup-timeout", type=SECONDS, default=default_of("startup_timeout"),
+              help="Seconds to become ready before giving up.")
+@option("--check-interval", type=SECONDS, default=default_of("check_interval"),
+              help="Seconds between health checks of each process.")
+@option("--check-timeout", type=SECONDS, default=default_of("check_timeout"),
+              help="Seconds one health check may take.")
+@option("--unready-after", type=click.INT, default=default_of("unready_after"),
+              help="Failed checks in a row that make the container not ready.")
+@option("--hang-timeout", type=SECONDS, default=default_of("hang_timeout"),
               help="Seconds without a passing check, once ready, before the container is declared not healthy.")
-@option("--heartbeat-ttl", type=SECONDS, default=15.0,
+@option("--heartbeat-ttl", type=SECONDS, default=default_of("heartbeat_ttl"),
               help="Seconds the probe scripts trust the probe files without a new heartbeat.")
-@option("--grace-period", type=SECONDS, default=25.0,
+@option("--grace-period", type=SECONDS, default=default_of("grace_period"),
               help="Seconds the whole shutdown may take (keep it below terminationGracePeriodSeconds).")
 @option("--drain-delay", type=SECONDS,
               help="Seconds to stay up, not ready, after SIGTERM before stopping.  "
                    "[default: 2 in Kubernetes, else 0]")
-@option("--engine-restart", type=click.Choice(["never", "always"]), default="never",
+@option("--engine-restart", type=click.Choice(RESTART_POLICIES), default=default_of("engine_restart"),
               help="Restart the engine in place when it exits (a fresh container frees GPU memory best).")
-@option("--max-restarts", type=click.INT, default=3,
+@option("--max-restarts", type=click.INT, default=default_of("max_restarts"),
               help="Restarts of a process allowed within --restart-window before giving up.")
-@option("--restart-window", type=SECONDS, default=300.0, help="Seconds over which restarts are counted.")
+@option("--restart-window", type=SECONDS, default=default_of("restart_window"),
+              help="Seconds over which restarts are counted.")
 @option("--redis-url",
               help="Redis that keeps the keys' limit counters, shared by every replica that names it: "
                    "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path.sock[?db=N].  "

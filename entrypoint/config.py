@@ -32,7 +32,9 @@ RESTART_POLICIES = ("never", "always")
 
 @dataclass(frozen=True)
 class Options:
-    """The command line as parsed, before validation (cli fills it)."""
+    """The command line as parsed, before validation (cli fills it).
+
+    Its defaults are the command line's: cli reads them from here."""
 
     model: str
     master_key: str | None = field(default=None, repr=False)
