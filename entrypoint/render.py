@@ -17,6 +17,7 @@ from string import Template
 from .inside import engine_guard, names
 from .config import Config
 from .limiter_store import private_socket
+from .shutdown_plan import shutdown_plan
 
 AUTH_MODULE = "llm_entry_auth"
 LITELLM_CONFIG = "litellm.yaml"
@@ -48,12 +49,6 @@ def template(name: str) -> Template:
     return Template(resources.files("entrypoint.templates").joinpath(name).read_text())
 
 
-def engine_shutdown_timeout(config: Config) -> int:
-    """Seconds vLLM may drain on SIGTERM. The proxy has drained first, so the
-    engine rarely has work left; a fifth of the grace period is plenty."""
-    return max(1, int(config.timing.grace_period // 5))
-
-
 def engine_command(config: Config) -> list[str]:
     """The vLLM command line. No key is on it: vLLM reads VLLM_API_KEY."""
     args = [
@@ -63,7 +58,7 @@ def engine_command(config: Config) -> list[str]:
         "--host", "127.0.0.1",
         "--port", str(config.engine_port),
         "--tensor-parallel-size", str(config.parallel.tensor_parallel_size),
-        "--shutdown-timeout", str(engine_shutdown_timeout(config)),
+        "--shutdown-timeout", str(shutdown_plan(config.timing).engine_drain),
         # Every health check would otherwise write an access log line.
         "--disable-uvicorn-access-log",
     ]
@@ -184,7 +179,7 @@ def render_supervisord_config(config: Config, python: str, run_dir: Path) -> str
         engine_command=supervisor_command_line(launcher_command(python, run_dir / ENGINE_LAUNCH)),
         proxy_command=supervisor_command_line(launcher_command(python, run_dir / PROXY_LAUNCH)),
         limiter_command=supervisor_command_line(launcher_command(python, run_dir / LIMITER_LAUNCH)),
-        stop_wait=max(1, int(config.timing.grace_period)),
+        stop_wait=shutdown_plan(config.timing).supervisord_stop_wait,
     )
     limiter = template(SUPERVISORD_LIMITER).substitute(values) if LIMITER in supervised_programs(config) else ""
     return template(SUPERVISORD_CONFIG).substitute(values, limiter_program=limiter)

@@ -11,25 +11,33 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Mapping
+from types import TracebackType
 
 from . import limiter_store, ports
-from .demo import model as demo_model
-from .inside import names
+from .board import ProgramBoard
 from .checks import Check, Checker, engine_check, proxy_check, redis_check
 from .config import Config
 from .console import Console
+from .demo import model as demo_model
 from .errors import EXIT_OK, EntryError
+from .host import Host
+from .inside import names
 from .key_watch import RELOAD_MARKER, KeyWatch
 from .keys import Secret, new_internal_key
 from .logs import LogForwarder, LogTail
-from .monitor import Monitor, Outcome
+from .monitor import Monitor
+from .outcome import Outcome
 from .own_metrics import OwnMetrics
 from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
+from .readiness import Readiness
 from .render import ENGINE, LIMITER, PROXY, render_run_files, supervised_programs
-from .shutdown import Shutdown, proxy_drain_budget
+from .restarts import Exits
+from .shutdown import Shutdown
+from .shutdown_plan import shutdown_plan
 from .signals import SignalQueue
 from .supervision import Supervisor
 
@@ -82,7 +90,7 @@ def child_environment(config: Config, env: Mapping[str, str], internal_key: Secr
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "PYTHONUNBUFFERED": "1",
         # The proxy's own drain must end before ours gives up on it.
-        names.PROXY_DRAIN_VARIABLE: str(int(proxy_drain_budget(config))),
+        names.PROXY_DRAIN_VARIABLE: str(int(shutdown_plan(config.timing).proxy_drain)),
     })
     # A proxy variable meant for the container's outbound traffic must never
     # carry the proxy's calls to the engine (prompts and the internal key).
@@ -138,11 +146,11 @@ def program_check(config: Config, name: str, run_dir: Path) -> Check:
     return redis_check(limiter_store.private_socket(run_dir))
 
 
-def make_checkers(config: Config, monitor: Monitor, run_dir: Path) -> dict[str, Checker]:
+def make_checkers(config: Config, board: ProgramBoard, run_dir: Path) -> dict[str, Checker]:
     timing = config.timing
     return {name: Checker(name, program_check(config, name, run_dir), timing.check_interval,
-                          timing.check_timeout, monitor.report, monitor.began)
-            for name in monitor.programs}
+                          timing.check_timeout, board.report, board.began)
+            for name in board.names}
 
 
 def starting_line(config: Config) -> str:
@@ -153,99 +161,132 @@ def starting_line(config: Config) -> str:
     return line
 
 
-def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
-    # First: as PID 1 a signal without a handler is ignored, and a SIGTERM
-    # while the demo model builds must not wait for the pod's SIGKILL.
-    signals = SignalQueue().install()
-    if config.redis_url is not None:
-        console.hide(*config.redis_url.secrets)
-    preflight(config)
-    probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl)
-    probes.prepare()
-    try:
-        return serve_prepared(config, env, console, signals, probes)
-    except EntryError as error:
-        on_the_way_out(lambda: probes.expire(stopped_line(error.exit_code, error.message)))
-        raise
-    finally:
-        # Whatever ended the run (finish() already did this on the usual way
-        # out): nothing runs now, so the heartbeat stops vouching.
-        on_the_way_out(lambda: probes.expire("stopped: llm-entry failed, see its last lines on stderr"))
-
-
 def stopped_line(exit_code: int, summary: str) -> str:
     """llm-entry's last line, also what not-ready says once it has exited."""
     return f"stopped; exit code {exit_code}" + ("" if exit_code == EXIT_OK else f" ({summary})")
 
 
-def serve_prepared(config: Config, env: Mapping[str, str], console: Console, signals: SignalQueue,
-                   probes: ProbeFiles) -> int:
-    probes.show("starting", None)
-    announce(config, console)
-    if config.demo:
-        demo_model.ensure_demo_model(Path(config.model).parent)
-    if signals.received:
-        probes.expire("stopped before the start; exit code 0")
-        console.say("stop requested before the start: nothing was started; exit code 0")
-        return EXIT_OK
+def serve(config: Config, env: Mapping[str, str], console: Console) -> int:
+    with Run(config, env, console) as run:
+        if not run.started:
+            return run.stopped_before_start()
+        return run.stop(run.watch())
 
-    internal_key = new_internal_key()
-    console.hide(config.master_key.reveal(), internal_key.reveal())
-    reaper = Reaper()
-    become_subreaper()
 
-    run_dir = Path(tempfile.mkdtemp(prefix="llm-entry-"))
-    programs = supervised_programs(config)
-    supervisor = Supervisor(run_dir)
-    key_watch = KeyWatch(config, console, run_dir / RELOAD_MARKER, signals.take_reload).start()
-    forwarder = LogForwarder([LogTail(name, run_dir / f"{name}.log", console) for name in programs],
-                             before_pump=key_watch.poll)
-    checkers: dict[str, Checker] = {}
-    try:
+class Run:
+    """Owns one run and everything it started.
+
+    Entering it checks the input, then creates the helpers (signals, probe
+    files, reaper, supervisord, key watch, log forwarder, program board,
+    checkers, monitor), hands them to each other and starts the programs.
+    watch() returns how the run ended; stop() shuts everything down and says
+    the last line. Leaving it stops the checkers and the log forwarder once
+    each, removes the private run folder, and expires the heartbeat, however
+    the run ended.
+    """
+
+    def __init__(self, config: Config, env: Mapping[str, str], console: Console):
+        self.config = config
+        self.env = env
+        self.console = console
+        self.signals = SignalQueue()
+        self.probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl)
+        self.started = False
+        # Stopped before the shutdown (no check may race it), and after it.
+        self._checking = ExitStack()
+        self._running = ExitStack()
+
+    def __enter__(self) -> Run:
+        # First: as PID 1 a signal without a handler is ignored, and a SIGTERM
+        # while the demo model builds must not wait for the pod's SIGKILL.
+        self.signals.install()
+        if self.config.redis_url is not None:
+            self.console.hide(*self.config.redis_url.secrets)
+        preflight(self.config)
+        self.probes.prepare()
+        try:
+            self._prepare()
+            if not self.signals.received:
+                self._start()
+        except BaseException as error:
+            self.__exit__(type(error), error, error.__traceback__)
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._checking.close()
+        self._running.close()
+        if isinstance(error, EntryError):
+            message, code = error.message, error.exit_code
+            on_the_way_out(lambda: self.probes.expire(stopped_line(code, message)))
+        # Whatever ended the run (stop() already did this on the usual way
+        # out): nothing runs now, so the heartbeat stops vouching.
+        on_the_way_out(lambda: self.probes.expire("stopped: llm-entry failed, see its last lines on stderr"))
+
+    def _prepare(self) -> None:
+        self.probes.show("starting", None)
+        announce(self.config, self.console)
+        if self.config.demo:
+            demo_model.ensure_demo_model(Path(self.config.model).parent)
+
+    def _start(self) -> None:
+        config, console = self.config, self.console
+        internal_key = new_internal_key()
+        console.hide(config.master_key.reveal(), internal_key.reveal())
+        reaper = Reaper()
+        become_subreaper()
+        run_dir = Path(tempfile.mkdtemp(prefix="llm-entry-"))
+        self._running.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        programs = supervised_programs(config)
+        supervisor = Supervisor(run_dir)
+        key_watch = KeyWatch(config, console, run_dir / RELOAD_MARKER, self.signals.take_reload).start()
+        self.forwarder = LogForwarder([LogTail(name, run_dir / f"{name}.log", console) for name in programs],
+                                      before_pump=key_watch.poll)
+        self._running.callback(self.forwarder.stop)
         for file in render_run_files(config, sys.executable, run_dir):
             write_private(run_dir, file.name, file.content)
         (run_dir / names.METRICS_DIR).mkdir(mode=0o700)   # every proxy worker's metric files
-        supervisor.start(sys.executable, child_environment(config, env, internal_key, key_watch.marker))
-        forwarder.start()
+        supervisor.start(sys.executable, child_environment(config, self.env, internal_key, key_watch.marker))
+        self.forwarder.start()
         console.say(starting_line(config))
+        self.host = Host(supervisor, self.signals, reaper)
+        self._watch_programs(run_dir, programs)
+
+    def _watch_programs(self, run_dir: Path, programs: tuple[str, ...]) -> None:
+        config, clock = self.config, self.host.clock
         metrics = OwnMetrics(run_dir / names.OWN_METRICS_FILE, programs)
-        monitor = Monitor(config, supervisor, probes, console, forwarder, signals, reaper, programs=programs,
-                          metrics=metrics)
-        checkers = make_checkers(config, monitor, run_dir)
-        monitor.attach(checkers)
+        self.board = ProgramBoard(programs, clock(), metrics)
+        checkers = make_checkers(config, self.board, run_dir)
         for checker in checkers.values():
+            self._checking.callback(checker.stop)
             checker.start()
-        outcome = monitor.run()
-        return finish(outcome, config, supervisor, monitor, probes, console, signals, reaper, checkers, forwarder)
-    finally:
-        for checker in checkers.values():
-            checker.stop()
-        forwarder.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        readiness = Readiness(config, self.probes, self.console, metrics, self.board.started)
+        exits = Exits(config, self.host, self.board, self.forwarder, self.console)
+        self.monitor = Monitor(config, self.board, self.host, readiness, exits, checkers)
+        self.started = True
 
+    def watch(self) -> Outcome:
+        return self.monitor.run()
 
-def finish(outcome: Outcome, config: Config, supervisor: Supervisor, monitor: Monitor,
-           probes: ProbeFiles, console: Console, signals: SignalQueue, reaper: Reaper,
-           checkers: dict[str, Checker], forwarder: LogForwarder) -> int:
-    if outcome.requested:
-        on_the_way_out(lambda: probes.show(f"shutting down: {outcome.summary}", None))
-        console.say(f"{outcome.summary}: shutting down")
-    else:
-        console.error(outcome.summary)
-        for line in outcome.details:
-            console.error("  " + line)
-    for checker in checkers.values():
-        checker.stop()
-    limiter = monitor.programs.get(LIMITER)
-    Shutdown(config, supervisor, console, signals, reaper, probes, flush_logs=forwarder.finish).run(
-        proxy_pgids=monitor.programs[PROXY].pgids,
-        engine_pgids=monitor.programs[ENGINE].pgids,
-        limiter_pgids=limiter.pgids if limiter is not None else (),
-        drain=outcome.requested, was_ready=outcome.was_ready,
-        since=outcome.since, kill_at_once=outcome.kill_at_once,
-    )
-    last_line = stopped_line(outcome.exit_code, outcome.summary)
-    on_the_way_out(lambda: probes.expire(last_line))  # nothing runs any more
-    forwarder.stop()  # the programs' last words come before our last line
-    console.say(last_line)
-    return outcome.exit_code
+    def stop(self, outcome: Outcome) -> int:
+        if outcome.requested:
+            on_the_way_out(lambda: self.probes.show(f"shutting down: {outcome.summary}", None))
+            self.console.say(f"{outcome.summary}: shutting down")
+        else:
+            self.console.error(outcome.summary)
+            for line in outcome.details:
+                self.console.error("  " + line)
+        self._checking.close()
+        Shutdown(self.config, self.host, self.board, self.probes, self.console,
+                 flush_logs=self.forwarder.finish).run(outcome)
+        last_line = stopped_line(outcome.exit_code, outcome.summary)
+        on_the_way_out(lambda: self.probes.expire(last_line))  # nothing runs any more
+        self._running.close()  # the programs' last words come before our last line
+        self.console.say(last_line)
+        return outcome.exit_code
+
+    def stopped_before_start(self) -> int:
+        self.probes.expire("stopped before the start; exit code 0")
+        self.console.say("stop requested before the start: nothing was started; exit code 0")
+        return EXIT_OK

@@ -12,100 +12,49 @@ Each step is SIGTERM, polling to a deadline, SIGKILL of the group, and a
 wait until the group is gone. A second signal skips the graceful waits, never
 the SIGKILL and the wait after it. The heartbeat stays fresh throughout.
 
-The budget counts from the signal and holds in the worst case (nothing stops
-before its SIGKILL, supervisord never answers): every wait and every
-XML-RPC call is bounded, and the log forwarder's last flush after this
-routine is reserved too, so that the whole fits --grace-period.
+The timeline (entrypoint.shutdown_plan) counts from the signal and holds in
+the worst case (nothing stops before its SIGKILL, supervisord never answers):
+every wait and every XML-RPC call is bounded, and the log forwarder's last
+flush after this routine is reserved too, so that the whole fits
+--grace-period.
 """
 
 from __future__ import annotations
 
 import signal
-import time
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
+from .board import ProgramBoard
 from .config import Config
 from .console import Console
+from .host import Host
+from .inside.names import ENGINE, LIMITER, PROXY
+from .outcome import Outcome
 from .probe_files import ProbeFiles, on_the_way_out
-from .processes import ProcessTable, Reaper
-from .render import ENGINE, LIMITER, PROXY, engine_shutdown_timeout
-from .signals import SignalQueue
-from .supervision import Supervisor, SupervisorError
+from .shutdown_plan import shutdown_plan
+from .supervision import SupervisorError
 
 POLL = 0.05
 LEFTOVER_GRACE = 1.0
-# Full-size steps for a grace period of FULL_SIZE_GRACE s or more; a shorter
-# one shrinks them in proportion.
-FULL_SIZE_GRACE = 12.0
-RPC_TIMEOUT = 0.5             # each XML-RPC call during shutdown
-KILL_WAIT = 1.0               # after a SIGKILL, for the group to be gone
-SUPERVISOR_WAIT = 1.0         # supervisord's own exit once its programs are gone
-STARTING_ENGINE_GRACE = 5.0   # nothing to drain, and vLLM may ignore SIGTERM while loading
-LIMITER_GRACE = 1.0           # redis-server without persistence stops in milliseconds
-LOG_FLUSH = 2.0               # LogForwarder.stop() joins its thread for up to 2 s after us
-SLACK = 0.5                   # polls overshooting their deadlines, console lines
-LOG_SETTLE = 0.5              # after a group is gone, for supervisord to reap it and write out its last output
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Sizes of the fixed steps, and when each stage must be over, in
-    seconds after the shutdown began (the signal)."""
-
-    rpc: float
-    kill_wait: float
-    supervisor_wait: float
-    starting_engine_grace: float
-    limiter_grace: float
-    log_settle: float   # for supervisord to write out a stopped program's last output
-    proxy_by: float     # the proxy's SIGTERM deadline
-    engine_by: float    # the engine's SIGTERM deadline
-    end: float          # everything stopped; the log forwarder's last flush follows
-
-
-def budget(config: Config, was_ready: bool) -> Budget:
-    grace = config.timing.grace_period
-    scale = min(1.0, grace / FULL_SIZE_GRACE)
-    rpc, kill, supervisor = RPC_TIMEOUT * scale, KILL_WAIT * scale, SUPERVISOR_WAIT * scale
-    end = grace - (LOG_FLUSH + SLACK) * scale
-    # After the engine's deadline: its SIGKILL wait, then supervisord's
-    # shutdown call, its exit, and its SIGKILL wait (shared with adopted groups).
-    engine_by = end - (kill + rpc + supervisor + kill)
-    engine_time = engine_shutdown_timeout(config) + 1.0 if was_ready else STARTING_ENGINE_GRACE * scale
-    return Budget(rpc=rpc, kill_wait=kill, supervisor_wait=supervisor,
-                  starting_engine_grace=STARTING_ENGINE_GRACE * scale, limiter_grace=LIMITER_GRACE * scale,
-                  log_settle=LOG_SETTLE * scale,
-                  proxy_by=engine_by - engine_time - kill, engine_by=engine_by, end=end)
-
-
-def proxy_drain_budget(config: Config) -> float:
-    """Seconds the proxy may drain after a SIGTERM that found us ready (its
-    own GRACEFUL_SHUTDOWN_TIMEOUT): from after the first XML-RPC call and the
-    drain delay to its deadline."""
-    plan = budget(config, was_ready=True)
-    return max(1.0, plan.proxy_by - plan.rpc - config.timing.drain_delay)
 
 
 class Shutdown:
-    def __init__(self, config: Config, supervisor: Supervisor, console: Console, signals: SignalQueue,
-                 reaper: Reaper, probes: ProbeFiles, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, processes: ProcessTable = ProcessTable(),
+    def __init__(self, config: Config, host: Host, board: ProgramBoard, probes: ProbeFiles, console: Console,
                  flush_logs: Callable[[str], None] = lambda name: None):
         self.config = config
-        self.supervisor = supervisor
-        self.console = console
-        self.signals = signals
-        self.reaper = reaper
+        self.board = board              # the process groups the monitor saw
+        self.supervisor = host.supervisor
+        self.signals = host.signals
+        self.reaper = host.reaper
+        self.processes = host.processes
+        self.clock = host.clock
         self.probes = probes
-        self.clock = clock
-        self.sleep = sleep
-        self.processes = processes
+        self.console = console
         self.flush_logs = flush_logs   # print all a stopped program wrote (LogForwarder.finish)
         self.supervisor_answers = True
         self.hurry = False
-        self.plan = budget(config, was_ready=True)
-        self.end = clock() + self.plan.end
+        self.plan = shutdown_plan(config.timing)
+        self.end = self.clock() + self.plan.end
 
     def wait_until(self, done: Callable[[], bool], deadline: float, graceful: bool = True) -> bool:
         """Poll until done() or the deadline, keeping the heartbeat fresh. A
@@ -123,7 +72,7 @@ class Shutdown:
             now = self.clock()
             if (graceful and self.hurry) or now >= deadline:
                 return False
-            self.sleep(min(POLL, deadline - now))
+            self.clock.sleep(min(POLL, deadline - now))
 
     def kill_groups(self, pgids: Iterable[int]) -> bool:
         """SIGKILL the groups and wait until they are gone."""
@@ -187,29 +136,29 @@ class Shutdown:
         self.wait_until(reaped, min(limit, self.clock() + self.plan.log_settle))
         self.flush_logs(name)
 
-    def run(self, proxy_pgids: Iterable[int], engine_pgids: Iterable[int], drain: bool, was_ready: bool,
-            since: float | None = None, kill_at_once: Iterable[str] = (),
-            limiter_pgids: Iterable[int] = ()) -> None:
-        since = self.clock() if since is None else min(since, self.clock())
-        self.plan = plan = budget(self.config, was_ready)
+    def run(self, outcome: Outcome) -> None:
+        since = self.clock() if outcome.since is None else min(outcome.since, self.clock())
+        plan, was_ready = self.plan, outcome.was_ready
         self.end = since + plan.end
         self.supervisor.set_timeout(plan.rpc)
-        groups = {PROXY: set(proxy_pgids), ENGINE: set(engine_pgids), LIMITER: set(limiter_pgids)}
+        groups = {name: set(self.board[name].pgids) if name in self.board.programs else set()
+                  for name in (PROXY, ENGINE, LIMITER)}
         self.learn_groups(groups)
-        for name in kill_at_once:
+        for name in outcome.kill_at_once:
             self.console.say(f"{name} looks hung: killing its process group at once")
             self.kill_groups(groups[name])
+        proxy_by = plan.proxy_deadline(was_ready)
         delay = self.config.timing.drain_delay
-        if drain and was_ready and delay > 0:
+        if outcome.requested and was_ready and delay > 0:
             self.console.say(f"not ready; waiting {delay:g} s for traffic to move away")
-            self.wait_until(lambda: False, since + min(delay, plan.proxy_by))
-        self.stop_groups("proxy", groups[PROXY], since + plan.proxy_by)
+            self.wait_until(lambda: False, since + min(delay, proxy_by))
+        self.stop_groups(PROXY, groups[PROXY], since + proxy_by)
         # Within the engine's stage, which ends where it always did.
         self.stop_groups(LIMITER, groups[LIMITER], min(self.clock() + plan.limiter_grace, since + plan.engine_by))
         engine_by = since + plan.engine_by
         if not was_ready:
             engine_by = min(engine_by, self.clock() + plan.starting_engine_grace)
-        self.stop_groups("engine", groups[ENGINE], engine_by)
+        self.stop_groups(ENGINE, groups[ENGINE], engine_by)
         self.stop_supervisor()
 
     def learn_groups(self, groups: dict[str, set[int]]) -> None:

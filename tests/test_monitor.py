@@ -11,7 +11,11 @@ import pytest
 
 from entrypoint.errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROXY_FAILED,
                                EXIT_SUPERVISOR_FAILED)
-from entrypoint.monitor import TICK, Monitor, ready_line
+from entrypoint.board import ProgramBoard
+from entrypoint.host import Host
+from entrypoint.monitor import TICK, Monitor
+from entrypoint.readiness import Readiness, ready_line
+from entrypoint.restarts import Exits
 from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles
 from entrypoint.restarts import RESTART_KILL_WAIT
 from fakes import (FakeClock, FakeConfig, FakeForwarder, FakeProcesses, FakeReaper, FakeSignals,
@@ -34,18 +38,20 @@ class World:
         self.console, self.out, _ = quiet_console()
         self.forwarder = FakeForwarder()
         self.forwarder.tails.setdefault("limiter", FakeTail())
-        self.monitor = Monitor(config, self.supervisor, self.probes, self.console, self.forwarder,
-                               FakeSignals(self.clock, signal_at), FakeReaper(self.processes),
-                               clock=self.clock, sleep=self.clock.sleep, processes=self.processes,
-                               programs=programs)
+        host = Host(self.supervisor, FakeSignals(self.clock, signal_at), FakeReaper(self.processes),
+                    processes=self.processes, clock=self.clock)
+        self.board = ProgramBoard(programs, self.clock())
+        readiness = Readiness(config, self.probes, self.console, self.board.metrics, self.board.started)
+        exits = Exits(config, host, self.board, self.forwarder, self.console)
+        self.monitor = Monitor(config, self.board, host, readiness, exits, checkers={})
         for name in programs:
             self.processes.add(PIDS[name])
             self.supervisor.run(name, PIDS[name])
 
     def passes(self, *names: str) -> None:
-        for name in names or tuple(self.monitor.programs):
-            program = self.monitor.programs[name]
-            self.monitor.report(name, program.generation, True, "200", self.clock())
+        for name in names or tuple(self.board.programs):
+            program = self.board.programs[name]
+            self.board.report(name, program.generation, True, "200", self.clock())
 
     def tick(self):
         outcome = self.monitor.tick()
@@ -73,7 +79,7 @@ def test_both_programs_passing_their_checks_make_the_container_ready(tmp_path: P
     world = ready_world(tmp_path)
     assert "ready in" in world.out.getvalue()
     assert "(public: 0.0.0.0:8080)" in world.out.getvalue()
-    assert world.monitor.programs["engine"].pgids == {ENGINE}
+    assert world.board.programs["engine"].pgids == {ENGINE}
 
 
 def test_the_ready_line_names_the_master_key_as_the_only_key_without_a_keys_file() -> None:
@@ -223,7 +229,7 @@ def test_an_engine_restart_starts_the_engine_only_once_its_old_group_is_gone(tmp
         assert "engine starting" in world.file(NOT_READY)
     assert world.supervisor.started[0][0] >= killed_at[0] + 0.5
     world.tick()
-    assert world.monitor.programs["engine"].pgids == {201}, "the old group id is forgotten"
+    assert world.board.programs["engine"].pgids == {201}, "the old group id is forgotten"
 
 
 def test_an_old_engine_group_that_outlives_sigkill_fails_the_restart(tmp_path: Path) -> None:
@@ -264,7 +270,7 @@ def test_a_limiter_that_stops_answering_makes_the_container_not_ready(tmp_path: 
     world.passes()
     assert world.tick() is None
     for _ in range(2):
-        world.monitor.report("limiter", 0, False, "no answer to PING within the check timeout", world.clock())
+        world.board.report("limiter", 0, False, "no answer to PING within the check timeout", world.clock())
     world.passes("engine", "proxy")
     assert world.tick() is None
     assert world.file(NOT_READY) == ("limiter failing checks (2 in a row): "
@@ -290,8 +296,8 @@ def test_a_limiter_exit_restarts_it_in_place_and_says_its_counters_start_from_ze
     assert world.tick() is None
     assert world.file(NOT_READY) is None
     assert "ready again" in world.out.getvalue()
-    assert world.monitor.programs["limiter"].pgids == {401}
-    assert world.monitor.programs["engine"].generation == world.monitor.programs["proxy"].generation == 0
+    assert world.board.programs["limiter"].pgids == {401}
+    assert world.board.programs["engine"].generation == world.board.programs["proxy"].generation == 0
 
 
 def limiter_exits(world: World, new_pid: int, status: int = 1):
@@ -301,7 +307,7 @@ def limiter_exits(world: World, new_pid: int, status: int = 1):
     for _ in range(100):
         world.passes()
         outcome = world.tick()
-        if outcome is not None or world.monitor.programs["limiter"].pgids == {new_pid}:
+        if outcome is not None or world.board.programs["limiter"].pgids == {new_pid}:
             return outcome
     raise AssertionError("the limiter was neither restarted nor given up on")
 

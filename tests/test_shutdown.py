@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from entrypoint.shutdown import (FULL_SIZE_GRACE, LOG_FLUSH, RPC_TIMEOUT, STARTING_ENGINE_GRACE, Shutdown, budget,
-                                 proxy_drain_budget)
+from entrypoint.board import ProgramBoard
+from entrypoint.host import Host
+from entrypoint.outcome import Outcome
+from entrypoint.shutdown import Shutdown
+from entrypoint.shutdown_plan import FULL_SIZE_GRACE, LOG_FLUSH, RPC_TIMEOUT, STARTING_ENGINE_GRACE, shutdown_plan
 from fakes import (FakeClock, FakeConfig, FakeProbes, FakeProcesses, FakeReaper, FakeSignals, FakeSupervisor,
                    quiet_console, timing)
 
@@ -28,10 +31,16 @@ class World:
         self.console, self.out, _ = quiet_console()
         self.printed: set[str] = set()
 
-    def shutdown(self, config: FakeConfig = FakeConfig()) -> Shutdown:
-        return Shutdown(config, self.supervisor, self.console, self.signals, self.reaper, self.probes,
-                        clock=self.clock, sleep=self.clock.sleep, processes=self.processes,
-                        flush_logs=self.flush_logs)
+    def stop(self, config: FakeConfig = FakeConfig(), proxy=(), engine=(), limiter=(), drain: bool = True,
+             **outcome) -> None:
+        """The shutdown after an outcome (drain: a signal asked for it), with
+        the process groups the monitor saw of each program."""
+        board = ProgramBoard(("engine", "proxy", "limiter"), started=0.0)
+        for name, pgids in (("proxy", proxy), ("engine", engine), ("limiter", limiter)):
+            board[name].pgids.update(pgids)
+        host = Host(self.supervisor, self.signals, self.reaper, processes=self.processes, clock=self.clock)
+        shutdown = Shutdown(config, host, board, self.probes, self.console, flush_logs=self.flush_logs)
+        shutdown.run(Outcome(0, "received SIGTERM", requested=drain, **outcome))
 
     def flush_logs(self, name: str) -> None:
         """The log forwarder: a program's last words reach its log when
@@ -61,7 +70,7 @@ def test_the_whole_shutdown_fits_the_grace_period_when_nothing_stops_and_supervi
     world.nothing_dies()
     config = FakeConfig(timing(grace_period=grace, drain_delay=grace / 5))
     world.clock.now = NOTICED_AFTER
-    world.shutdown(config).run([PROXY], [ENGINE], drain=True, was_ready=was_ready, since=0.0, kill_at_once=hung)
+    world.stop(config, [PROXY], [ENGINE], drain=True, was_ready=was_ready, since=0.0, kill_at_once=hung)
     log_flush = LOG_FLUSH * min(1.0, grace / FULL_SIZE_GRACE)  # the log forwarder's last flush comes after
     assert world.clock.now + log_flush <= grace
     assert {at for at, pgid, what in world.processes.sent if what == "SIGKILL group"}, "nothing was killed"
@@ -71,7 +80,7 @@ def test_the_whole_shutdown_fits_the_grace_period_when_nothing_stops_and_supervi
 def test_every_call_to_supervisord_during_shutdown_has_the_short_timeout() -> None:
     world = World()
     world.nothing_dies()
-    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     assert world.supervisor.calls
     assert all(timeout <= RPC_TIMEOUT for _, timeout in world.supervisor.calls)
 
@@ -80,7 +89,7 @@ def test_the_heartbeat_stays_fresh_through_the_longest_shutdown() -> None:
     world = World()
     world.nothing_dies()
     world.clock.now = NOTICED_AFTER
-    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     beats = [NOTICED_AFTER, *world.probes.beats, world.clock.now]
     assert max(later - earlier for earlier, later in zip(beats, beats[1:])) <= 1.0
 
@@ -91,7 +100,7 @@ def test_a_signal_before_the_monitor_saw_any_group_still_stops_the_loading_engin
     world.processes.add(PROXY)
     world.supervisor.run("engine", ENGINE)
     world.supervisor.run("proxy", PROXY)
-    world.shutdown().run(proxy_pgids=set(), engine_pgids=set(), drain=True, was_ready=False, since=0.0)
+    world.stop(FakeConfig(), proxy=set(), engine=set(), drain=True, was_ready=False, since=0.0)
     assert world.alive() == []
     assert world.processes.killed(ENGINE)[0] <= STARTING_ENGINE_GRACE + 1.0
 
@@ -100,7 +109,7 @@ def test_process_groups_adopted_from_supervisord_are_killed_and_waited_for() -> 
     world = World()
     world.processes.add(LEFTOVER, term_takes=None, kill_takes=0.3)
     world.processes.adopted = {LEFTOVER}
-    world.shutdown().run([], [], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [], [], drain=True, was_ready=True, since=0.0)
     assert world.processes.killed(LEFTOVER)
     assert world.alive() == []
 
@@ -109,7 +118,7 @@ def test_a_second_signal_skips_the_graceful_waits_but_not_the_wait_for_killed_gr
     world = World(second_signal_at=(1.0,))
     world.processes.add(PROXY, term_takes=None, kill_takes=0.4)
     world.processes.add(ENGINE, term_takes=None, kill_takes=0.4)
-    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     assert "second signal" in world.out.getvalue()
     assert world.clock.now < 5.0
     assert world.alive() == []
@@ -119,7 +128,7 @@ def test_a_hung_engine_is_killed_at_once_before_the_proxy_is_stopped() -> None:
     world = World()
     world.processes.add(ENGINE, term_takes=None)
     world.processes.add(PROXY)
-    world.shutdown().run([PROXY], [ENGINE], drain=False, was_ready=True, since=0.0, kill_at_once=("engine",))
+    world.stop(FakeConfig(), [PROXY], [ENGINE], drain=False, was_ready=True, since=0.0, kill_at_once=("engine",))
     first = world.processes.sent[0]
     assert first == (0.0, ENGINE, "SIGKILL group")
     assert world.alive() == []
@@ -130,8 +139,8 @@ def test_a_program_that_ignores_sigterm_is_killed_at_its_deadline() -> None:
     world = World()
     world.processes.add(ENGINE, term_takes=None)
     config = FakeConfig(timing(grace_period=25.0))
-    world.shutdown(config).run([], [ENGINE], drain=True, was_ready=True, since=0.0)
-    assert world.processes.killed(ENGINE) == [pytest.approx(budget(config, True).engine_by)]
+    world.stop(config, [], [ENGINE], drain=True, was_ready=True, since=0.0)
+    assert world.processes.killed(ENGINE) == [pytest.approx(shutdown_plan(config.timing).engine_by)]
     assert "engine did not stop in time: killed its process group" in world.out.getvalue()
 
 
@@ -139,7 +148,7 @@ def test_programs_that_stop_on_sigterm_are_not_killed() -> None:
     world = World()
     world.processes.add(ENGINE)
     world.processes.add(PROXY)
-    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     assert not world.processes.killed(ENGINE) and not world.processes.killed(PROXY)
     assert world.alive() == []
     assert world.clock.now < 2.0
@@ -147,9 +156,9 @@ def test_programs_that_stop_on_sigterm_are_not_killed() -> None:
 
 def test_the_proxy_drain_budget_leaves_time_for_the_engine_and_the_tail() -> None:
     config = FakeConfig(timing(grace_period=25.0, drain_delay=2.0))
-    plan = budget(config, was_ready=True)
-    assert proxy_drain_budget(config) == pytest.approx(plan.proxy_by - RPC_TIMEOUT - 2.0)
-    assert proxy_drain_budget(config) == pytest.approx(9.5)
+    plan = shutdown_plan(config.timing)
+    assert shutdown_plan(config.timing).proxy_drain == pytest.approx(plan.proxy_by - RPC_TIMEOUT - 2.0)
+    assert shutdown_plan(config.timing).proxy_drain == pytest.approx(9.5)
     assert plan.end + LOG_FLUSH <= 25.0
 
 
@@ -158,7 +167,7 @@ def test_a_probe_dir_that_broke_does_not_stop_the_shutdown_half_way() -> None:
     world.processes.add(PROXY, term_takes=1.0)
     world.processes.add(ENGINE, term_takes=2.0)
     world.probes.broken = True
-    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     assert not world.processes.group_alive(PROXY) and not world.processes.group_alive(ENGINE)
 
 
@@ -170,7 +179,7 @@ def test_each_programs_last_lines_come_before_the_line_that_says_it_stopped(reap
     world.supervisor.run("proxy", PROXY)
     world.supervisor.run("engine", ENGINE)
     world.supervisor.reap_delay = reap_delay
-    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     lines = world.out.getvalue().splitlines()
     assert lines == ["proxy     | proxy's last words", "llm-entry | proxy stopped in 0.2 s",
                      "engine    | engine's last words", "llm-entry | engine stopped in 1.0 s"]
@@ -181,7 +190,7 @@ def test_a_killed_programs_last_lines_come_before_the_line_that_says_so() -> Non
     world.processes.add(ENGINE, term_takes=None)
     world.supervisor.run("engine", ENGINE)
     world.supervisor.reap_delay = 0.1
-    world.shutdown().run([], [ENGINE], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [], [ENGINE], drain=True, was_ready=True, since=0.0)
     lines = world.out.getvalue().splitlines()
     assert lines[:2] == ["engine    | engine's last words",
                          "llm-entry | engine did not stop in time: killed its process group"]
@@ -191,7 +200,7 @@ def test_with_supervisord_silent_the_stop_lines_wait_for_nothing() -> None:
     world = World()
     world.processes.add(ENGINE)
     world.supervisor.silent = True
-    world.shutdown().run([], [ENGINE], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [], [ENGINE], drain=True, was_ready=True, since=0.0)
     calls = [method for method, _ in world.supervisor.calls]
     assert calls.count("getAllProcessInfo") == 1   # learning the groups; the stop line does not ask again
 
@@ -206,7 +215,7 @@ def test_the_limiter_stops_after_the_proxy_and_before_the_engine() -> None:
     for name, pgid, takes in (("proxy", PROXY, 0.2), ("limiter", LIMITER, 0.01), ("engine", ENGINE, 1.0)):
         world.processes.add(pgid, term_takes=takes)
         world.supervisor.run(name, pgid)
-    world.shutdown().run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0, limiter_pgids=[LIMITER])
+    world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0, limiter=[LIMITER])
     terms = [pgid for _, pgid, what in world.processes.sent if what == "SIGTERM leader"]
     assert terms[:3] == [PROXY, LIMITER, ENGINE]
     assert world.alive() == []
@@ -218,7 +227,7 @@ def test_a_limiter_the_monitor_never_saw_is_learned_from_supervisord_and_stopped
     world = World()
     world.processes.add(LIMITER)
     world.supervisor.run("limiter", LIMITER)
-    world.shutdown().run([], [], drain=True, was_ready=True, since=0.0)
+    world.stop(FakeConfig(), [], [], drain=True, was_ready=True, since=0.0)
     assert (0.0, LIMITER, "SIGTERM leader") in world.processes.sent
     assert world.alive() == []
 
@@ -228,9 +237,9 @@ def test_a_limiter_that_ignores_sigterm_is_killed_without_moving_the_engines_dea
     world.processes.add(LIMITER, term_takes=None)
     world.processes.add(ENGINE, term_takes=None)
     config = FakeConfig(timing(grace_period=25.0))
-    world.shutdown(config).run([], [ENGINE], drain=True, was_ready=True, since=0.0, limiter_pgids=[LIMITER])
-    assert world.processes.killed(LIMITER) == [pytest.approx(budget(config, True).limiter_grace)]
-    assert world.processes.killed(ENGINE) == [pytest.approx(budget(config, True).engine_by)]
+    world.stop(config, [], [ENGINE], drain=True, was_ready=True, since=0.0, limiter=[LIMITER])
+    assert world.processes.killed(LIMITER) == [pytest.approx(shutdown_plan(config.timing).limiter_grace)]
+    assert world.processes.killed(ENGINE) == [pytest.approx(shutdown_plan(config.timing).engine_by)]
 
 
 @pytest.mark.parametrize("grace", [25.0, 6.0, 3.0])
@@ -240,7 +249,7 @@ def test_the_whole_shutdown_with_a_limiter_fits_the_grace_period_when_nothing_st
     world.processes.add(LIMITER, term_takes=None, kill_takes=None)
     config = FakeConfig(timing(grace_period=grace, drain_delay=grace / 5))
     world.clock.now = NOTICED_AFTER
-    world.shutdown(config).run([PROXY], [ENGINE], drain=True, was_ready=True, since=0.0, limiter_pgids=[LIMITER])
+    world.stop(config, [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0, limiter=[LIMITER])
     assert world.clock.now + LOG_FLUSH * min(1.0, grace / FULL_SIZE_GRACE) <= grace
     assert all(world.processes.killed(pgid) for pgid in (PROXY, LIMITER, ENGINE, SUPERVISORD, LEFTOVER))
 
@@ -249,7 +258,7 @@ def test_a_hung_limiter_is_killed_at_once() -> None:
     world = World()
     world.processes.add(LIMITER, term_takes=None)
     world.processes.add(PROXY)
-    world.shutdown().run([PROXY], [], drain=False, was_ready=True, since=0.0, limiter_pgids=[LIMITER],
+    world.stop(FakeConfig(), [PROXY], [], drain=False, was_ready=True, since=0.0, limiter=[LIMITER],
                          kill_at_once=("limiter",))
     assert world.processes.sent[0] == (0.0, LIMITER, "SIGKILL group")
     assert "limiter looks hung: killing its process group at once" in world.out.getvalue()

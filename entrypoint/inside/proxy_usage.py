@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -205,14 +205,31 @@ class Meter:
         return _EVENT_END.join(kept)
 
 
+class AnsweredRequest(NamedTuple):
+    """One model request, once its answer ended: who asked (the key's name,
+    never the key), what for, how it went. A tuple: the cheapest immutable
+    record to build, and one is built per request."""
+
+    key: str
+    model: str                       # the labels may say less than was asked:
+    route: str                       # see proxy_front.series_labels
+    status: int
+    usage: Usage | None
+    seconds: float
+    logged_route: str | None = None  # the path as asked, for the log line
+
+
 class UsageBook:
     """The metrics and the access log of one proxy worker. With
     PROMETHEUS_MULTIPROC_DIR set, prometheus_client writes every worker's
-    values to files there, which /metrics adds up (entrypoint.inside.metrics_page)."""
+    values to files there, which /metrics adds up (entrypoint.inside.metrics_page).
+
+    `clock` dates the access lines; `timer` measures a request's seconds."""
 
     def __init__(self, registry: CollectorRegistry | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, timer: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self.timer = timer
         self.requests = Counter("llm_entry_requests", "Model requests answered, by key name, model, route and "
                                 "status (429s from the key's limits included).",
                                 ("key", "model", "route", "status"), registry=registry)
@@ -228,22 +245,21 @@ class UsageBook:
         self.fallbacks = Counter("llm_entry_limiter_fallbacks", "Limit decisions made in one proxy worker's memory "
                                  "because the limiter's Redis did not answer.", registry=registry)
 
-    def record(self, key: str, model: str, route: str, status: int, usage: Usage | None,
-               seconds: float, logged_route: str | None = None) -> None:
-        """One model request; `logged_route` is the path as asked, for the log line
-        (the labels may say less: see proxy_front.series_labels)."""
+    def record(self, answered: AnsweredRequest) -> None:
+        key, model, route, status, usage, seconds, _ = answered
         self.requests.labels(key, model, route, str(status)).inc()
         self.latency.labels(key, model, route).observe(seconds)
         if usage is not None:
             self.prompt_tokens.labels(key, model).inc(usage.prompt_tokens)
             self.completion_tokens.labels(key, model).inc(usage.completion_tokens)
-        access_log.info(access_line(self._clock(), key, model, logged_route or route, status, usage, seconds))
+        access_log.info(access_line(self._clock(), answered))
 
 
-def access_line(at: float, key: str, model: str, route: str, status: int, usage: Usage | None,
-                seconds: float) -> str:
+def access_line(at: float, answered: AnsweredRequest) -> str:
     """One model request: when it ended, who (the key's name, never the key), what, how it went."""
+    key, model, route, status, usage, seconds, logged_route = answered
     when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
     tokens = (f"prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}"
               if usage is not None else "prompt_tokens=- completion_tokens=-")
-    return f"access {when} key={key} model={model} route={route} status={status} {tokens} ms={seconds * 1000:.1f}"
+    return (f"access {when} key={key} model={model} route={logged_route or route} status={status} {tokens} "
+            f"ms={seconds * 1000:.1f}")
