@@ -55,3 +55,35 @@ def test_code_inside_never_imports_the_supervising_side(path):
 @pytest.mark.parametrize("module", ["proxy_auth", "proxy_imports"])
 def test_the_modules_litellm_loads_while_it_starts_import_it_only_lazily(module):
     assert not {name for name in top_level_imports(INSIDE / f"{module}.py") if name.split(".")[0] == "litellm"}
+
+
+# The planning modules turn the command line, the environment and the machine
+# into one frozen Config and the text of every file and command line; they
+# never act, so they never import the modules that do (entrypoint/README map).
+PACKAGE = REPO / "entrypoint"
+PLANNING = {"config", "engine_options", "gpus", "parallel", "workers", "ports", "keys", "limiter_store",
+            "render", "shutdown_plan"}
+PLANNING_MAY_USE = {"errors", "inside.names", "inside.engine_guard", "demo.model", "demo.recipe"}
+
+
+def ours_imported_by(path: Path) -> set[str]:
+    """llm-entry's modules a module of the package imports at its top, as paths below entrypoint."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+            continue
+        if node.level == 0:
+            if not (node.module or "").startswith("entrypoint."):
+                continue
+            base = node.module.removeprefix("entrypoint.")
+        else:
+            base = node.module or ""
+        for alias in node.names:
+            module = f"{base}.{alias.name}" if base else alias.name
+            found.add(module if (PACKAGE / (module.replace(".", "/") + ".py")).exists() else base)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(PLANNING))
+def test_a_planning_module_never_imports_one_that_acts(module):
+    assert ours_imported_by(PACKAGE / f"{module}.py") <= PLANNING | PLANNING_MAY_USE
