@@ -58,25 +58,24 @@ def assess(vitals: Vitals, now: float, timing: Timing) -> Verdict:
     if vitals.last_ok is None:
         waited = now - vitals.started_at
         if waited > timing.startup_timeout:
-            return Verdict(
-                False, f"{vitals.name} did not start",
-                fatal=(f"{vitals.name} was not ready after {waited:.0f} s (--startup-timeout "
-                       f"{timing.startup_timeout:g} s); last check: {vitals.detail}"),
-                exit_code=EXIT_STARTUP_TIMEOUT, program=vitals.name,
-            )
+            return fatal(vitals, "did not start", EXIT_STARTUP_TIMEOUT,
+                         f"was not ready after {waited:.0f} s (--startup-timeout {timing.startup_timeout:g} s)")
         return Verdict(False, f"{vitals.name} starting ({waited:.0f} s): {vitals.detail}")
     silent = now - vitals.last_ok
     if silent > timing.hang_timeout:
-        return Verdict(
-            False, f"{vitals.name} not answering",
-            fatal=(f"{vitals.name} has not passed a check for {silent:.0f} s (--hang-timeout "
-                   f"{timing.hang_timeout:g} s): it looks hung; last check: {vitals.detail}"),
-            exit_code=EXIT_HUNG, program=vitals.name,
-        )
+        return fatal(vitals, "not answering", EXIT_HUNG,
+                     f"has not passed a check for {silent:.0f} s (--hang-timeout {timing.hang_timeout:g} s): "
+                     "it looks hung")
     failures, detail = vitals.failures_at(now, timing.check_timeout)
     if failures >= timing.unready_after:
         return Verdict(False, f"{vitals.name} failing checks ({failures} in a row): {detail}")
     return Verdict(True)
+
+
+def fatal(vitals: Vitals, waiting_for: str, exit_code: int, why: str) -> Verdict:
+    """A verdict only a restart can change, with the program's last check."""
+    return Verdict(False, f"{vitals.name} {waiting_for}", fatal=f"{vitals.name} {why}; last check: {vitals.detail}",
+                   exit_code=exit_code, program=vitals.name)
 
 
 def combine(verdicts: list[Verdict]) -> Verdict:
