@@ -9,8 +9,8 @@ import json
 
 from prometheus_client import CollectorRegistry
 
-from entrypoint.inside.proxy_usage import (Meter, Usage, UsageBook, access_line, ask_for_usage, requested_model,
-                                    usage_in_json)
+from entrypoint.inside.proxy_usage import (AnsweredRequest, Meter, Usage, UsageBook, access_line, ask_for_usage,
+                                           requested_model, usage_in_json)
 
 
 def event(payload: dict) -> bytes:
@@ -109,10 +109,11 @@ def test_the_requested_model_is_found_without_parsing_the_body() -> None:
 
 
 def test_the_access_line_names_the_key_and_never_holds_a_key() -> None:
-    line = access_line(1764640000.25, "team-a", "tiny", "/v1/chat/completions", 200, Usage(12, 30), 0.1532)
+    line = access_line(1764640000.25, AnsweredRequest("team-a", "tiny", "/v1/chat/completions", 200, Usage(12, 30),
+                                                      0.1532))
     assert line == ("access 2025-12-02T01:46:40.250Z key=team-a model=tiny route=/v1/chat/completions "
                     "status=200 prompt_tokens=12 completion_tokens=30 ms=153.2")
-    assert access_line(0.0, "k", "-", "/v1/embeddings", 429, None, 0.001).endswith(
+    assert access_line(0.0, AnsweredRequest("k", "-", "/v1/embeddings", 429, None, 0.001)).endswith(
         "status=429 prompt_tokens=- completion_tokens=- ms=1.0")
 
 
@@ -120,9 +121,9 @@ def test_the_book_counts_requests_tokens_and_latency_per_key(caplog) -> None:
     registry = CollectorRegistry()
     book = UsageBook(registry, clock=lambda: 0.0)
     caplog.set_level("INFO", logger="entrypoint.access")
-    book.record("team-a", "tiny", "/v1/chat/completions", 200, Usage(12, 30), 0.2)
-    book.record("team-a", "tiny", "/v1/chat/completions", 200, Usage(1, 2), 0.3)
-    book.record("team-b", "-", "/v1/completions", 429, None, 0.001)
+    book.record(AnsweredRequest("team-a", "tiny", "/v1/chat/completions", 200, Usage(12, 30), 0.2))
+    book.record(AnsweredRequest("team-a", "tiny", "/v1/chat/completions", 200, Usage(1, 2), 0.3))
+    book.record(AnsweredRequest("team-b", "-", "/v1/completions", 429, None, 0.001))
     value = registry.get_sample_value
     assert value("llm_entry_requests_total", {"key": "team-a", "model": "tiny", "route": "/v1/chat/completions",
                                               "status": "200"}) == 2

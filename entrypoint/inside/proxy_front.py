@@ -20,7 +20,6 @@ prometheus_client (LiteLLM's dependencies); LiteLLM is never imported here.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from entrypoint.inside.proxy_auth import (NOT_ALLOWED_REASON, WRONG_KEY, WRONG_K
 from entrypoint.inside.proxy_limits import Limiter, Refusal
 from entrypoint.inside.proxy_relay import (RELAYED_ROUTES, ASGIApp, EngineRelay, RelaySettings, error_response, read_body,
                                     respond)
-from entrypoint.inside.proxy_usage import Meter, Usage, UsageBook, ask_for_usage, requested_model
+from entrypoint.inside.proxy_usage import AnsweredRequest, Meter, Usage, UsageBook, ask_for_usage, requested_model
 
 METRICS_ROUTE = "/metrics"
 METRICS_TIMEOUT = 5.0          # seconds the engine's /metrics may take
@@ -111,13 +110,13 @@ class ProxyFront:
 
     def __init__(self, app: ASGIApp, relay: EngineRelay, key_ring: Callable[[], KeyRing],
                  settings: FrontSettings = FrontSettings(), wrap: Callable[[ASGIApp], ASGIApp] | None = None,
-                 book: UsageBook | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 book: UsageBook | None = None) -> None:
         self.app = app
         self.relay = relay
         self.settings = settings
         self._key_ring = key_ring      # called per request: LiteLLM's auth and this share one ring
         self.book = book or UsageBook()
-        self._clock = clock
+        self._clock = self.book.timer  # the seconds the book records are measured with the book's timer
         self._limiter: Limiter | None = None
         # LiteLLM's CORS settings (see proxy_app), for the requests a browser sends:
         # the middleware wraps every chunk's send, so others go without it.
@@ -199,8 +198,8 @@ class ProxyFront:
                 await admitted.release()
         status = meter.status or 499      # the client went away before an answer began
         model, route = series_labels(scope["path"], model_of, status)
-        self.book.record(holder.name, model, route, status, meter.usage, self._clock() - started,
-                         logged_route=scope["path"])
+        self.book.record(AnsweredRequest(holder.name, model, route, status, meter.usage, self._clock() - started,
+                                         scope["path"]))
         await meter.charge_once()          # a usage the answer held but never sent on
 
     async def _serve_metrics(self, scope: dict, send: Callable) -> None:

@@ -211,8 +211,8 @@ class AnsweredRequest(NamedTuple):
     record to build, and one is built per request."""
 
     key: str
-    model: str                       # the labels may say less than was asked:
-    route: str                       # see proxy_front.series_labels
+    model: str                       # model and route as labelled: they may say less
+    route: str                       # than was asked (see proxy_front.series_labels)
     status: int
     usage: Usage | None
     seconds: float
