@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .inside.names import ENGINE
 from .logs import ANSI
 
 TAIL_LINES = 20        # printed below the summary
@@ -162,7 +163,7 @@ def tell_exit(name: str, how: str, lived: float, was_ready: bool, history: list[
     output; the last TAIL_LINES of it go below."""
     phase = "after it was ready" if was_ready else "while starting"
     summary = f"{name} exited ({how}) {lived:.0f} s after start, {phase}"
-    if name == "engine":
+    if name == ENGINE:
         summary += "; vLLM exits even with status 0 when its engine core dies"
     history = history[-HISTORY_LINES:]
     rank, line = telling(history)

@@ -15,6 +15,7 @@ from pathlib import Path
 from string import Template
 
 from .inside import engine_guard, names
+from .inside.names import ENGINE, LIMITER, PROXY
 from .config import Config
 from .limiter_store import private_socket
 from .shutdown_plan import shutdown_plan
@@ -28,7 +29,6 @@ PROXY_LOGGING = "proxy-logging.json"
 ENGINE_LAUNCH = "engine.launch.json"
 PROXY_LAUNCH = "proxy.launch.json"
 LIMITER_LAUNCH = "limiter.launch.json"
-ENGINE, PROXY, LIMITER = names.ENGINE, names.PROXY, names.LIMITER
 
 # Variables that carry keys. The engine never sees the master key or the
 # extra keys: its command strips them from the environment it inherits.

@@ -25,6 +25,7 @@ from .demo import model as demo_model
 from .errors import EXIT_OK, EntryError
 from .host import Host
 from .inside import names
+from .inside.names import ENGINE, LIMITER, PROXY
 from .key_watch import RELOAD_MARKER, KeyWatch
 from .keys import Secret, new_internal_key
 from .logs import LogForwarder, LogTail
@@ -34,7 +35,7 @@ from .own_metrics import OwnMetrics
 from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
 from .readiness import Readiness
-from .render import ENGINE, LIMITER, PROXY, render_run_files, supervised_programs
+from .render import render_run_files, supervised_programs
 from .restarts import Exits
 from .shutdown import Shutdown
 from .shutdown_plan import shutdown_plan

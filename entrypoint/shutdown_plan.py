@@ -18,7 +18,7 @@ from .config import Timing
 # Full-size steps for a grace period of FULL_SIZE_GRACE s or more; a shorter
 # one shrinks them in proportion.
 FULL_SIZE_GRACE = 12.0
-RPC_TIMEOUT = 0.5             # each XML-RPC call during shutdown (supervision.RPC_TIMEOUT is the usual one)
+SHUTDOWN_RPC_TIMEOUT = 0.5    # each XML-RPC call during shutdown (supervision.RPC_TIMEOUT before it)
 KILL_WAIT = 1.0               # after a SIGKILL, for the group to be gone
 SUPERVISOR_WAIT = 1.0         # supervisord's own exit once its programs are gone
 STARTING_ENGINE_GRACE = 5.0   # nothing to drain, and vLLM may ignore SIGTERM while loading
@@ -55,7 +55,7 @@ class ShutdownPlan:
 def shutdown_plan(timing: Timing) -> ShutdownPlan:
     grace = timing.grace_period
     scale = min(1.0, grace / FULL_SIZE_GRACE)
-    rpc, kill, supervisor = RPC_TIMEOUT * scale, KILL_WAIT * scale, SUPERVISOR_WAIT * scale
+    rpc, kill, supervisor = SHUTDOWN_RPC_TIMEOUT * scale, KILL_WAIT * scale, SUPERVISOR_WAIT * scale
     end = grace - (LOG_FLUSH + SLACK) * scale
     # After the engine's deadline: its SIGKILL wait, then supervisord's
     # shutdown call, its exit, and its SIGKILL wait (shared with adopted groups).

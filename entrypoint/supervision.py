@@ -22,7 +22,7 @@ PR_SET_PDEATHSIG = 1
 # A local supervisord answers in milliseconds. The monitor blocks on each call,
 # and its tick refreshes the heartbeat, so a silent supervisord may delay the
 # heartbeat by this much at most.
-RPC_TIMEOUT = 1.0
+RPC_TIMEOUT = 1.0   # each XML-RPC call while the programs run (shutdown_plan.SHUTDOWN_RPC_TIMEOUT after)
 RUNNING_STATES = frozenset({"STARTING", "RUNNING", "STOPPING"})
 
 

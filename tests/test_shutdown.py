@@ -11,7 +11,7 @@ from entrypoint.board import ProgramBoard
 from entrypoint.host import Host
 from entrypoint.outcome import Outcome
 from entrypoint.shutdown import Shutdown
-from entrypoint.shutdown_plan import FULL_SIZE_GRACE, LOG_FLUSH, RPC_TIMEOUT, STARTING_ENGINE_GRACE, shutdown_plan
+from entrypoint.shutdown_plan import FULL_SIZE_GRACE, LOG_FLUSH, SHUTDOWN_RPC_TIMEOUT, STARTING_ENGINE_GRACE, shutdown_plan
 from fakes import (FakeClock, FakeConfig, FakeProbes, FakeProcesses, FakeReaper, FakeSignals, FakeSupervisor,
                    quiet_console, timing)
 
@@ -82,7 +82,7 @@ def test_every_call_to_supervisord_during_shutdown_has_the_short_timeout() -> No
     world.nothing_dies()
     world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     assert world.supervisor.calls
-    assert all(timeout <= RPC_TIMEOUT for _, timeout in world.supervisor.calls)
+    assert all(timeout <= SHUTDOWN_RPC_TIMEOUT for _, timeout in world.supervisor.calls)
 
 
 def test_the_heartbeat_stays_fresh_through_the_longest_shutdown() -> None:
@@ -157,7 +157,7 @@ def test_programs_that_stop_on_sigterm_are_not_killed() -> None:
 def test_the_proxy_drain_budget_leaves_time_for_the_engine_and_the_tail() -> None:
     config = FakeConfig(timing(grace_period=25.0, drain_delay=2.0))
     plan = shutdown_plan(config.timing)
-    assert shutdown_plan(config.timing).proxy_drain == pytest.approx(plan.proxy_by - RPC_TIMEOUT - 2.0)
+    assert shutdown_plan(config.timing).proxy_drain == pytest.approx(plan.proxy_by - SHUTDOWN_RPC_TIMEOUT - 2.0)
     assert shutdown_plan(config.timing).proxy_drain == pytest.approx(9.5)
     assert plan.end + LOG_FLUSH <= 25.0
 
