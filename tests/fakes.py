@@ -1,20 +1,29 @@
-"""Fakes for the unit tests of the monitor and the shutdown: one fake clock
-drives time, process groups, supervisord and signals, so a test can play a
-worst case (nothing dies, supervisord never answers) in microseconds."""
+"""Fakes and builders for the unit tests.
+
+One fake clock drives time, process groups, supervisord and signals, so a
+monitor or shutdown test can play a worst case (nothing dies, supervisord
+never answers) in microseconds. Beside them: a console whose output the test
+reads, and a real Config built by build_config on a pretend node.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Mapping, NamedTuple
 
-from entrypoint.config import Timing
+from entrypoint.config import Config, Options, Timing, build_config
 from entrypoint.console import Console
+from entrypoint.gpus import NodeGpus
 from entrypoint.supervision import ProgramState, SupervisorError
 
 WALL_OFFSET = 1_700_000_000.0   # wall time = fake monotonic time + this
+MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
+GIB = 1 << 30
 
 
 def timing(**changes) -> Timing:
@@ -40,6 +49,8 @@ class FakeConfig:
 
 
 class FakeClock:
+    """Time that moves only when a test (`advance`) or the code under test (`sleep`) moves it."""
+
     def __init__(self, now: float = 0.0):
         self.now = now
 
@@ -51,6 +62,9 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.now += max(seconds, 0.0)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclass
@@ -211,9 +225,20 @@ class FakeProbes:
         self.beats.append(self.clock())
 
 
-def quiet_console() -> tuple[Console, io.StringIO, io.StringIO]:
+class Screen(NamedTuple):
+    """A Console whose output is kept for the test to read."""
+
+    console: Console
+    out: io.StringIO
+    err: io.StringIO
+
+    def text(self) -> str:
+        return self.out.getvalue() + self.err.getvalue()
+
+
+def quiet_console() -> Screen:
     out, err = io.StringIO(), io.StringIO()
-    return Console(out=out, err=err), out, err
+    return Screen(Console(out=out, err=err), out, err)
 
 
 class FakeTail:
@@ -244,3 +269,26 @@ class FakeStatus:
     st_ino: int
     st_size: int
     st_mtime_ns: int
+
+
+# -- a real Config -------------------------------------------------------------------
+
+def model_folder(parent: Path, name: str = "Llama-3-8B-Instruct", heads: int = 32, kv_heads: int = 8) -> Path:
+    """A local model folder: a config.json with the head counts, no weights."""
+    folder = parent / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"num_attention_heads": heads, "num_key_value_heads": kv_heads}))
+    return folder
+
+
+def make_config(model: Path | str, env: Mapping[str, str] | None = None, *, node_gpus: int | NodeGpus = 8,
+                memory: int | Callable[[], int] = 64 * GIB, cpus: int = 2, **options) -> Config:
+    """What build_config makes of `options` (Options' fields; the master key
+    MASTER_KEY unless given) on a node with `node_gpus` GPUs (a count, or what
+    the node's query reports), `memory` bytes (or the function asked for
+    them) and `cpus` usable CPUs."""
+    options.setdefault("master_key", MASTER_KEY)
+    gpus = node_gpus if isinstance(node_gpus, NodeGpus) else NodeGpus(node_gpus, "fake")
+    total_memory = memory if callable(memory) else lambda: memory
+    return build_config(Options(model=str(model), **options), env or {}, query_node_gpus=lambda: gpus,
+                        total_memory=total_memory, usable_cpus=lambda: cpus)

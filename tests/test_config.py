@@ -4,45 +4,27 @@ bad input turned into one EntryError sentence with exit code 2."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from entrypoint.config import Config, Options, build_config
+from entrypoint.config import Options
 from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
 from entrypoint.gpus import NodeGpus
 from entrypoint.keys import default_key_name
 from entrypoint.render import engine_command
-
-MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
-GIB = 1 << 30
+from fakes import GIB, MASTER_KEY, make_config, model_folder
 
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "Llama-3-8B-Instruct"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"num_attention_heads": 32, "num_key_value_heads": 8}))
-    return folder
-
-
-def gpus(count: int) -> Callable[[], NodeGpus]:
-    return lambda: NodeGpus(count, "fake")
-
-
-def build(model: Path | str, env: dict[str, str] | None = None, node_gpus: int = 8,
-          memory: int = 64 * GIB, cpus: int = 2, **options) -> Config:
-    options.setdefault("master_key", MASTER_KEY)
-    return build_config(Options(model=str(model), **options), env or {}, query_node_gpus=gpus(node_gpus),
-                        total_memory=lambda: memory, usable_cpus=lambda: cpus)
+    return model_folder(tmp_path)
 
 
 def refused(model: Path | str, env: dict[str, str] | None = None, **options) -> str:
     """The message of the EntryError build_config raises, checked to be one sentence with exit code 2."""
     with pytest.raises(EntryError) as raised:
-        build(model, env, **options)
+        make_config(model, env, **options)
     error = raised.value
     assert error.exit_code == EXIT_BAD_CONFIG
     assert "\n" not in error.message
@@ -53,22 +35,22 @@ def refused(model: Path | str, env: dict[str, str] | None = None, **options) -> 
 # --- ports -------------------------------------------------------------------
 
 def test_port_defaults_to_8080_outside_production(model_dir: Path) -> None:
-    assert build(model_dir).port == 8080
+    assert make_config(model_dir).port == 8080
 
 
 def test_port_defaults_to_80_in_openbayes_production(model_dir: Path) -> None:
-    assert build(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "1"}).port == 80
-    assert build(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "false"}).port == 80
+    assert make_config(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "1"}).port == 80
+    assert make_config(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "false"}).port == 80
 
 
 @pytest.mark.parametrize("value", ["", " ", "\t\n"])
 def test_an_empty_production_variable_keeps_port_8080(model_dir: Path, value: str) -> None:
-    assert build(model_dir, {"OPENBAYES_SERVING_PRODUCTION": value}).port == 8080
+    assert make_config(model_dir, {"OPENBAYES_SERVING_PRODUCTION": value}).port == 8080
 
 
 def test_an_explicit_port_wins_over_production(model_dir: Path) -> None:
-    assert build(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "1"}, port=9000).port == 9000
-    assert build(model_dir, port=8000).port == 8000
+    assert make_config(model_dir, {"OPENBAYES_SERVING_PRODUCTION": "1"}, port=9000).port == 9000
+    assert make_config(model_dir, port=8000).port == 8000
 
 
 @pytest.mark.parametrize("port", [0, -1, 65536, 70000])
@@ -108,14 +90,14 @@ def test_a_file_instead_of_a_folder_is_refused(model_dir: Path) -> None:
 
 def test_a_model_folder_resolves_to_an_absolute_path(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(model_dir.parent)
-    config = build(model_dir.name)
+    config = make_config(model_dir.name)
     assert config.model == str(model_dir.resolve())
     assert config.model_dir == model_dir.resolve()
 
 
 def test_a_hub_id_is_passed_to_the_engine_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no folder of that name here
-    config = build("Qwen/Qwen2.5-0.5B-Instruct", node_gpus=6)
+    config = make_config("Qwen/Qwen2.5-0.5B-Instruct", node_gpus=6)
     assert config.model == "Qwen/Qwen2.5-0.5B-Instruct"
     assert config.model_dir is None
     assert config.served_model_name == "Qwen/Qwen2.5-0.5B-Instruct"
@@ -159,7 +141,7 @@ def test_a_hub_id_in_the_hub_cache_is_served_offline_and_says_so(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     cache = tmp_path / "hub-cache"
     (cache / "models--Qwen--Qwen2.5-0.5B-Instruct" / "snapshots" / "abc123").mkdir(parents=True)
-    config = build("Qwen/Qwen2.5-0.5B-Instruct", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
+    config = make_config("Qwen/Qwen2.5-0.5B-Instruct", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
     assert config.model == "Qwen/Qwen2.5-0.5B-Instruct"
     assert config.warnings == (
         f"--model Qwen/Qwen2.5-0.5B-Instruct is not a folder here: vLLM loads it as a hub id from the hub cache "
@@ -171,25 +153,25 @@ def test_a_hub_id_in_the_hub_cache_is_served_offline_and_says_so(tmp_path: Path,
 def test_a_hub_id_is_taken_when_the_hub_can_be_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        env: dict[str, str]) -> None:
     monkeypatch.chdir(tmp_path)
-    assert build("org/name", {**env, "HF_HOME": str(tmp_path / "hf")}).model == "org/name"
+    assert make_config("org/name", {**env, "HF_HOME": str(tmp_path / "hf")}).model == "org/name"
 
 
 def test_the_served_model_name_defaults_to_the_folder_name(model_dir: Path) -> None:
-    assert build(model_dir).served_model_name == "Llama-3-8B-Instruct"
-    assert build(str(model_dir) + "/").served_model_name == "Llama-3-8B-Instruct"
+    assert make_config(model_dir).served_model_name == "Llama-3-8B-Instruct"
+    assert make_config(str(model_dir) + "/").served_model_name == "Llama-3-8B-Instruct"
 
 
 def test_an_explicit_served_model_name_wins(model_dir: Path) -> None:
-    assert build(model_dir, served_model_name="llama3").served_model_name == "llama3"
+    assert make_config(model_dir, served_model_name="llama3").served_model_name == "llama3"
 
 
 def test_tensor_parallel_follows_the_heads_in_config_json(model_dir: Path) -> None:
-    config = build(model_dir, node_gpus=6)
+    config = make_config(model_dir, node_gpus=6)
     assert (config.visible_gpus, config.parallel.tensor_parallel_size) == (6, 4)
 
 
 def test_cuda_visible_devices_narrows_the_node_gpus(model_dir: Path) -> None:
-    config = build(model_dir, {"CUDA_VISIBLE_DEVICES": "0,1"}, node_gpus=8)
+    config = make_config(model_dir, {"CUDA_VISIBLE_DEVICES": "0,1"}, node_gpus=8)
     assert (config.gpus.count, config.visible_gpus, config.parallel.tensor_parallel_size) == (8, 2, 2)
 
 
@@ -246,7 +228,7 @@ def test_a_weak_master_key_on_the_command_line_is_reported_as_from_the_flag(mode
 def test_a_master_key_file_ending_in_a_newline_is_accepted(model_dir: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "master-key"
     key_file.write_text(MASTER_KEY + "\r\n")
-    config = build(model_dir, master_key=None, master_key_file=key_file)
+    config = make_config(model_dir, master_key=None, master_key_file=key_file)
     assert config.master_key.reveal() == MASTER_KEY
 
 
@@ -267,7 +249,7 @@ def test_both_master_key_and_master_key_file_are_refused(model_dir: Path, tmp_pa
 def test_a_master_key_file_beats_a_key_from_a_variable_and_says_so(model_dir: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "master-key"
     key_file.write_text("file-" + MASTER_KEY)
-    config = build(model_dir, {"LITELLM_MASTER_KEY": MASTER_KEY}, master_key=MASTER_KEY, master_key_file=key_file)
+    config = make_config(model_dir, {"LITELLM_MASTER_KEY": MASTER_KEY}, master_key=MASTER_KEY, master_key_file=key_file)
     assert config.master_key.reveal() == "file-" + MASTER_KEY
     assert config.warnings == (
         "the master key comes from --master-key-file; the one in LITELLM_MASTER_KEY is ignored: "
@@ -287,7 +269,7 @@ def test_a_missing_api_keys_file_is_refused_before_anything_starts(model_dir: Pa
 
 
 def test_the_master_key_never_shows_in_the_config_repr(model_dir: Path) -> None:
-    config = build(model_dir)
+    config = make_config(model_dir)
     assert config.master_key.reveal() == MASTER_KEY
     assert MASTER_KEY not in repr(config)
     assert MASTER_KEY not in str(config)
@@ -303,7 +285,7 @@ def test_a_gpu_memory_utilization_outside_zero_to_one_is_refused(model_dir: Path
 
 
 def test_a_gpu_memory_utilization_of_one_is_accepted(model_dir: Path) -> None:
-    assert build(model_dir, gpu_memory_utilization=1.0).gpu_memory_utilization == 1.0
+    assert make_config(model_dir, gpu_memory_utilization=1.0).gpu_memory_utilization == 1.0
 
 
 def test_an_unknown_restart_policy_is_refused(model_dir: Path) -> None:
@@ -326,12 +308,12 @@ def test_an_engine_cmd_with_unbalanced_quotes_is_refused(model_dir: Path) -> Non
 
 
 def test_an_engine_cmd_is_split_like_a_shell_line(model_dir: Path) -> None:
-    config = build(model_dir, engine_cmd="/opt/venv/bin/python -m 'vllm.entrypoints.openai.api_server'")
+    config = make_config(model_dir, engine_cmd="/opt/venv/bin/python -m 'vllm.entrypoints.openai.api_server'")
     assert config.engine_cmd == ("/opt/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server")
 
 
 def test_engine_args_after_the_double_dash_are_kept_in_order(model_dir: Path) -> None:
-    config = build(model_dir, engine_args=("--enable-prefix-caching", "--max-num-seqs", "64"))
+    config = make_config(model_dir, engine_args=("--enable-prefix-caching", "--max-num-seqs", "64"))
     assert config.engine_args == ("--enable-prefix-caching", "--max-num-seqs", "64")
 
 
@@ -357,20 +339,20 @@ def test_a_hang_timeout_not_longer_than_the_check_timeout_is_refused(model_dir: 
 
 
 def test_the_drain_delay_defaults_to_two_seconds_in_kubernetes(model_dir: Path) -> None:
-    assert build(model_dir, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}).timing.drain_delay == 2.0
+    assert make_config(model_dir, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}).timing.drain_delay == 2.0
 
 
 @pytest.mark.parametrize("env", [{}, {"KUBERNETES_SERVICE_HOST": ""}])
 def test_the_drain_delay_defaults_to_zero_outside_kubernetes(model_dir: Path, env: dict[str, str]) -> None:
-    assert build(model_dir, env).timing.drain_delay == 0.0
+    assert make_config(model_dir, env).timing.drain_delay == 0.0
 
 
 def test_an_explicit_drain_delay_wins_in_kubernetes(model_dir: Path) -> None:
-    assert build(model_dir, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, drain_delay=0.0).timing.drain_delay == 0.0
+    assert make_config(model_dir, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, drain_delay=0.0).timing.drain_delay == 0.0
 
 
 def test_timing_carries_every_option(model_dir: Path) -> None:
-    timing = build(model_dir, startup_timeout=600.0, check_interval=1.0, check_timeout=2.0, unready_after=3,
+    timing = make_config(model_dir, startup_timeout=600.0, check_interval=1.0, check_timeout=2.0, unready_after=3,
                    hang_timeout=20.0, heartbeat_ttl=10.0, grace_period=40.0, drain_delay=5.0).timing
     assert dataclasses.astuple(timing) == (600.0, 1.0, 2.0, 3, 20.0, 10.0, 40.0, 5.0)
 
@@ -381,33 +363,32 @@ def test_timing_carries_every_option(model_dir: Path) -> None:
                                         (2 * GIB, "1"), (0, "1")])
 def test_without_a_gpu_the_cpu_kv_cache_takes_a_quarter_of_memory_within_1_to_8_gib(
         model_dir: Path, memory: int, gib: str) -> None:
-    config = build(model_dir, node_gpus=0, memory=memory)
+    config = make_config(model_dir, node_gpus=0, memory=memory)
     assert config.on_cpu
     assert config.engine_env == (("VLLM_CPU_KVCACHE_SPACE", gib),)
 
 
 def test_hidden_gpus_count_as_no_gpu_for_the_cpu_kv_cache(model_dir: Path) -> None:
-    config = build(model_dir, {"CUDA_VISIBLE_DEVICES": ""}, node_gpus=8, memory=16 * GIB)
+    config = make_config(model_dir, {"CUDA_VISIBLE_DEVICES": ""}, node_gpus=8, memory=16 * GIB)
     assert config.engine_env == (("VLLM_CPU_KVCACHE_SPACE", "4"),)
 
 
 def test_a_user_set_cpu_kv_cache_is_left_alone(model_dir: Path) -> None:
-    assert build(model_dir, {"VLLM_CPU_KVCACHE_SPACE": "20"}, node_gpus=0).engine_env == ()
+    assert make_config(model_dir, {"VLLM_CPU_KVCACHE_SPACE": "20"}, node_gpus=0).engine_env == ()
 
 
 def test_with_a_gpu_the_engine_gets_no_cpu_settings(model_dir: Path) -> None:
     def memory_is_not_asked() -> int:
         raise AssertionError("total memory asked for on a GPU node")
 
-    config = build_config(Options(model=str(model_dir), master_key=MASTER_KEY), {},
-                          query_node_gpus=gpus(1), total_memory=memory_is_not_asked)
+    config = make_config(model_dir, node_gpus=1, memory=memory_is_not_asked)
     assert not config.on_cpu
     assert config.engine_env == ()
 
 
 def test_the_local_url_uses_loopback_for_a_wildcard_host(model_dir: Path) -> None:
-    assert build(model_dir).local_url == "http://127.0.0.1:8080"
-    assert build(model_dir, host="127.0.0.1", port=9000).local_url == "http://127.0.0.1:9000"
+    assert make_config(model_dir).local_url == "http://127.0.0.1:8080"
+    assert make_config(model_dir, host="127.0.0.1", port=9000).local_url == "http://127.0.0.1:9000"
 
 
 def test_a_weak_key_in_the_keys_file_is_refused_by_line_without_echoing_it(tmp_path: Path) -> None:
@@ -417,8 +398,8 @@ def test_a_weak_key_in_the_keys_file_is_refused_by_line_without_echoing_it(tmp_p
     keys = tmp_path / "keys"
     keys.write_text("# team a\nteam-a-5d1c9e7b3a8f2c6e4b0d\nsk-1234\n")
     with pytest.raises(EntryError) as caught:
-        build_config(Options(model=str(model), master_key="sk-" + "9" * 3 + "abcdefghijklmnop", api_keys_file=keys),
-                     {}, query_node_gpus=lambda: NodeGpus(0, "none"))
+        make_config(model, master_key="sk-" + "9" * 3 + "abcdefghijklmnop", api_keys_file=keys,
+                    node_gpus=NodeGpus(0, "none"))
     assert caught.value.message.startswith(f"the key on line 3 of --api-keys-file {keys} is a well-known example key")
     assert "sk-1234" not in caught.value.message
 
@@ -433,7 +414,7 @@ def test_a_keys_file_that_is_not_utf8_is_refused_in_one_sentence(model_dir: Path
 def test_the_keys_of_the_keys_file_come_in_the_config_and_never_show(model_dir: Path, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("# team a\nteam-a-5d1c9e7b3a8f2c6e4b0d name=team-a rpm=5\n\nteam-b-8e2f6a0c4d9b1e7a3c5f\n")
-    config = build(model_dir, api_keys_file=keys)
+    config = make_config(model_dir, api_keys_file=keys)
     assert [entry.key for entry in config.api_keys] == ["team-a-5d1c9e7b3a8f2c6e4b0d", "team-b-8e2f6a0c4d9b1e7a3c5f"]
     assert [(entry.name, entry.limits.describe(), entry.line) for entry in config.api_keys] == [
         ("team-a", "rpm=5", 2), (default_key_name("team-b-8e2f6a0c4d9b1e7a3c5f"), "no limits", 4)]
@@ -452,7 +433,7 @@ def test_a_keys_file_without_a_key_is_accepted_and_said_at_start(model_dir: Path
                                                                   text: str) -> None:
     keys = tmp_path / "keys"
     keys.write_text(text)
-    config = build(model_dir, api_keys_file=keys)
+    config = make_config(model_dir, api_keys_file=keys)
     assert config.api_keys == ()
     assert config.warnings == (
         f"--api-keys-file {keys} holds no key yet, so only the master key opens the proxy: add keys there, "
@@ -463,7 +444,7 @@ def test_a_keys_file_without_a_key_is_accepted_and_said_at_start(model_dir: Path
 def test_a_keys_file_with_a_key_brings_no_warning(model_dir: Path, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("team-a-5d1c9e7b3a8f2c6e4b0d\n")
-    assert build(model_dir, api_keys_file=keys).warnings == ()
+    assert make_config(model_dir, api_keys_file=keys).warnings == ()
 
 
 # --- the GPU line ------------------------------------------------------------------
@@ -480,22 +461,21 @@ def test_a_keys_file_with_a_key_brings_no_warning(model_dir: Path, tmp_path: Pat
 ])
 def test_the_gpu_line_says_what_the_engine_gets_and_who_said_so(model_dir: Path, node: NodeGpus,
                                                                env: dict[str, str], line: str) -> None:
-    config = build_config(Options(model=str(model_dir), master_key=MASTER_KEY), env, query_node_gpus=lambda: node,
-                          total_memory=lambda: 64 * GIB, usable_cpus=lambda: 2)
+    config = make_config(model_dir, env, node_gpus=node)
     assert config.gpus_reason == line
 
 
 # --- the master key on the command line ------------------------------------------
 
 def test_a_master_key_from_the_command_line_brings_one_warning(model_dir: Path) -> None:
-    (warning,) = build(model_dir, master_key_on_command_line=True).warnings
+    (warning,) = make_config(model_dir, master_key_on_command_line=True).warnings
     assert warning.startswith("--master-key on the command line is visible to anyone who can list processes")
     assert "LLM_ENTRY_MASTER_KEY" in warning and "LITELLM_MASTER_KEY" in warning
     assert "--master-key-file" in warning and MASTER_KEY not in warning
 
 
 def test_a_master_key_from_a_variable_brings_no_warning(model_dir: Path) -> None:
-    assert build(model_dir).warnings == ()
+    assert make_config(model_dir).warnings == ()
 
 
 # --- arguments after `--` ---------------------------------------------------------
@@ -531,7 +511,7 @@ def test_arguments_after_the_double_dash_cannot_set_a_flag_llm_entry_manages(
     ("--max-model-len", "4096"), ("--chat-template", "{{ messages }} --host"), ("--dtype=half",),
 ])
 def test_other_arguments_after_the_double_dash_pass(model_dir: Path, args: tuple[str, ...]) -> None:
-    assert build(model_dir, engine_args=args).engine_args == args
+    assert make_config(model_dir, engine_args=args).engine_args == args
 
 
 
@@ -557,7 +537,7 @@ def test_a_vllm_config_file_with_other_options_passes_unchanged(model_dir: Path,
     config_file = tmp_path / "engine.yaml"
     config_file.write_text("max-num-seqs: 64\nenable-prefix-caching: true\nmodel-impl: transformers\n")
     args = ("--config", str(config_file), "--dtype=half")
-    assert build(model_dir, engine_args=args).engine_args == args
+    assert make_config(model_dir, engine_args=args).engine_args == args
 
 
 @pytest.mark.parametrize("content,problem", [
@@ -578,19 +558,19 @@ def test_an_unusable_vllm_config_file_is_refused_before_the_start(
 # --- the demo model -------------------------------------------------------------
 
 def test_the_demo_caps_the_cpu_kv_cache_at_1_gib(tmp_path: Path) -> None:
-    config = build("demo", node_gpus=0, cache_dir=tmp_path)
+    config = make_config("demo", node_gpus=0, cache_dir=tmp_path)
     assert config.engine_env == (("HF_HUB_OFFLINE", "1"), ("VLLM_CPU_KVCACHE_SPACE", "1"))
 
 
 def test_the_demo_leaves_a_user_set_cpu_kv_cache_alone(tmp_path: Path) -> None:
-    config = build("demo", {"VLLM_CPU_KVCACHE_SPACE": "4"}, node_gpus=0, cache_dir=tmp_path)
+    config = make_config("demo", {"VLLM_CPU_KVCACHE_SPACE": "4"}, node_gpus=0, cache_dir=tmp_path)
     assert config.engine_env == (("HF_HUB_OFFLINE", "1"),)
 
 
 def test_the_demo_keeps_its_context_length_unless_the_user_sets_one(tmp_path: Path) -> None:
-    assert build("demo", node_gpus=0, cache_dir=tmp_path).engine_args == (
+    assert make_config("demo", node_gpus=0, cache_dir=tmp_path).engine_args == (
         "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048")
-    config = build("demo", node_gpus=0, cache_dir=tmp_path, max_model_len=1024)
+    config = make_config("demo", node_gpus=0, cache_dir=tmp_path, max_model_len=1024)
     assert config.max_model_len == 1024
     assert "--max-model-len" not in config.engine_args
     command = engine_command(config)
@@ -599,12 +579,12 @@ def test_the_demo_keeps_its_context_length_unless_the_user_sets_one(tmp_path: Pa
 
 
 def test_proxy_workers_follow_the_usable_cpus_on_a_gpu_node(model_dir):
-    assert build(model_dir, node_gpus=8, cpus=1).proxy_workers == 1
-    assert build(model_dir, node_gpus=8, cpus=3).proxy_workers == 2
+    assert make_config(model_dir, node_gpus=8, cpus=1).proxy_workers == 1
+    assert make_config(model_dir, node_gpus=8, cpus=3).proxy_workers == 2
 
 
 def test_proxy_keeps_one_worker_when_the_engine_runs_on_the_cpu(model_dir):
-    config = build(model_dir, node_gpus=0, cpus=16)
+    config = make_config(model_dir, node_gpus=0, cpus=16)
     assert config.proxy_workers == 1
     assert "CPU engine" in config.proxy_workers_reason
 
@@ -635,28 +615,25 @@ REDIS_PASSWORD = "r3d1s-Pa55w0rd-kQ8zX"
     ("unix:///run/redis/redis.sock?db=3", "async+redis+unix:///run/redis/redis.sock?db=3"),
 ])
 def test_a_redis_url_is_accepted_and_becomes_a_limits_storage_uri(model_dir: Path, url: str, storage: str) -> None:
-    config = build(model_dir, redis_url=url)
+    config = make_config(model_dir, redis_url=url)
     assert config.redis_url.text == url
     assert config.redis_url.storage_uri == storage
     assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == storage
 
 
-@pytest.mark.parametrize("url,phrase", [
-    ("http://redis.shared:6379", "is not a Redis URL"),
-    ("redis.shared:6379", "is not a Redis URL"),
-    ("redis:/redis.shared", "is not a Redis URL"),
-    ("memcached://cache:11211", "is not a Redis URL"),
-    ("redis://", "names no host"),
-    ("redis://:6379/0", "names no host"),
-    ("redis://redis.shared:0", "is not a TCP port"),
-    ("redis://redis.shared:65536", "is not a TCP port"),
-    ("redis://redis.shared:six", "is not a TCP port"),
-    ("redis://redis.shared/limits", "a database is a whole number"),
-    ("redis://redis.shared/0#frag", "has a #fragment"),
-    ("unix://run/redis.sock", "absolute path"),
-    ("unix:///run/redis.sock?password=x", "may only carry ?db=N"),
-    ("unix:///run/redis.sock?db=one", "a database is a whole number"),
-])
+NOT_REDIS_URLS = {   # what the refusal says -> the URLs refused with it
+    "is not a Redis URL": ["http://redis.shared:6379", "redis.shared:6379", "redis:/redis.shared",
+                           "memcached://cache:11211"],
+    "names no host": ["redis://", "redis://:6379/0"],
+    "is not a TCP port": ["redis://redis.shared:0", "redis://redis.shared:65536", "redis://redis.shared:six"],
+    "a database is a whole number": ["redis://redis.shared/limits", "unix:///run/redis.sock?db=one"],
+    "has a #fragment": ["redis://redis.shared/0#frag"],
+    "absolute path": ["unix://run/redis.sock"],
+    "may only carry ?db=N": ["unix:///run/redis.sock?password=x"],
+}
+
+
+@pytest.mark.parametrize("url,phrase", [(url, phrase) for phrase, urls in NOT_REDIS_URLS.items() for url in urls])
 def test_anything_but_a_redis_url_is_refused_in_one_sentence(model_dir: Path, url: str, phrase: str) -> None:
     message = refused(model_dir, redis_url=url)
     assert message.startswith("--redis-url ")
@@ -676,7 +653,7 @@ def test_a_refused_redis_url_never_shows_its_password(model_dir: Path, url: str)
 
 
 def test_a_redis_password_shows_as_stars_and_never_in_the_config_repr(model_dir: Path) -> None:
-    config = build(model_dir, redis_url=f"redis://limits:{REDIS_PASSWORD}@redis.shared:6379/0")
+    config = make_config(model_dir, redis_url=f"redis://limits:{REDIS_PASSWORD}@redis.shared:6379/0")
     assert config.redis_url.shown == "redis://limits:***@redis.shared:6379/0"
     assert REDIS_PASSWORD not in repr(config)
     assert REDIS_PASSWORD not in repr(Options(model="m", redis_url=config.redis_url.text))
@@ -684,7 +661,7 @@ def test_a_redis_password_shows_as_stars_and_never_in_the_config_repr(model_dir:
 
 
 def test_a_percent_encoded_redis_password_is_hidden_as_written_and_decoded(model_dir: Path) -> None:
-    config = build(model_dir, redis_url="redis://:p%40ss-w0rd-Zq81@redis.shared")
+    config = make_config(model_dir, redis_url="redis://:p%40ss-w0rd-Zq81@redis.shared")
     assert set(config.redis_url.secrets) == {"p%40ss-w0rd-Zq81", "p@ss-w0rd-Zq81"}
 
 
@@ -695,7 +672,7 @@ def keys_file(tmp_path: Path) -> Path:
 
 
 def test_a_redis_url_holds_the_limits_for_every_replica(model_dir: Path, tmp_path: Path) -> None:
-    config = build(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=2,
+    config = make_config(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=2,
                    redis_url=f"redis://:{REDIS_PASSWORD}@redis.shared:6379/0")
     assert not config.limits.private
     assert config.limits.reason == ("limits: the Redis at --redis-url redis://:***@redis.shared:6379/0 holds them, "
@@ -703,7 +680,7 @@ def test_a_redis_url_holds_the_limits_for_every_replica(model_dir: Path, tmp_pat
 
 
 def test_a_keys_file_with_two_proxy_workers_gets_a_private_redis_server(model_dir: Path, tmp_path: Path) -> None:
-    config = build(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=2)
+    config = make_config(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=2)
     assert config.limits.private
     assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == "async+redis+unix:///run/llm-entry-abc/redis.sock"
     assert config.limits.reason == ("limits: a private redis-server on a unix socket holds them, "
@@ -711,14 +688,14 @@ def test_a_keys_file_with_two_proxy_workers_gets_a_private_redis_server(model_di
 
 
 def test_a_keys_file_with_one_proxy_worker_keeps_the_limits_in_its_memory(model_dir: Path, tmp_path: Path) -> None:
-    config = build(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=1)
+    config = make_config(model_dir, api_keys_file=keys_file(tmp_path), proxy_workers=1)
     assert not config.limits.private
     assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == "memory://"
     assert config.limits.reason == "limits: the one proxy worker keeps them in its memory, exact for one worker"
 
 
 def test_without_a_keys_file_nobody_has_limits_and_no_redis_runs(model_dir: Path) -> None:
-    config = build(model_dir, proxy_workers=4)
+    config = make_config(model_dir, proxy_workers=4)
     assert not config.limits.private
     assert config.limits.storage_uri(Path("/run/llm-entry-abc")) == "memory://"
     assert config.limits.reason == "limits: none to keep (no --api-keys-file), so no Redis runs"

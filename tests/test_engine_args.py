@@ -2,15 +2,12 @@
 installed vLLM's own argument parser (the same parser in the CUDA and the CPU
 build), so a removed or renamed flag fails here, not in a deployment."""
 
-import json
-from pathlib import Path
-
 import pytest
 
 from entrypoint import render
 from entrypoint.demo import model as demo_model
-from entrypoint.config import Options, build_config
 from entrypoint.gpus import NodeGpus
+from fakes import make_config, model_folder
 from entrypoint.shutdown_plan import shutdown_plan
 
 pytestmark = pytest.mark.e2e
@@ -37,18 +34,9 @@ def engine_args(config) -> list[str]:
     return command[len(config.engine_cmd):]
 
 
-def gpu_model(tmp_path: Path) -> Path:
-    model = tmp_path / "Llama-3-70B"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"num_attention_heads": 64, "num_key_value_heads": 8}))
-    return model
-
-
 def test_gpu_engine_arguments_parse(vllm_parser, tmp_path):
-    config = build_config(
-        Options(model=str(gpu_model(tmp_path)), master_key=KEY, max_model_len=8192,
-                gpu_memory_utilization=0.9, engine_args=("--enable-prefix-caching",)),
-        {}, query_node_gpus=lambda: NodeGpus(8, "fake"))
+    config = make_config(model_folder(tmp_path, "Llama-3-70B", heads=64), node_gpus=8, master_key=KEY,
+                         max_model_len=8192, gpu_memory_utilization=0.9, engine_args=("--enable-prefix-caching",))
     args = vllm_parser(engine_args(config))
     assert args.tensor_parallel_size == 8
     assert args.port == config.engine_port and args.host == "127.0.0.1"
@@ -60,8 +48,7 @@ def test_gpu_engine_arguments_parse(vllm_parser, tmp_path):
 
 
 def test_demo_engine_arguments_parse_and_make_a_cpu_engine_config(vllm_parser, tmp_path):
-    config = build_config(Options(model="demo", master_key=KEY, cache_dir=tmp_path),
-                          {}, query_node_gpus=lambda: NodeGpus(0, "none"))
+    config = make_config("demo", node_gpus=NodeGpus(0, "none"), master_key=KEY, cache_dir=tmp_path)
     demo_model.ensure_demo_model(tmp_path)
     args = vllm_parser(engine_args(config))
     assert args.dtype == "float32" and args.enforce_eager

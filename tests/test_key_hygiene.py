@@ -5,8 +5,6 @@ and the warning for a master key on the command line."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import stat
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.config import Config, Options, build_config
+from entrypoint.config import Config
 from entrypoint.console import Console
 from entrypoint.gpus import NodeGpus
 from entrypoint.key_watch import RELOAD_MARKER, KeyWatch
@@ -22,30 +20,17 @@ from entrypoint.keys import new_internal_key
 from entrypoint.logs import LogForwarder, LogTail
 from entrypoint.run import announce
 from entrypoint.signals import SignalQueue
+from fakes import GIB, MASTER_KEY, make_config, model_folder, quiet_console
 
-MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
 KEY_A = "team-a-5d1c9e7b3a8f2c6e4b0d"
 KEY_B = "team-b-8e2f6a0c4d9b1e7a3c5f"
 KEY_C = "team-c-1a7e4c9b2d6f0a3e8c5b"
 
 
-class Screen:
-    """A Console whose output is kept for the test to read."""
-
-    def __init__(self) -> None:
-        self.out, self.err = io.StringIO(), io.StringIO()
-        self.console = Console(self.out, self.err)
-
-    def text(self) -> str:
-        return self.out.getvalue() + self.err.getvalue()
-
-
-def make_config(tmp_path: Path, keys_file: Path | None = None, **options) -> Config:
-    model = tmp_path / "model"
-    model.mkdir(exist_ok=True)
-    (model / "config.json").write_text(json.dumps({"num_attention_heads": 8, "num_key_value_heads": 8}))
-    return build_config(Options(model=str(model), master_key=MASTER_KEY, api_keys_file=keys_file, **options),
-                        {}, query_node_gpus=lambda: NodeGpus(0, "none"), total_memory=lambda: 8 << 30)
+def config_for(tmp_path: Path, keys_file: Path | None = None, **options) -> Config:
+    """A CPU node's config for a small local model, with `keys_file` as --api-keys-file."""
+    return make_config(model_folder(tmp_path, "model", heads=8), api_keys_file=keys_file,
+                       node_gpus=NodeGpus(0, "none"), memory=8 * GIB, **options)
 
 
 class Requests:
@@ -86,7 +71,7 @@ def run_dir(tmp_path: Path) -> Path:
     ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***"),
 ])
 def test_key_header_values_are_masked_in_any_line(line: str, shown: str) -> None:
-    screen = Screen()
+    screen = quiet_console()
     screen.console.line("proxy", line)
     assert screen.text() == f"proxy     | {shown}\n"
 
@@ -109,15 +94,15 @@ def test_known_keys_are_masked_anywhere_in_a_line() -> None:
 # --- redaction follows the keys file -------------------------------------------
 
 def test_the_keys_of_the_config_are_hidden_from_the_start(tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
-    screen = Screen()
-    KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    screen = quiet_console()
+    KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
     assert screen.console.redact(KEY_A) == "***"
 
 
 def test_a_key_added_to_the_file_is_hidden_before_the_next_line_is_printed(
         tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
-    screen = Screen()
-    watch = KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests()).start()
+    screen = quiet_console()
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests()).start()
     log = run_dir / "proxy.log"
     log.write_text("")
     forwarder = LogForwarder([LogTail("proxy", log, screen.console)], before_pump=watch.poll)
@@ -130,16 +115,16 @@ def test_a_key_added_to_the_file_is_hidden_before_the_next_line_is_printed(
 
 
 def test_a_key_removed_from_the_file_stays_hidden(tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
-    screen = Screen()
-    watch = KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    screen = quiet_console()
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
     keys_file.write_text(f"{KEY_B}\n")
     watch.poll()
     assert screen.console.redact(f"{KEY_A} {KEY_B}") == "*** ***"
 
 
 def test_weak_keys_are_not_hidden_since_they_open_nothing(tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
-    screen = Screen()
-    watch = KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    screen = quiet_console()
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
     keys_file.write_text(f"{KEY_A}\ntest\n")
     watch.poll()
     assert screen.console.redact("a test line") == "a test line"
@@ -147,8 +132,8 @@ def test_weak_keys_are_not_hidden_since_they_open_nothing(tmp_path: Path, keys_f
 
 def test_the_key_of_a_line_set_aside_for_a_bad_field_is_still_hidden(
         tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
-    screen = Screen()
-    watch = KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    screen = quiet_console()
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
     keys_file.write_text(f"{KEY_A} name=team-a\n{KEY_B} name=team-b rpm=0\n")
     watch.poll()
     assert screen.console.redact(f"{KEY_A} {KEY_B}") == "*** ***"
@@ -157,15 +142,15 @@ def test_the_key_of_a_line_set_aside_for_a_bad_field_is_still_hidden(
 def test_the_keys_of_named_and_limited_lines_are_hidden_from_the_start(tmp_path: Path, run_dir: Path) -> None:
     keys_file = tmp_path / "api-keys"
     keys_file.write_text(f"{KEY_A} name=team-a rpm=5\n{KEY_B} tpm=1000 max_parallel=2\n")
-    screen = Screen()
-    KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    screen = quiet_console()
+    KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
     assert screen.console.redact(f"{KEY_A} {KEY_B} team-a") == "*** *** team-a"
 
 
 def test_a_keys_file_that_vanished_keeps_its_keys_hidden_and_raises_nothing(
         tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
-    screen = Screen()
-    watch = KeyWatch(make_config(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    screen = quiet_console()
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
     keys_file.unlink()
     watch.poll()
     watch.poll()
@@ -194,9 +179,9 @@ def test_sighup_is_a_reload_request_not_a_shutdown(restore_signals) -> None:
 
 
 def test_sighup_reads_the_file_and_replaces_the_marker(tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
-    screen, requests = Screen(), Requests()
+    screen, requests = quiet_console(), Requests()
     marker = run_dir / RELOAD_MARKER
-    watch = KeyWatch(make_config(tmp_path, keys_file), screen.console, marker, requests).start()
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, marker, requests).start()
     before = marker.stat().st_ino
     assert stat.S_IMODE(marker.stat().st_mode) == 0o600
     watch.poll()
@@ -211,8 +196,8 @@ def test_sighup_reads_the_file_and_replaces_the_marker(tmp_path: Path, keys_file
 
 
 def test_sighup_without_a_keys_file_is_ignored_with_a_line(tmp_path: Path, run_dir: Path) -> None:
-    screen, requests = Screen(), Requests()
-    watch = KeyWatch(make_config(tmp_path), screen.console, run_dir / RELOAD_MARKER, requests).start()
+    screen, requests = quiet_console(), Requests()
+    watch = KeyWatch(config_for(tmp_path), screen.console, run_dir / RELOAD_MARKER, requests).start()
     requests.pending = True
     watch.poll()
     assert screen.text() == "llm-entry | SIGHUP: there is no --api-keys-file to read again; ignored\n"
@@ -227,8 +212,8 @@ def test_the_internal_key_differs_at_every_start() -> None:
 
 
 def test_a_master_key_from_the_command_line_is_warned_about_at_start(tmp_path: Path) -> None:
-    screen = Screen()
-    announce(make_config(tmp_path, master_key_on_command_line=True), screen.console)
+    screen = quiet_console()
+    announce(config_for(tmp_path, master_key_on_command_line=True), screen.console)
     first = screen.out.getvalue().splitlines()[0]
     assert first.startswith("llm-entry | warning: --master-key on the command line is visible to anyone")
     assert MASTER_KEY not in screen.text()

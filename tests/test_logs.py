@@ -5,13 +5,13 @@ import io
 import os
 from pathlib import Path
 
-from entrypoint.console import Console
 from entrypoint.logs import LogForwarder, LogTail
+from fakes import quiet_console
 
 
 def forwarder_for(path: Path) -> tuple[LogForwarder, io.StringIO]:
-    out = io.StringIO()
-    return LogForwarder([LogTail("engine", path, Console(out=out, err=io.StringIO()))]), out
+    console, out, _ = quiet_console()
+    return LogForwarder([LogTail("engine", path, console)]), out
 
 
 def printed(out: io.StringIO) -> list[str]:
@@ -63,8 +63,7 @@ def test_a_file_that_appears_later_is_followed(tmp_path: Path) -> None:
 
 
 def test_a_finished_programs_last_line_without_a_newline_is_printed_and_no_other_programs(tmp_path: Path) -> None:
-    out = io.StringIO()
-    console = Console(out=out, err=io.StringIO())
+    console, out, _ = quiet_console()
     (tmp_path / "engine.log").write_text("nanobind: leaked 4 instances!\nSee https://nanobind.readthedocs.io/")
     (tmp_path / "proxy.log").write_text("INFO uvicorn.error: Shutting down\nhalf a li")
     forwarder = LogForwarder([LogTail(name, tmp_path / f"{name}.log", console) for name in ("engine", "proxy")])
@@ -79,8 +78,7 @@ def test_a_finished_programs_last_line_without_a_newline_is_printed_and_no_other
 def test_after_a_restart_the_last_lines_are_the_new_runs_only(tmp_path: Path) -> None:
     log = tmp_path / "engine.log"
     log.write_text("OSError: [Errno 98] address already in use\n")
-    out = io.StringIO()
-    tail = LogTail("engine", log, Console(out=out, err=io.StringIO()))
+    tail = LogTail("engine", log, quiet_console().console)
     tail.pump()
     tail.begin_run()
     assert tail.last_lines(20) == []

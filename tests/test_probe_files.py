@@ -10,14 +10,7 @@ import pytest
 
 from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
 from entrypoint.probe_files import EXPIRED, HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles, write_atomically
-
-
-class FakeClock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from fakes import FakeClock
 
 
 @pytest.fixture

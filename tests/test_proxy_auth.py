@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import FakeStatus
+from fakes import FakeClock, FakeStatus
 from entrypoint.keys import KeyLimits, default_key_name
 from entrypoint.inside.proxy_auth import (
     KEYS_FILE_VARIABLE,
@@ -37,17 +37,7 @@ KEY_B = "sk-key-bravo-91d2"
 KEY_C = "key-charlie-4b8e1d7f"
 KEYS_FILE = Path("/run/secrets/api-keys")
 MARKER = Path("/tmp/llm-entry-run/keys-reload")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+START = 1000.0   # the fake clock's time when a test begins
 
 
 class FakeFiles:
@@ -92,7 +82,7 @@ class FakeFiles:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture
@@ -103,9 +93,7 @@ def files() -> FakeFiles:
 
 
 def ring_with_file(clock: FakeClock, files: FakeFiles, recheck_interval: float = 1.0) -> KeyRing:
-    return KeyRing(
-        MASTER, KEYS_FILE, clock=clock, stat=files.stat, read=files.read, recheck_interval=recheck_interval
-    )
+    return KeyRing(MASTER, KEYS_FILE, clock=clock, files=files, recheck_interval=recheck_interval)
 
 
 # KeyRing
@@ -256,7 +244,7 @@ def test_keys_file_that_is_not_utf8_refuses_file_keys(clock: FakeClock, files: F
 
 def test_keys_file_missing_at_start_refuses_file_keys(clock: FakeClock) -> None:
     empty = FakeFiles()
-    ring = KeyRing(MASTER, KEYS_FILE, clock=clock, stat=empty.stat, read=empty.read)
+    ring = KeyRing(MASTER, KEYS_FILE, clock=clock, files=empty)
     assert not ring.allows(KEY_A)
     assert ring.allows(MASTER)
 
@@ -379,7 +367,7 @@ def test_a_bad_line_on_reload_is_set_aside_by_line_and_problem_and_the_others_ap
 
 def ring_with_marker(clock: FakeClock, files: FakeFiles) -> KeyRing:
     files.write(MARKER, "1\n")
-    return KeyRing(MASTER, KEYS_FILE, reload_marker=MARKER, clock=clock, stat=files.stat, read=files.read)
+    return KeyRing(MASTER, KEYS_FILE, reload_marker=MARKER, clock=clock, files=files)
 
 
 def test_a_new_marker_makes_the_next_request_read_the_file_at_once(clock: FakeClock, files: FakeFiles) -> None:
@@ -402,7 +390,7 @@ def test_an_unchanged_marker_costs_one_stat_and_no_read(clock: FakeClock, files:
 
 
 def test_a_missing_marker_changes_nothing(clock: FakeClock, files: FakeFiles) -> None:
-    ring = KeyRing(MASTER, KEYS_FILE, reload_marker=MARKER, clock=clock, stat=files.stat, read=files.read)
+    ring = KeyRing(MASTER, KEYS_FILE, reload_marker=MARKER, clock=clock, files=files)
     reads = files.reads
     assert ring.allows(KEY_A)
     assert files.reads == reads
@@ -530,7 +518,7 @@ def authenticate():
         pytest.importorskip("litellm")
         files = FakeFiles()
         files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=5 tpm=1000 max_parallel=2\n{KEY_B}\n")
-        ring = KeyRing(MASTER, KEYS_FILE, clock=FakeClock(), stat=files.stat, read=files.read)
+        ring = KeyRing(MASTER, KEYS_FILE, clock=FakeClock(START), files=files)
         yield proxy_authenticator(ring, reaches_model=lambda route: route.startswith("/v1/"))
 
 

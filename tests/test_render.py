@@ -17,14 +17,14 @@ import yaml
 from supervisor.options import ServerOptions
 
 from entrypoint import render
-from entrypoint.config import Config, Options, Timing, build_config
+from entrypoint.config import Config, Timing
 from entrypoint.gpus import NodeGpus
 from entrypoint.shutdown_plan import shutdown_plan
 from entrypoint.keys import Secret
 from entrypoint.limiter_store import check_redis_url
 from entrypoint.parallel import ParallelPlan
+from fakes import MASTER_KEY, make_config, model_folder
 
-MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
 PYTHON = "/opt/venv/bin/python"
 RUN_DIR = Path("/run/llm-entry-abc")
 
@@ -87,6 +87,29 @@ litellm_settings:
   request_timeout: 600
 """
 
+
+def expected_program(name: str, priority: int, before_stopasgroup: str = "") -> str:
+    """A [program:NAME] section as it must be rendered (every program is run the same way)."""
+    return f"""\
+[program:{name}]
+command=/opt/venv/bin/python -m entrypoint.inside.launch /run/llm-entry-abc/{name}.launch.json
+directory=/run/llm-entry-abc
+autostart=true
+autorestart=false
+startsecs=0
+startretries=0
+stopsignal=TERM
+stopwaitsecs=25
+{before_stopasgroup}stopasgroup=false
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=/run/llm-entry-abc/{name}.log
+stdout_logfile_maxbytes=20MB
+stdout_logfile_backups=1
+priority={priority}
+"""
+
+
 EXPECTED_SUPERVISORD_CONF = """\
 ; Rendered by llm-entry for one run; lives in a private 0700 folder.
 ; No key appears here: the programs inherit them from llm-entry's environment.
@@ -114,51 +137,24 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 ; (startsecs=0), so every exit is reported to llm-entry as it happens.
 ; All autostart, so they load at the same time, not one after the other.
 
-[program:engine]
-command=/opt/venv/bin/python -m entrypoint.inside.launch /run/llm-entry-abc/engine.launch.json
-directory=/run/llm-entry-abc
-autostart=true
-autorestart=false
-startsecs=0
-startretries=0
-stopsignal=TERM
-stopwaitsecs=25
-; TERM to the leader only (vLLM drains, then stops its workers); KILL to the group.
-stopasgroup=false
-killasgroup=true
-redirect_stderr=true
-stdout_logfile=/run/llm-entry-abc/engine.log
-stdout_logfile_maxbytes=20MB
-stdout_logfile_backups=1
-priority=10
-
-[program:proxy]
-command=/opt/venv/bin/python -m entrypoint.inside.launch /run/llm-entry-abc/proxy.launch.json
-directory=/run/llm-entry-abc
-autostart=true
-autorestart=false
-startsecs=0
-startretries=0
-stopsignal=TERM
-stopwaitsecs=25
-stopasgroup=false
-killasgroup=true
-redirect_stderr=true
-stdout_logfile=/run/llm-entry-abc/proxy.log
-stdout_logfile_maxbytes=20MB
-stdout_logfile_backups=1
-priority=20
-"""
+""" + expected_program("engine", 10, "; TERM to the leader only (vLLM drains, then stops its workers); "
+                                     "KILL to the group.\n") + "\n" + expected_program("proxy", 20)
 
 
-def supervisord_reads(config: Config, run_dir: Path) -> dict[str, list[str]]:
-    """Each program's argv as supervisord itself parses the rendered file."""
+def supervisord_options(config: Config, run_dir: Path) -> ServerOptions:
+    """supervisord's own reading of the file rendered into `run_dir`."""
     path = run_dir / render.SUPERVISORD_CONFIG
     path.write_text(render.render_supervisord_config(config, PYTHON, run_dir))
     options = ServerOptions()
     options.realize(args=["-c", str(path)])
+    return options
+
+
+def supervisord_reads(config: Config, run_dir: Path) -> dict[str, list[str]]:
+    """Each program's argv as supervisord itself parses the rendered file."""
     return {process.name: shlex.split(process.command)
-            for group in options.process_group_configs for process in group.process_configs}
+            for group in supervisord_options(config, run_dir).process_group_configs
+            for process in group.process_configs}
 
 
 # --- whole files -------------------------------------------------------------
@@ -340,11 +336,7 @@ def test_the_launcher_says_what_it_cannot_run(tmp_path: Path) -> None:
 
 @pytest.fixture
 def dry_run_config(tmp_path: Path) -> Config:
-    model = tmp_path / "Llama-3-8B-Instruct"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"num_attention_heads": 32, "num_key_value_heads": 8}))
-    return build_config(Options(model=str(model), master_key=MASTER_KEY, dry_run=True), {},
-                        query_node_gpus=lambda: NodeGpus(6, "nvidia-smi"))
+    return make_config(model_folder(tmp_path), node_gpus=NodeGpus(6, "nvidia-smi"), dry_run=True)
 
 
 def test_dry_run_explains_tensor_parallel_4_for_6_gpus_and_32_heads(dry_run_config: Config) -> None:
@@ -405,23 +397,7 @@ EXPECTED_LIMITER_PROGRAM = """
 ; Only when several proxy workers must share the keys' limit counters: a
 ; private redis-server on a unix socket. It starts before the proxy and stops
 ; after it (priority), since the proxy counts in it until it has drained.
-[program:limiter]
-command=/opt/venv/bin/python -m entrypoint.inside.launch /run/llm-entry-abc/limiter.launch.json
-directory=/run/llm-entry-abc
-autostart=true
-autorestart=false
-startsecs=0
-startretries=0
-stopsignal=TERM
-stopwaitsecs=25
-stopasgroup=false
-killasgroup=true
-redirect_stderr=true
-stdout_logfile=/run/llm-entry-abc/limiter.log
-stdout_logfile_maxbytes=20MB
-stdout_logfile_backups=1
-priority=15
-"""
+""" + expected_program("limiter", 15)
 
 
 def test_redis_conf_is_rendered_exactly() -> None:
@@ -450,11 +426,8 @@ def test_a_keys_file_with_two_proxy_workers_adds_the_limiter_and_its_files() -> 
 
 
 def test_supervisord_starts_the_limiter_before_the_proxy_and_stops_it_after(tmp_path: Path) -> None:
-    path = tmp_path / render.SUPERVISORD_CONFIG
-    path.write_text(render.render_supervisord_config(KEYS_CONFIG, PYTHON, tmp_path))
-    options = ServerOptions()
-    options.realize(args=["-c", str(path)])
-    priority = {group.name: group.priority for group in options.process_group_configs}
+    priority = {group.name: group.priority
+                for group in supervisord_options(KEYS_CONFIG, tmp_path).process_group_configs}
     assert priority["engine"] < priority["limiter"] < priority["proxy"]
     assert supervisord_reads(KEYS_CONFIG, tmp_path)["limiter"] == render.launcher_command(
         PYTHON, tmp_path / render.LIMITER_LAUNCH)
