@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from entrypoint.keys import MASTER_NAME, FileStatus, KeyLimits, KeysChange, KeysFile
 
@@ -74,6 +74,22 @@ class Holder:
 MASTER_HOLDER = Holder(KeySource.MASTER, MASTER_NAME, KeyLimits())   # the master key has no limits
 
 
+class Files(Protocol):
+    """How the keys file and the reload marker are looked at (tests give fakes)."""
+
+    def stat(self, path: Path) -> FileStatus: ...
+
+    def read(self, path: Path) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class LocalFiles:
+    """The files themselves: what a KeyRing looks at outside the tests."""
+
+    stat: Callable[[Path], FileStatus] = os.stat
+    read: Callable[[Path], bytes] = Path.read_bytes
+
+
 def _digest(key: str) -> bytes:
     # Comparing fixed-length digests keeps the length of the keys out of the timing.
     return hashlib.sha256(key.encode("utf-8")).digest()
@@ -96,17 +112,16 @@ class KeyRing:
         *,
         reload_marker: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
-        stat: Callable[[Path], FileStatus] = os.stat,
-        read: Callable[[Path], bytes] = Path.read_bytes,
+        files: Files = LocalFiles(),
         recheck_interval: float = RECHECK_INTERVAL_SECONDS,
     ) -> None:
         if not master_key:
             raise ValueError("the master key is empty")
         self._master_digest = _digest(master_key)
-        self._file = KeysFile(keys_file, stat=stat, read=read) if keys_file is not None else None
+        self._file = KeysFile(keys_file, stat=files.stat, read=files.read) if keys_file is not None else None
         self._reload_marker = reload_marker
         self._clock = clock
-        self._stat = stat
+        self._stat = files.stat
         self._recheck_interval = recheck_interval
         self._file_holders: tuple[tuple[bytes, Holder], ...] = ()
         self._marker_signature = self._marker_status()
@@ -246,9 +261,8 @@ def presented_key(headers: Iterable[tuple[str, str]]) -> str:
     return found.pop()
 
 
-def proxy_authenticator(
-    key_ring: KeyRing, reaches_model: Callable[[str], bool] | None = None
-) -> Callable[[Any, str], Awaitable[Any]]:
+def proxy_authenticator(key_ring: KeyRing,
+                        reaches_model: Callable[[str], bool] | None = None) -> Callable[[Any, str], Awaitable[Any]]:
     """The coroutine function LiteLLM calls as custom auth for every authenticated route.
 
     LiteLLM passes ``api_key`` already stripped of any 'Bearer '/'Basic ' prefix,
@@ -260,20 +274,12 @@ def proxy_authenticator(
     """
     # Imported here, not at module top: importing litellm takes seconds, and the
     # pure parts above are used (and tested) without it.
-    from litellm.proxy._types import LitellmUserRoles, ProxyErrorTypes, ProxyException, UserAPIKeyAuth
+    from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
     from litellm.proxy.auth.auth_utils import get_request_route
     from litellm.proxy.auth.route_checks import RouteChecks
 
     reaches_model = reaches_model or RouteChecks.is_llm_api_route
-    logging.getLogger("LiteLLM Proxy").addFilter(_without_logged_refusals)
-
-    def refusal(request: Any, message: str, reason: str, code: int = 401) -> ProxyException:
-        client = request.client.host if request.client else "unknown"
-        log_refusal(request.method, get_request_route(request), client, reason)
-        refused = ProxyException(message=message, type=ProxyErrorTypes.auth_error.value, param=None, code=code,
-                                 headers={"WWW-Authenticate": "Bearer"} if code == 401 else None)
-        refused.logged_by_llm_entry = True   # LiteLLM's own ERROR lines for it are dropped
-        return refused
+    refusal = _litellm_refusal()
 
     async def user_api_key_auth(request: Any, api_key: str) -> UserAPIKeyAuth:
         try:
@@ -295,6 +301,26 @@ def proxy_authenticator(
                               user_role=LitellmUserRoles.INTERNAL_USER)
 
     return user_api_key_auth
+
+
+def _litellm_refusal() -> Callable[..., Exception]:
+    """What custom auth raises to refuse a request: LiteLLM's auth error, after
+    llm-entry's one log line for it; LiteLLM's own lines for it are left out
+    of its log from now on."""
+    from litellm.proxy._types import ProxyErrorTypes, ProxyException
+    from litellm.proxy.auth.auth_utils import get_request_route
+
+    logging.getLogger("LiteLLM Proxy").addFilter(_without_logged_refusals)
+
+    def refusal(request: Any, message: str, reason: str, code: int = 401) -> ProxyException:
+        client = request.client.host if request.client else "unknown"
+        log_refusal(request.method, get_request_route(request), client, reason)
+        refused = ProxyException(message=message, type=ProxyErrorTypes.auth_error.value, param=None, code=code,
+                                 headers={"WWW-Authenticate": "Bearer"} if code == 401 else None)
+        refused.logged_by_llm_entry = True   # LiteLLM's own ERROR lines for it are dropped
+        return refused
+
+    return refusal
 
 
 def _without_logged_refusals(record: logging.LogRecord) -> bool:
