@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import FakeStatus
+from fakes import FakeClock, FakeStatus
 from entrypoint.keys import KeyLimits, default_key_name
 from entrypoint.inside.proxy_auth import (
     KEYS_FILE_VARIABLE,
@@ -37,17 +37,7 @@ KEY_B = "sk-key-bravo-91d2"
 KEY_C = "key-charlie-4b8e1d7f"
 KEYS_FILE = Path("/run/secrets/api-keys")
 MARKER = Path("/tmp/llm-entry-run/keys-reload")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+START = 1000.0   # the fake clock's time when a test begins
 
 
 class FakeFiles:
@@ -92,7 +82,7 @@ class FakeFiles:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture
@@ -528,7 +518,7 @@ def authenticate():
         pytest.importorskip("litellm")
         files = FakeFiles()
         files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=5 tpm=1000 max_parallel=2\n{KEY_B}\n")
-        ring = KeyRing(MASTER, KEYS_FILE, clock=FakeClock(), files=files)
+        ring = KeyRing(MASTER, KEYS_FILE, clock=FakeClock(START), files=files)
         yield proxy_authenticator(ring, reaches_model=lambda route: route.startswith("/v1/"))
 
 
