@@ -11,6 +11,7 @@ the kernel hands out again is never signalled.
 from __future__ import annotations
 
 import signal
+from dataclasses import dataclass, field
 
 from .board import Program, ProgramBoard
 from .config import Config
@@ -86,17 +87,19 @@ class Restarts:
         return None
 
 
+@dataclass
 class Exits:
     """A program has exited: restart it, or tell the failure that ends the run."""
 
-    def __init__(self, config: Config, host: Host, board: ProgramBoard, forwarder: LogForwarder,
-                 console: Console):
-        self.config = config
-        self.host = host
-        self.board = board
-        self.forwarder = forwarder
-        self.console = console
-        self.restarts = Restarts(config, host, console, board)
+    config: Config
+    host: Host
+    board: ProgramBoard
+    forwarder: LogForwarder
+    console: Console
+    restarts: Restarts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.restarts = Restarts(self.config, self.host, self.console, self.board)
 
     def after(self, program: Program, state: ProgramState) -> Failure | None:
         how = how_it_ended(self.host.supervisor.exit_reason(program.name), state)
