@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import requests
 
@@ -135,7 +135,7 @@ class Checker:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"check-{name}", daemon=True)
 
-    def start(self) -> "Checker":
+    def start(self) -> Checker:
         self._thread.start()
         return self
 

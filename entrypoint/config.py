@@ -8,17 +8,24 @@ EntryError before anything starts. Nothing else reads os.environ or argv.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from .demo import model as demo_model
 from .demo import recipe as demo_recipe
-from .engine_options import default_engine_cmd  # noqa: F401 (imported from here by the e2e tests)
-from .engine_options import check_pass_through, demo_args, engine_cmd, engine_env, hub_id_note, resolve_model
+from .engine_options import (
+    check_pass_through,
+    default_engine_cmd,  # noqa: F401 (imported from here by the e2e tests)
+    demo_args,
+    engine_cmd,
+    engine_env,
+    hub_id_note,
+    resolve_model,
+)
 from .errors import EntryError
-from .inside import names
 from .gpus import NodeGpus, describe_gpus, visible_gpu_count
+from .inside import names
 from .keys import KeyEntry, Secret, check_keys_file, resolve_master_key
 from .limiter_store import LimitsPlan, RedisUrl, check_redis_url, plan_limits
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
@@ -274,12 +281,14 @@ def _check_numbers(opts: Options, port: int) -> None:
     _positive("--max-restarts", opts.max_restarts, allow_zero=True)
     _positive("--restart-window", opts.restart_window)
     if opts.engine_restart not in RESTART_POLICIES:
-        raise EntryError(f"--engine-restart {opts.engine_restart} is unknown: use one of {', '.join(RESTART_POLICIES)}.")
+        raise EntryError(f"--engine-restart {opts.engine_restart} is unknown: "
+                         f"use one of {', '.join(RESTART_POLICIES)}.")
 
 
 def _parallel_plan(opts: Options, env: Mapping[str, str], node: NodeGpus, model_dir: Path | None,
                    demo: bool) -> tuple[int, ParallelPlan]:
     visible = visible_gpu_count(env, node.count)
+    heads: HeadCounts | None
     if demo:
         heads = HeadCounts(demo_recipe.NUM_HEADS, demo_recipe.NUM_KV_HEADS)
     else:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from .demo import model as demo_model
 from .errors import EntryError
@@ -136,7 +136,8 @@ def engine_cmd(raw: str | None) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(raw))
     except ValueError as error:
-        raise EntryError(f"--engine-cmd cannot be split like a shell command line ({error}): check its quotes.")
+        raise EntryError(f"--engine-cmd cannot be split like a shell command line ({error}): "
+                         "check its quotes.") from error
 
 
 def managed_flag(arg: str) -> str | None:
@@ -200,7 +201,7 @@ def config_file_keys(path: str) -> list[str]:
         text = Path(path).read_text()
     except OSError as error:
         raise EntryError(f"the engine config file {path} (after --) cannot be read ({error.strerror}): "
-                         f"check the path.")
+                         f"check the path.") from error
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -208,7 +209,7 @@ def config_file_keys(path: str) -> list[str]:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise EntryError(f"the engine config file {path} (after --) is not valid YAML{where}: fix it, "
-                         f"or pass the options after -- directly.")
+                         f"or pass the options after -- directly.") from error
     if not isinstance(config, dict):
         raise EntryError(f"the engine config file {path} (after --) is not a mapping of option: value: "
                          f"write one vLLM option per line, like `max-num-seqs: 64`.")

@@ -16,8 +16,8 @@ does the key of a line set aside for a bad field (it is still a secret).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .config import Config
 from .console import Console
@@ -39,7 +39,7 @@ class KeyWatch:
         self._generation = 0
         console.hide(*(entry.key for entry in config.api_keys))
 
-    def start(self) -> "KeyWatch":
+    def start(self) -> KeyWatch:
         """Write the first marker, so the proxy's workers have one to compare with."""
         self._replace_marker()
         return self

@@ -12,9 +12,10 @@ import hashlib
 import os
 import re
 import secrets as _random  # the standard library module
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from .errors import EntryError
 
@@ -72,7 +73,7 @@ def read_key_file(path: Path, what: str) -> str:
     try:
         text = path.read_text()
     except OSError as error:
-        raise EntryError(f"cannot read {what} {path} ({error.strerror}): is the secret mounted there?")
+        raise EntryError(f"cannot read {what} {path} ({error.strerror}): is the secret mounted there?") from error
     # Secret files usually end in a newline; nothing else is trimmed.
     return text.rstrip("\r\n")
 
@@ -176,12 +177,12 @@ def _entry(number: int, key: str, words: list[str]) -> KeyEntry | tuple[str, str
     if isinstance(fields, tuple):
         return fields
     limits = {}
-    for name in LIMIT_FIELDS:
-        if name in fields:
-            limit = _limit(name, fields[name])
+    for field_name in LIMIT_FIELDS:
+        if field_name in fields:
+            limit = _limit(field_name, fields[field_name])
             if isinstance(limit, tuple):
                 return limit
-            limits[name] = limit
+            limits[field_name] = limit
     name = fields.get("name")
     if name is not None and not _NAME.fullmatch(name):
         return "has a name= that is not a name", f"a name is {NAME_RULE}"
@@ -272,7 +273,7 @@ def check_keys_file(path: Path) -> tuple[KeyEntry, ...]:
         screened = read_keys_file(path)
     except (OSError, UnicodeDecodeError) as error:
         raise EntryError(f"cannot read --api-keys-file {path} ({failure_reason(error)}): "
-                         "is the secret mounted there?")
+                         "is the secret mounted there?") from error
     if screened.rejected:
         number, why, fix = screened.rejected[0]
         raise EntryError(f"the key on line {number} of --api-keys-file {path} {why}: {fix}.")
@@ -280,10 +281,15 @@ def check_keys_file(path: Path) -> tuple[KeyEntry, ...]:
 
 
 class FileStatus(Protocol):
-    st_dev: int
-    st_ino: int
-    st_size: int
-    st_mtime_ns: int
+    # Read-only, as os.stat_result's are.
+    @property
+    def st_dev(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .inside import names
 from .errors import EntryError
+from .inside import names
 
 MEMORY = "memory://"
 PING_TIMEOUT = 2.0   # seconds the start waits for --redis-url's PONG

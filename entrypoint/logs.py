@@ -14,8 +14,9 @@ import os
 import re
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from .console import Console
 
@@ -41,18 +42,20 @@ class LogTail:
         self._run_from = 0    # ... when the program's current run began
 
     def pump(self, final: bool = False) -> None:
-        if self._file is None and not self._open():
+        file = self._file or self._open()
+        if file is None:
             return
-        self._drain()
+        self._drain(file)
         try:
-            rotated = self.path.stat().st_ino != os.fstat(self._file.fileno()).st_ino
+            rotated = self.path.stat().st_ino != os.fstat(file.fileno()).st_ino
         except FileNotFoundError:
             rotated = False  # between the rename and the new file: next round
         if rotated:
-            self._drain()  # what came after the read above and before the rename
-            self._file.close()
-            if self._open():
-                self._drain()
+            self._drain(file)  # what came after the read above and before the rename
+            file.close()
+            new = self._open()
+            if new is not None:
+                self._drain(new)
         if final and self._partial:
             self._emit(b"\n")
 
@@ -61,17 +64,17 @@ class LogTail:
             self._file.close()
             self._file = None
 
-    def _open(self) -> bool:
+    def _open(self) -> BinaryIO | None:
         try:
             self._file = self.path.open("rb")
         except FileNotFoundError:
             self._file = None
-        return self._file is not None
+        return self._file
 
-    def _drain(self) -> None:
-        if os.fstat(self._file.fileno()).st_size < self._file.tell():
-            self._file.seek(0)  # truncated in place
-        data = self._file.read()
+    def _drain(self, file: BinaryIO) -> None:
+        if os.fstat(file.fileno()).st_size < file.tell():
+            file.seek(0)  # truncated in place
+        data = file.read()
         if data:
             self._emit(data)
 
@@ -110,7 +113,7 @@ class LogForwarder:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-forwarder", daemon=True)
 
-    def start(self) -> "LogForwarder":
+    def start(self) -> LogForwarder:
         self._thread.start()
         return self
 

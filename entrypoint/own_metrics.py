@@ -53,8 +53,8 @@ class _Durations:
         self.total += seconds
 
     def buckets(self) -> list[tuple[str, float]]:
-        running, result = 0, []
-        for bound, count in zip((*CHECK_BUCKETS, float("inf")), self.counts):
+        running, result = 0, list[tuple[str, float]]()
+        for bound, count in zip((*CHECK_BUCKETS, float("inf")), self.counts, strict=True):
             running += count
             result.append((floatToGoString(bound), running))
         return result
@@ -154,11 +154,11 @@ class OwnMetrics:
         for program, count in restarts.items():
             family.add_metric([program], count)
         yield family
-        family = HistogramMetricFamily(CHECK_SECONDS, "Duration of llm-entry's health checks of each program, "
-                                                      "in seconds.", labels=[PROGRAM_LABEL])
+        histogram = HistogramMetricFamily(CHECK_SECONDS, "Duration of llm-entry's health checks of each "
+                                                         "program, in seconds.", labels=[PROGRAM_LABEL])
         for program, (buckets, total) in durations.items():
-            family.add_metric([program], buckets, total)
-        yield family
+            histogram.add_metric([program], buckets, total)
+        yield histogram
         family = CounterMetricFamily(CHECK_FAILURES, "Failed health checks of each program.", labels=[PROGRAM_LABEL])
         for program, count in failures.items():
             family.add_metric([program], count)

@@ -79,7 +79,8 @@ def choose_tensor_parallel(gpus: int, heads: HeadCounts | None, requested: int |
         reason = (f"{_plural(gpus, 'GPU')}, head counts unknown (no local config.json): "
                   f"tensor parallel {size}, the largest power of two that fits")
         if size < gpus:
-            reason += f", {_plural(gpus - size, 'GPU')} idle; set --tensor-parallel-size if the model splits {gpus} ways"
+            reason += (f", {_plural(gpus - size, 'GPU')} idle; "
+                       f"set --tensor-parallel-size if the model splits {gpus} ways")
         return ParallelPlan(size, reason)
     size = max(s for s in range(1, gpus + 1) if is_valid_size(s, heads))
     reason = f"{_describe(gpus, heads)}: tensor parallel {size}"

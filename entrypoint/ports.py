@@ -20,11 +20,11 @@ def check_free(host: str, port: int, option: str) -> None:
             raise EntryError(
                 f"{option} {port} needs privileges to listen on: run as root (ports below 1024) "
                 f"or choose a port above 1023 with {option}."
-            )
+            ) from None
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise EntryError(
                     f"{option} {port} is already in use on {host}: stop what listens there "
                     f"or choose another port with {option}."
-                )
-            raise EntryError(f"cannot listen on {host}:{port} for {option} ({error.strerror}).")
+                ) from error
+            raise EntryError(f"cannot listen on {host}:{port} for {option} ({error.strerror}).") from error

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import EntryError
 
@@ -77,7 +77,7 @@ class ProbeFiles:
             raise EntryError(
                 f"probe dir {self.dir} is not writable ({error.strerror}): run as a user who can "
                 "write it, or pass --probe-dir (LLM_ENTRY_PROBE_DIR) to a writable folder."
-            )
+            ) from error
 
     def show(self, not_ready: str | None, not_healthy: str | None) -> None:
         """Make the files say this: a reason string means present, None absent.

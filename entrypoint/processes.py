@@ -30,7 +30,7 @@ def _has_live_member(pgid: int) -> bool:
     """Scan /proc (only once the leader is gone: it costs a few ms)."""
     if not proc_is_ours():
         return True  # cannot tell: assume the worst
-    for pid, fields in _proc_stats():
+    for _pid, fields in _proc_stats():
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False

@@ -14,9 +14,9 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from .config import Config
 from .inside import engine_guard, names
 from .inside.names import ENGINE, LIMITER, PROXY
-from .config import Config
 from .limiter_store import private_socket
 from .shutdown_plan import shutdown_plan
 

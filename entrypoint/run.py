@@ -52,7 +52,8 @@ def preflight(config: Config) -> None:
             f"engine command {config.engine_cmd[0]!r} was not found: install vLLM "
             "(pip install 'llm-entry[gpu]' or scripts/install-cpu-engine.sh) or fix --engine-cmd."
         )
-    if config.engine_cmd[1:3] == ("-m", "vllm.entrypoints.openai.api_server") and not _has_module(config.engine_cmd[0], "vllm"):
+    runs_vllm = config.engine_cmd[1:3] == ("-m", "vllm.entrypoints.openai.api_server")
+    if runs_vllm and not _has_module(config.engine_cmd[0], "vllm"):
         raise EntryError(
             "vLLM is not installed for " + config.engine_cmd[0] + ": install it with "
             "pip install 'llm-entry[gpu]' (CUDA) or scripts/install-cpu-engine.sh (CPU), "

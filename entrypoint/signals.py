@@ -22,7 +22,7 @@ class SignalQueue:
         self._reloads = 0
         self._reloads_taken = 0
 
-    def install(self) -> "SignalQueue":
+    def install(self) -> SignalQueue:
         for sig in HANDLED:
             signal.signal(sig, self._record)
         signal.signal(RELOAD, self._record_reload)

@@ -14,9 +14,9 @@ import signal
 import socket
 import subprocess
 import xmlrpc.client
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 PR_SET_PDEATHSIG = 1
 # A local supervisord answers in milliseconds. The monitor blocks on each call,

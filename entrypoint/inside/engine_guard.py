@@ -24,6 +24,7 @@ import json
 import os
 
 from entrypoint.inside.names import ENGINE_API_KEY_VARIABLE as KEY_VARIABLE
+
 OPEN_PATHS = frozenset({"/health", "/ping", "/version", "/metrics"})
 # What `--middleware` names; render puts it on the engine's command line.
 IMPORT_PATH = "entrypoint.inside.engine_guard.RequireInternalKey"
@@ -71,4 +72,4 @@ class RequireInternalKey:
         scheme, _, token = values[0].decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False
-        return hmac.compare_digest(_digest(token), self._expected)
+        return self._expected is not None and hmac.compare_digest(_digest(token), self._expected)

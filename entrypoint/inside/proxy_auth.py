@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from entrypoint.keys import MASTER_NAME, FileStatus, KeyLimits, KeysChange, KeysFile
-
 from entrypoint.inside.names import API_KEYS_FILE_VARIABLE as KEYS_FILE_VARIABLE
 from entrypoint.inside.names import KEYS_RELOAD_MARKER_VARIABLE as RELOAD_MARKER_VARIABLE
 from entrypoint.inside.names import MASTER_KEY_VARIABLE
+from entrypoint.keys import MASTER_NAME, FileStatus, KeyLimits, KeysChange, KeysFile
+
 RECHECK_INTERVAL_SECONDS = 1.0
 
 # The label LiteLLM records for a caller (spend logs, failure callbacks, its
@@ -303,6 +303,10 @@ def proxy_authenticator(key_ring: KeyRing,
     return user_api_key_auth
 
 
+# The flag on a refusal's ProxyException (LiteLLM's own class) that llm-entry has logged it.
+LOGGED_BY_LLM_ENTRY = "logged_by_llm_entry"
+
+
 def _litellm_refusal() -> Callable[..., Exception]:
     """What custom auth raises to refuse a request: LiteLLM's auth error, after
     llm-entry's one log line for it; LiteLLM's own lines for it are left out
@@ -317,7 +321,7 @@ def _litellm_refusal() -> Callable[..., Exception]:
         log_refusal(request.method, get_request_route(request), client, reason)
         refused = ProxyException(message=message, type=ProxyErrorTypes.auth_error.value, param=None, code=code,
                                  headers={"WWW-Authenticate": "Bearer"} if code == 401 else None)
-        refused.logged_by_llm_entry = True   # LiteLLM's own ERROR lines for it are dropped
+        setattr(refused, LOGGED_BY_LLM_ENTRY, True)   # LiteLLM's own ERROR lines for it are dropped
         return refused
 
     return refusal
@@ -328,7 +332,7 @@ def _without_logged_refusals(record: logging.LogRecord) -> bool:
     request at ERROR, over two lines (the exception, then the client's address);
     llm-entry has written its own one line for the refusals it made."""
     args = record.args if isinstance(record.args, tuple) else ()
-    return not any(getattr(arg, "logged_by_llm_entry", False) for arg in args)
+    return not any(getattr(arg, LOGGED_BY_LLM_ENTRY, False) for arg in args)
 
 
 _shared_ring: KeyRing | None = None

@@ -26,11 +26,28 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.inside import names
-from entrypoint.inside.proxy_auth import (NOT_ALLOWED_REASON, WRONG_KEY, WRONG_KEY_REASON, CredentialError, Holder,
-                                   KeyRing, KeySource, log_refusal, presented_key)
+from entrypoint.inside.proxy_auth import (
+    NOT_ALLOWED_REASON,
+    WRONG_KEY,
+    WRONG_KEY_REASON,
+    CredentialError,
+    Holder,
+    KeyRing,
+    KeySource,
+    log_refusal,
+    presented_key,
+)
 from entrypoint.inside.proxy_limits import Limiter, Refusal
-from entrypoint.inside.proxy_relay import (RELAYED_ROUTES, ASGIApp, EngineRelay, RelaySettings, error_response, read_body,
-                                    respond)
+from entrypoint.inside.proxy_relay import (
+    RELAYED_ROUTES,
+    ASGIApp,
+    EngineRelay,
+    Message,
+    RelaySettings,
+    error_response,
+    read_body,
+    respond,
+)
 from entrypoint.inside.proxy_usage import AnsweredRequest, Meter, Usage, UsageBook, ask_for_usage, requested_model
 
 METRICS_ROUTE = "/metrics"
@@ -101,7 +118,7 @@ def series_labels(path: str, model_of: Callable[[], str | None], status: int) ->
     return model, route
 
 
-def client_address(scope: dict) -> str:
+def client_address(scope: Message) -> str:
     return (scope.get("client") or ("unknown",))[0]
 
 
@@ -130,7 +147,7 @@ class ProxyFront:
                                     self.relay.settings.request_timeout, on_fallback=self.book.fallbacks.inc)
         return self._limiter
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Message, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._closing_at_shutdown(send))
             return
@@ -146,7 +163,7 @@ class ProxyFront:
         else:
             await self.app(scope, receive, send)
 
-    async def _serve_model_route(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _serve_model_route(self, scope: Message, receive: Callable, send: Callable) -> None:
         holder, message, reason = check_holder(self._key_ring(), scope["headers"])
         if holder is None:
             log_refusal(scope["method"], scope["path"], client_address(scope), reason)
@@ -162,7 +179,7 @@ class ProxyFront:
             await self.relay.forward(scope, with_usage or body, receive, meter.send, RELAYED_ROUTES[scope["path"]])
         await self._metered(scope, holder, meter, relay, lambda: requested_model(body))
 
-    async def _serve_through_litellm(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _serve_through_litellm(self, scope: Message, receive: Callable, send: Callable) -> None:
         holder, _, _ = check_holder(self._key_ring(), scope["headers"])
         if holder is None:
             await self.app(scope, receive, send)     # LiteLLM's custom auth refuses it, and logs why
@@ -180,7 +197,7 @@ class ProxyFront:
             await self.app(scope, receive_noting_model, meter.send)
         await self._metered(scope, holder, meter, litellm, lambda: requested_model(b"".join(first_body)))
 
-    async def _metered(self, scope: dict, holder: Holder, meter: Meter, serve: Callable[[], Any],
+    async def _metered(self, scope: Message, holder: Holder, meter: Meter, serve: Callable[[], Any],
                        model_of: Callable[[], str | None]) -> None:
         """Admit by the holder's limits, serve, then count what it used."""
         started = self._clock()
@@ -202,7 +219,7 @@ class ProxyFront:
                                          scope["path"]))
         await meter.charge_once()          # a usage the answer held but never sent on
 
-    async def _serve_metrics(self, scope: dict, send: Callable) -> None:
+    async def _serve_metrics(self, scope: Message, send: Callable) -> None:
         holder, message, reason = check_holder(self._key_ring(), scope["headers"])
         if holder is None or holder.source is not KeySource.MASTER:
             log_refusal(scope["method"], scope["path"], client_address(scope), reason or NOT_ALLOWED_REASON)
@@ -219,7 +236,7 @@ class ProxyFront:
                                   (b"content-length", str(len(page)).encode())], page)
 
     def _closing_at_shutdown(self, send: Callable) -> Callable:
-        async def send_after_closing(message: dict) -> None:
+        async def send_after_closing(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
                 await self.relay.close()
             await send(message)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from types import ModuleType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ RETRIED_PER_REQUEST = ("litellm.integrations.otel.logger",)
 
 
 def settle_optional_imports(names: Iterable[str] = RETRIED_PER_REQUEST,
-                            modules: dict[str, ModuleType | None] = sys.modules,
+                            modules: MutableMapping[str, Any] = sys.modules,
                             import_module: Callable[[str], ModuleType] = importlib.import_module) -> list[str]:
     """Import each module once; one that fails is marked missing for good. Returns those marked."""
     settled = []

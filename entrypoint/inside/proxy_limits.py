@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from limits import RateLimitItemPerMinute
 from limits.aio.strategies import FixedWindowRateLimiter
+from limits.limits import safe_string
 from limits.storage import storage_from_string
 
 if TYPE_CHECKING:
@@ -56,8 +57,8 @@ class _PerMinute(RateLimitItemPerMinute):
     """A limit whose counter is named by key name alone, not by its amount,
     so that a reload that changes `rpm=5` to `rpm=8` keeps the count."""
 
-    def key_for(self, *identifiers: str) -> str:
-        return "/".join([self.namespace, *identifiers])
+    def key_for(self, *identifiers: bytes | str | int | float) -> str:
+        return "/".join([self.namespace, *map(safe_string, identifiers)])
 
 
 @dataclass(frozen=True)

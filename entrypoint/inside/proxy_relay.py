@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from entrypoint.inside.names import ENGINE_KEY_VARIABLE, ENGINE_URL_VARIABLE, REQUEST_TIMEOUT_VARIABLE
+
 DEFAULT_REQUEST_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 10.0
 
@@ -50,7 +51,9 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"tran
                          b"proxy-connection", b"host", b"content-length"})
 _NOT_RELAYED_BACK = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server"})
 
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+# ASGI's types, as starlette spells them: a scope and messages are mutable mappings.
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class EngineRelay:
             )
         return self._session
 
-    async def forward(self, scope: dict, body: bytes, receive: Callable, send: Callable, engine_path: str) -> None:
+    async def forward(self, scope: Message, body: bytes, receive: Callable, send: Callable, engine_path: str) -> None:
         """Send the request to the engine and its answer to the client."""
         url = self.settings.engine_url + engine_path
         if scope.get("query_string"):

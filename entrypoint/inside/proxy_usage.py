@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -149,7 +149,7 @@ class Meter:
             end, self.on_end = self.on_end, None
             await end()
 
-    async def send(self, message: dict) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self._stream = any(name == b"content-type" and value.startswith(b"text/event-stream")
