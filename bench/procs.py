@@ -1,4 +1,6 @@
-"""Processes as /proc shows them, and stopping what the benchmarks started.
+"""Processes as /proc shows them (llm-entry's own among them), free loopback
+ports, and stopping what the benchmarks started. The tests' harness uses
+the same functions.
 
 Everything the benchmarks start leads its own session (so its process
 group), and is stopped by that group: SIGTERM, a deadline, SIGKILL.
@@ -142,19 +144,40 @@ def group_members(pgid: int) -> list[int]:
 
 
 def cmdline(pid: int) -> list[bytes]:
+    """A process's argv; [b""] once it is gone (as a zombie's reads)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return []
+        return [b""]
 
 
-def environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
-    return {name: value for name, _, value in pairs}
+def environment_of(pid: int) -> dict[str, str]:
+    """The environment a process started with; OSError when it cannot be read
+    (gone, or another user's): an empty one would prove nothing."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+# What tells llm-entry's processes apart on their command lines.
+PROGRAM_MARKERS = {
+    "supervisord": (b"supervisor.supervisord",),
+    "engine": (b"engine_double", b"vllm.entrypoints"),
+    "proxy": (b"entrypoint.inside.proxy_server",),
+}
+
+
+def runs_program(pid: int, name: str) -> bool:
+    """Whether `pid` is llm-entry's `name` ("supervisord", "engine", "proxy") by its command line."""
+    return any(marker in part for part in cmdline(pid) for marker in PROGRAM_MARKERS[name])
+
+
+def supervisord_under(llm_entry: int) -> int | None:
+    return next((pid for pid in children_of(llm_entry) if runs_program(pid, "supervisord")), None)
+
+
+def program_under(llm_entry: int, name: str) -> int | None:
+    """The engine or the proxy: the process under llm-entry that leads its own process group."""
+    return next((pid for pid in descendants(llm_entry) if pgid_of(pid) == pid and runs_program(pid, name)), None)
 
 
 @dataclass(frozen=True)

@@ -157,19 +157,16 @@ class Entry:
 
     def program_pid(self, name: str) -> int:
         """The engine or proxy: the leader of its process group under llm-entry."""
-        for pid in procs.descendants(self.pid):
-            parts = procs.cmdline(pid)
-            is_engine = any(b"engine_double" in part or b"vllm.entrypoints" in part for part in parts)
-            is_proxy = any(b"entrypoint.inside.proxy_server" in part for part in parts)
-            if procs.pgid_of(pid) == pid and ((name == "engine" and is_engine) or (name == "proxy" and is_proxy)):
-                return pid
-        raise RuntimeError(f"no {name} process under llm-entry")
+        pid = procs.program_under(self.pid, name)
+        if pid is None:
+            raise RuntimeError(f"no {name} process under llm-entry")
+        return pid
 
     def supervisord_pid(self) -> int:
-        for pid in procs.children_of(self.pid):
-            if any(b"supervisord" in part for part in procs.cmdline(pid)):
-                return pid
-        raise RuntimeError("no supervisord under llm-entry")
+        pid = procs.supervisord_under(self.pid)
+        if pid is None:
+            raise RuntimeError("no supervisord under llm-entry")
+        return pid
 
     def remember_programs(self) -> None:
         for name in ("engine", "proxy"):
@@ -188,7 +185,10 @@ class Entry:
     def engine_key(self) -> str:
         """The internal key llm-entry gave the engine, so that a benchmark can
         talk to the engine directly, past the proxy."""
-        key = procs.environ(self.pgid("engine")).get("VLLM_API_KEY", "")
+        try:
+            key = procs.environment_of(self.pgid("engine")).get("VLLM_API_KEY", "")
+        except OSError:
+            key = ""
         if not key:
             raise RuntimeError("cannot read the engine's key from /proc (run as the same user)")
         return key

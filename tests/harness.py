@@ -4,6 +4,8 @@ Real supervisord, real LiteLLM, and the engine test double (or the real vLLM
 in the e2e tier), on free ports, with a private probe dir. Every process the
 run creates is recorded while it lives, and `assert_nothing_left` proves that
 none outlived llm-entry. Waiting is polling against deadlines, never sleeping.
+Reading /proc, finding free ports and waiting are bench.procs' functions,
+which the benchmarks use too.
 """
 
 from __future__ import annotations
@@ -14,81 +16,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import requests
 
-from bench.procs import free_ports
+from bench.procs import (alive, children_of, cmdline, descendants, environment_of, free_ports, pgid_of,
+                         program_under, supervisord_under, wait_for)
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_DOUBLE = REPO / "tests" / "engine_double.py"
 MASTER_KEY = "sk-test-" + "7f3a9c2e4b8d1f6a0c5e9b3d7a2f4c8e"
 PROXY_START_DEADLINE = 120.0   # LiteLLM takes 10-30 s on a busy 2-core machine
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
-
-
-def pid_alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def descendants(pid: int) -> set[int]:
-    seen: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children_of(todo.pop()):
-            if child not in seen:
-                seen.add(child)
-                todo.append(child)
-    return seen
-
-
-def environment_of(pid: int) -> dict[str, str]:
-    """The environment a process started with."""
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
-def cmdline_of(pid: int) -> list[bytes]:
-    """A process's argv; [b""] once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return [b""]
-
-
-def pgid_of(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
 
 
 class Entry:
@@ -155,33 +92,36 @@ class Entry:
 
     def program_pid(self, name: str) -> int:
         """PID of the engine or proxy, as the leader of its process group."""
-        for pid in descendants(self.pid):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            is_engine = any(b"engine_double" in part or b"vllm.entrypoints" in part for part in cmdline)
-            is_proxy = any(b"entrypoint.inside.proxy_server" in part for part in cmdline)
-            if pgid_of(pid) == pid and ((name == "engine" and is_engine) or (name == "proxy" and is_proxy)):
-                return pid
-        raise AssertionError(f"no {name} process under llm-entry")
+        pid = program_under(self.pid, name)
+        if pid is None:
+            raise AssertionError(f"no {name} process under llm-entry")
+        return pid
+
+    def supervisord_pid(self) -> int | None:
+        """supervisord's PID, or None while llm-entry has not started it."""
+        return supervisord_under(self.pid)
+
+    def engine_key(self) -> str:
+        """The internal key llm-entry gave the engine, read from the engine's
+        environment as any process of the same user could."""
+        return environment_of(self.program_pid("engine"))["VLLM_API_KEY"]
 
     def limiter_pid(self) -> int | None:
         """PID of the private redis-server (the `limiter` program), or None when none runs.
         redis-server rewrites its title: "redis-server unixsocket:/run/.../redis.sock"."""
         for pid in descendants(self.pid):
-            title = cmdline_of(pid)[0].split(b" ")[0]
+            title = cmdline(pid)[0].split(b" ")[0]
             if Path(title.decode(errors="replace")).name == "redis-server" and pgid_of(pid) == pid:
                 return pid
         return None
 
     def run_dir(self) -> Path:
         """llm-entry's private run folder, from supervisord's command line."""
-        for pid in descendants(self.pid):
-            argv = cmdline_of(pid)
-            if b"supervisor.supervisord" in argv and b"-c" in argv:
-                return Path(argv[argv.index(b"-c") + 1].decode()).parent
-        raise AssertionError("no supervisord under llm-entry")
+        supervisord = self.supervisord_pid()
+        argv = cmdline(supervisord) if supervisord is not None else []
+        if b"-c" not in argv:
+            raise AssertionError("no supervisord under llm-entry")
+        return Path(argv[argv.index(b"-c") + 1].decode()).parent
 
     def send(self, sig: int) -> None:
         self.record_tree()
@@ -261,9 +201,9 @@ class Entry:
                              timeout=60, stream=bool(extra.get("stream")))
 
     def assert_nothing_left(self, timeout: float = 10.0) -> None:
-        """No process of the run is alive (zombies would show as alive too: see pid_alive)."""
+        """No process of the run is alive (nor a zombie: see bench.procs.alive)."""
         assert self.process is not None and self.process.poll() is not None, "llm-entry still runs"
-        wait_for(lambda: not [p for p in self.seen if pid_alive(p)], timeout,
+        wait_for(lambda: not [p for p in self.seen if alive(p)], timeout,
                  "every process of the run to be gone")
         assert self.seen, "no process was recorded: the check would prove nothing"
 

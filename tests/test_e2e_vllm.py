@@ -21,8 +21,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import MASTER_KEY, REPO, Entry, descendants, pgid_of, pid_alive, wait_for
-from test_security import WRONG_KEY, internal_key
+from bench.procs import alive, descendants, pgid_of, wait_for
+from harness import MASTER_KEY, REPO, Entry
+from test_security import WRONG_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ def live(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine_key(live) -> str:
     """The internal key llm-entry gave vLLM (read from its environment while it runs)."""
-    key = internal_key(live)
+    key = live.engine_key()
     assert key and key not in (MASTER_KEY, WRONG_KEY)
     return key
 
@@ -475,7 +476,7 @@ def test_engine_sigkill_fails_the_container_and_leaves_no_worker(tmp_path):
         assert entry.wait_exit(120) == 3, entry.output()
         assert entry.has("not-healthy") and entry.has("not-ready")
         assert "SIGKILL" in entry.stderr()
-        wait_for(lambda: not any(map(pid_alive, workers)), 30, "the orphaned EngineCore to be gone")
+        wait_for(lambda: not any(map(alive, workers)), 30, "the orphaned EngineCore to be gone")
         entry.assert_nothing_left()
     finally:
         entry.kill_everything()

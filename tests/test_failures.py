@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import REPO, children_of, descendants, pgid_of, pid_alive, wait_for
+from bench.procs import alive, descendants, pgid_of, wait_for
+from harness import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +42,6 @@ def assert_stopped(entry):
     assert not entry.has("not-healthy")
     assert probe(entry, "readiness") == 1 and probe(entry, "liveness") == 1
     entry.assert_nothing_left()
-
-
-def supervisord_pid(entry):
-    for pid in children_of(entry.pid):
-        try:
-            if b"supervisor.supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        except OSError:
-            continue
-    return None
 
 
 def test_engine_failing_at_start_exits_at_once_with_its_own_error(entry_factory):
@@ -85,17 +76,31 @@ def test_engine_sigkill_is_reported_as_possible_oom_and_leaves_no_worker(entry_f
     entry = entry_factory(env={"ENGINE_DOUBLE_WORKERS": "2"})
     entry.start().wait_ready()
     workers = [int(p) for p in entry.pid_file.read_text().split()[1:]]
-    assert len(workers) == 2 and all(map(pid_alive, workers))
+    assert len(workers) == 2 and all(map(alive, workers))
     os.kill(entry.program_pid("engine"), signal.SIGKILL)
     assert_failed(entry, EXIT_ENGINE_FAILED, "SIGKILL", "out of memory")
-    assert not any(map(pid_alive, workers)), "orphaned engine workers survived"
+    assert not any(map(alive, workers)), "orphaned engine workers survived"
+
+
+def freeze_the_engine(entry) -> int:
+    """Stop the engine's whole process group (SIGSTOP), as a hang looks from outside; returns its PID."""
+    engine = entry.program_pid("engine")
+    os.killpg(engine, signal.SIGSTOP)
+    return engine
+
+
+def kill_the_proxy(entry) -> int:
+    """SIGKILL the proxy and wait until the probe files say not ready; returns the PID it had."""
+    proxy = entry.program_pid("proxy")
+    os.kill(proxy, signal.SIGKILL)
+    wait_for(lambda: entry.has("not-ready"), 30, "not-ready while the proxy is down")
+    return proxy
 
 
 def test_engine_hang_makes_not_ready_and_recovery_makes_ready_again(entry_factory):
     entry = entry_factory(args=[*FAST_CHECKS, "--hang-timeout", "60"])
     entry.start().wait_ready()
-    engine = entry.program_pid("engine")
-    os.killpg(engine, signal.SIGSTOP)
+    engine = freeze_the_engine(entry)
     try:
         wait_for(lambda: entry.has("not-ready"), 30, "not-ready during the hang")
         assert "engine" in entry.probe_text("not-ready")
@@ -111,8 +116,7 @@ def test_engine_hang_makes_not_ready_and_recovery_makes_ready_again(entry_factor
 def test_engine_hang_beyond_the_hang_timeout_makes_not_healthy_and_the_engine_is_killed_at_once(entry_factory):
     entry = entry_factory(args=[*FAST_CHECKS, "--hang-timeout", "4"])
     entry.start().wait_ready()
-    engine = entry.program_pid("engine")
-    os.killpg(engine, signal.SIGSTOP)
+    freeze_the_engine(entry)
     wait_for(lambda: entry.has("not-healthy"), 30, "not-healthy after the hang timeout", poll=0.02)
     assert entry.wait_exit() == EXIT_HUNG
     # A stopped engine ignores SIGTERM: sending it one and waiting for its
@@ -139,9 +143,7 @@ def test_engine_health_503_makes_not_ready_until_it_recovers(entry_factory, tmp_
 def test_proxy_crash_restarts_it_in_place(entry_factory):
     entry = entry_factory(args=FAST_CHECKS)
     entry.start().wait_ready()
-    first = entry.program_pid("proxy")
-    os.kill(first, signal.SIGKILL)
-    wait_for(lambda: entry.has("not-ready"), 30, "not-ready while the proxy is down")
+    first = kill_the_proxy(entry)
     assert not entry.has("not-healthy")
     entry.wait_ready()
     assert entry.program_pid("proxy") != first
@@ -154,9 +156,7 @@ def test_proxy_crash_restarts_it_in_place(entry_factory):
 def test_proxy_crashing_too_often_gives_up(entry_factory):
     entry = entry_factory(args=[*FAST_CHECKS, "--max-restarts", "1"])
     entry.start().wait_ready()
-    first = entry.program_pid("proxy")
-    os.kill(first, signal.SIGKILL)
-    wait_for(lambda: entry.has("not-ready"), 30, "not-ready while the proxy is down")
+    kill_the_proxy(entry)
     entry.wait_ready()
     entry.record_tree()
     os.kill(entry.program_pid("proxy"), signal.SIGKILL)
@@ -181,7 +181,7 @@ def test_engine_restart_policy_always_restarts_the_engine_without_its_old_worker
     wait_for(lambda: "engine exited" in entry.output(), 30, "the engine to exit")
     assert not entry.has("not-healthy")
     wait_for(lambda: entry.ready() and _engine_pid_or_none(entry) not in (None, first), 30, "a new engine")
-    assert not any(map(pid_alive, old_workers)), "the old engine's workers survived its restart"
+    assert not any(map(alive, old_workers)), "the old engine's workers survived its restart"
     assert entry.process.poll() is None
     assert entry.stop() == 0
     assert_stopped(entry)
@@ -229,7 +229,7 @@ def test_sigterm_before_the_monitor_saw_the_engine_still_stops_its_whole_group(e
     entry = entry_factory(env={"ENGINE_DOUBLE_STARTUP_DELAY": "300", "ENGINE_DOUBLE_WORKERS": "2",
                                "ENGINE_DOUBLE_IGNORE_SIGTERM_DURING_STARTUP": "1"})
     entry.start()
-    wait_for(lambda: supervisord_pid(entry), 60, "supervisord to start", poll=0.01)
+    wait_for(entry.supervisord_pid, 60, "supervisord to start", poll=0.01)
     os.kill(entry.pid, signal.SIGSTOP)
     try:
         wait_for(lambda: entry.pid_file.exists() and len(entry.pid_file.read_text().split()) == 3, 60,
@@ -240,7 +240,7 @@ def test_sigterm_before_the_monitor_saw_the_engine_still_stops_its_whole_group(e
         os.kill(entry.pid, signal.SIGCONT)
     # Within the default grace period (25 s) and Kubernetes' 30 s.
     assert entry.wait_exit(timeout=30) == 0, entry.output()
-    assert not any(map(pid_alive, engine_processes)), "the engine outlived llm-entry"
+    assert not any(map(alive, engine_processes)), "the engine outlived llm-entry"
     assert_stopped(entry)
 
 
@@ -248,7 +248,7 @@ def test_supervisord_not_answering_makes_not_ready_the_heartbeat_goes_on_and_it_
         entry_factory):
     entry = entry_factory(args=[*FAST_CHECKS, "--hang-timeout", "6"])
     entry.start().wait_ready()
-    supervisord = wait_for(lambda: supervisord_pid(entry), 10, "supervisord's pid")
+    supervisord = wait_for(entry.supervisord_pid, 10, "supervisord's pid")
     entry.record_tree()
     os.kill(supervisord, signal.SIGSTOP)
     try:
@@ -346,7 +346,7 @@ def test_as_pid_1_orphaned_workers_are_killed_and_reaped(entry_factory):
     assert len(workers) == 2
     os.kill(engine, signal.SIGKILL)
     assert entry.wait_exit() == EXIT_ENGINE_FAILED, entry.output()
-    assert not any(map(pid_alive, workers))
+    assert not any(map(alive, workers))
     assert entry.has("not-ready") and entry.has("not-healthy")
     assert "engine exited" in entry.probe_text("not-healthy")
     entry.assert_nothing_left()
@@ -365,5 +365,5 @@ def test_as_pid_1_a_sigterm_while_the_demo_model_builds_stops_it(entry_factory, 
     assert entry.has("not-ready") and not entry.has("not-healthy")
     # Whether the signal came during the build (nothing started) or just
     # after it (the usual shutdown), nothing of the run may be left.
-    wait_for(lambda: not pid_alive(llm_entry), 10, "llm-entry to be gone")
-    wait_for(lambda: not [p for p in entry.seen if pid_alive(p)], 10, "every process of the run to be gone")
+    wait_for(lambda: not alive(llm_entry), 10, "llm-entry to be gone")
+    wait_for(lambda: not [p for p in entry.seen if alive(p)], 10, "every process of the run to be gone")

@@ -15,7 +15,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import MASTER_KEY, Entry, wait_for
+from bench.procs import wait_for
+from harness import MASTER_KEY, Entry
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.procs import free_ports
-from harness import descendants, environment_of, start_redis, stop_redis, wait_for
+from bench.procs import descendants, environment_of, free_ports, wait_for
+from harness import start_redis, stop_redis
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from entrypoint.errors import EXIT_ENGINE_FAILED, EXIT_OK
-from harness import Entry, descendants, wait_for
+from bench.procs import wait_for
+from harness import Entry
 
 pytestmark = pytest.mark.integration
 
@@ -66,19 +67,6 @@ def forwarded(text: str, source: str) -> list[str]:
             if line.startswith(f"{source:<9} | ") or line.startswith(f"llm-entry:   {source} | ")]
 
 
-def environment_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
-def run_dir_of(entry: Entry) -> Path:
-    for pid in descendants(entry.pid):
-        parts = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        if "supervisor.supervisord" in parts:
-            return Path(parts[parts.index("-c") + 1]).parent
-    raise AssertionError("supervisord not found under llm-entry")
-
-
 def make_leak(entry: Entry, leak: Leak, key: str) -> None:
     if leak.source == "engine":
         # Straight to the engine, without its key: it answers 401 and logs the path.
@@ -101,13 +89,13 @@ def new_entry(tmp: Path, env: dict[str, str] | None = None) -> Entry:
 def start_and_leak(entry: Entry, leaks: list[Leak]) -> Run:
     """Starts llm-entry and has its children log the keys (the caller ends the run)."""
     entry.start().wait_ready()
-    internal_key = environment_of(entry.program_pid("engine"))["VLLM_API_KEY"]
+    internal_key = entry.engine_key()
     assert internal_key.startswith("sk-internal-"), "the engine's environment holds no internal key"
     keys = {"master": MASTER_KEY, "internal": internal_key}
     for leak in leaks:
         make_leak(entry, leak, keys[leak.key_name])
     # The run folder goes with llm-entry: read what the children wrote now.
-    child_logs = "".join(path.read_text(errors="replace") for path in sorted(run_dir_of(entry).glob("*.log")))
+    child_logs = "".join(path.read_text(errors="replace") for path in sorted(entry.run_dir().glob("*.log")))
     return Run(entry, keys, child_logs)
 
 

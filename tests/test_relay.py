@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import pytest
 import requests
 
-from harness import MASTER_KEY, Entry, wait_for
+from bench.procs import wait_for
+from harness import MASTER_KEY, Entry
 
 pytestmark = pytest.mark.integration
 
 LONG_STREAM_TOKENS = 2100
-
-
-def environment_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +27,6 @@ def relay(tmp_path_factory):
                             "ENGINE_DOUBLE_TOKENS": str(LONG_STREAM_TOKENS)}).start()
     try:
         entry.wait_ready()
-        entry.engine_key = environment_of(entry.program_pid("engine"))["VLLM_API_KEY"]
         yield entry
     finally:
         entry.kill_everything()
@@ -46,7 +40,7 @@ def through_proxy(entry: Entry, path: str, data: bytes, headers: dict | None = N
 
 def direct(entry: Entry, path: str, data: bytes):
     return requests.post(f"http://127.0.0.1:{entry.engine_port}{path}", data=data, timeout=60,
-                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {entry.engine_key}"})
+                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {entry.engine_key()}"})
 
 
 def events(text: str) -> list[dict]:
@@ -126,7 +120,7 @@ def test_the_engine_gets_the_internal_key_and_none_of_the_clients_credentials(re
     assert seen["authorization"] == "the engine's key"
     assert not {"x-api-key", "api-key", "cookie"} & set(seen)
     assert seen["x-request-id"] == "req-42" and seen["user-agent"] == "a-client/1.0"
-    assert MASTER_KEY not in response.text and relay.engine_key not in response.text
+    assert MASTER_KEY not in response.text and relay.engine_key() not in response.text
 
 
 ODD_REQUESTS = {

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import MASTER_KEY, Entry, descendants, wait_for
+from bench.procs import descendants, environment_of, wait_for
+from harness import MASTER_KEY, Entry
 
 pytestmark = pytest.mark.integration
 
@@ -179,22 +180,12 @@ def test_engine_refuses_requests_without_the_internal_key(guarded):
     url = f"http://127.0.0.1:{guarded.engine_port}/v1/models"
     assert requests.get(url, timeout=10).status_code == 401
     assert requests.get(url, headers=guarded.headers(MASTER_KEY), timeout=10).status_code == 401
-    assert requests.get(url, headers={"Authorization": f"Bearer {internal_key(guarded)}"},
+    assert requests.get(url, headers={"Authorization": f"Bearer {guarded.engine_key()}"},
                         timeout=10).status_code == 200
 
 
-def internal_key(entry) -> str:
-    environ = environment_of(entry.program_pid("engine"))
-    return environ["VLLM_API_KEY"]
-
-
-def environment_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
 def test_no_key_on_any_command_line(guarded):
-    secrets = [MASTER_KEY, FILE_KEY_A, FILE_KEY_B, internal_key(guarded)]
+    secrets = [MASTER_KEY, FILE_KEY_A, FILE_KEY_B, guarded.engine_key()]
     pids = descendants(guarded.pid) | {guarded.pid}
     assert len(pids) >= 4  # llm-entry, supervisord, engine (+ workers), proxy
     for pid in pids:
@@ -213,20 +204,12 @@ def test_no_key_in_the_logs(guarded):
     guarded.chat("log me")
     call(guarded, "GET", "/v1/models", None, {"Authorization": f"Bearer {WRONG_KEY}"})
     text = guarded.output()
-    for secret in (MASTER_KEY, FILE_KEY_A, FILE_KEY_B, internal_key(guarded), WRONG_KEY):
+    for secret in (MASTER_KEY, FILE_KEY_A, FILE_KEY_B, guarded.engine_key(), WRONG_KEY):
         assert secret not in text
 
 
-def run_dir_of(entry) -> Path:
-    for pid in descendants(entry.pid):
-        parts = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-        if "supervisor.supervisord" in parts:
-            return Path(parts[parts.index("-c") + 1]).parent
-    raise AssertionError("supervisord not found")
-
-
 def test_rendered_files_are_private_and_hold_no_key(guarded):
-    run_dir = run_dir_of(guarded)
+    run_dir = guarded.run_dir()
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
     files = [p for p in run_dir.iterdir() if p.is_file()]
     assert {"litellm.yaml", "supervisord.conf"} <= {p.name for p in files}
@@ -234,7 +217,7 @@ def test_rendered_files_are_private_and_hold_no_key(guarded):
         if path.suffix in (".yaml", ".conf", ".py", ".json"):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         text = path.read_text(errors="replace")
-        for secret in (MASTER_KEY, FILE_KEY_A, internal_key(guarded)):
+        for secret in (MASTER_KEY, FILE_KEY_A, guarded.engine_key()):
             assert secret not in text, path
 
 
@@ -301,7 +284,7 @@ def test_a_key_removed_from_the_file_stops_working_without_a_restart(guarded):
 def test_sighup_does_not_stop_llm_entry_and_the_run_folder_is_removed_at_exit(entry_factory):
     entry = entry_factory().start()
     entry.wait_ready()
-    run_dir = run_dir_of(entry)
+    run_dir = entry.run_dir()
     entry.send(signal.SIGHUP)
     wait_for(lambda: "SIGHUP: there is no --api-keys-file to read again" in entry.output(), 15,
              "llm-entry to take the SIGHUP")

@@ -7,7 +7,8 @@ import signal
 import pytest
 import requests
 
-from harness import MASTER_KEY, wait_for
+from bench.procs import wait_for
+from harness import MASTER_KEY
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import secrets
 import pytest
 import requests
 
-from bench.procs import free_port
-from harness import Entry, start_redis, stop_redis, wait_for
+from bench.procs import free_port, wait_for
+from harness import Entry, start_redis, stop_redis
 
 pytestmark = pytest.mark.integration
 
