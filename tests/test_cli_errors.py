@@ -8,7 +8,6 @@ GPU, port or /etc/probe.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -20,8 +19,8 @@ import pytest
 
 from bench.procs import free_port, free_ports
 from entrypoint.cli import command
+from fakes import MASTER_KEY, model_folder
 
-MASTER_KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
 VENV_BIN = Path(sys.executable).parent
 SIX_GPUS = "".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-5d1c0b6e-7a4b-9f7c-1e2d-0000000000{i:02d})\n"
                    for i in range(6))
@@ -50,10 +49,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "Llama-3-8B-Instruct"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"num_attention_heads": 32, "num_key_value_heads": 8}))
-    return folder
+    return model_folder(tmp_path)
 
 
 @pytest.fixture
@@ -155,28 +151,32 @@ def test_an_unknown_option_is_refused(env: dict[str, str], model_dir: Path, prob
     assert "No such option '--bogus'" in assert_refused(result, probe_dir)
 
 
-def test_a_port_in_use_is_refused_before_anything_starts(env: dict[str, str], model_dir: Path,
-                                                         probe_dir: Path) -> None:
+def run_with_a_busy(flag: str, env: dict[str, str], model_dir: Path, probe_dir: Path) -> tuple[int, str]:
+    """Run with `flag` (--port or --engine-port) on a port something listens on, the other one free:
+    the busy port, and the line llm-entry refuses with."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        other = "--engine-port" if flag == "--port" else "--port"
+        ports = {flag: port, other: free_port()}
         result = run(["--model", str(model_dir), "--master-key", MASTER_KEY, "--host", "127.0.0.1",
-                      "--port", str(port), "--engine-port", str(free_port()), "--probe-dir", str(probe_dir)], env)
-    assert assert_refused(result, probe_dir) == (
-        f"llm-entry: --port {port} is already in use on 127.0.0.1: stop what listens there "
-        "or choose another port with --port.")
+                      "--port", str(ports["--port"]), "--engine-port", str(ports["--engine-port"]),
+                      "--probe-dir", str(probe_dir)], env)
+    return port, assert_refused(result, probe_dir)
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(env: dict[str, str], model_dir: Path,
+                                                         probe_dir: Path) -> None:
+    port, line = run_with_a_busy("--port", env, model_dir, probe_dir)
+    assert line == (f"llm-entry: --port {port} is already in use on 127.0.0.1: stop what listens there "
+                    "or choose another port with --port.")
 
 
 def test_an_engine_port_in_use_is_refused_before_anything_starts(env: dict[str, str], model_dir: Path,
                                                                 probe_dir: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = run(["--model", str(model_dir), "--master-key", MASTER_KEY, "--host", "127.0.0.1",
-                      "--port", str(free_port()), "--engine-port", str(port), "--probe-dir", str(probe_dir)], env)
-    assert f"--engine-port {port} is already in use" in assert_refused(result, probe_dir)
+    port, line = run_with_a_busy("--engine-port", env, model_dir, probe_dir)
+    assert f"--engine-port {port} is already in use" in line
 
 
 def test_an_unknown_engine_command_is_refused_before_anything_starts(env: dict[str, str], model_dir: Path,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from entrypoint.exits import HISTORY_LINES, MAX_LINE, TAIL_LINES, tell_exit, telling_line
 
 DATA = Path(__file__).resolve().parent / "data" / "exits"
@@ -127,31 +129,30 @@ def recorded(name: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-HISTORY_LINES:]
 
 
-def test_vllm_with_truncated_weights_is_told_by_the_workers_error_not_the_wrapper() -> None:
-    story = tell_exit("engine", "exit status 1", 43, False, recorded("vllm-weights-truncated.log"))
-    assert story.summary == (
+@pytest.mark.parametrize("log,program,reason,seconds,ready,summary", [
+    pytest.param(
+        "vllm-weights-truncated.log", "engine", "exit status 1", 43, False,
         "engine exited (exit status 1) 43 s after start, while starting; vLLM exits even with status 0 when its "
         "engine core dies; its error: safetensors._safetensors_rust.SafetensorError: Error while deserializing "
-        "header: incomplete metadata, file not fully covered")
-
-
-def test_vllm_whose_engine_core_was_killed_is_told_by_its_engine_dead_error_not_the_leak_report() -> None:
-    story = tell_exit("engine", "exit status 0", 51, True, recorded("vllm-engine-core-killed.log"))
-    assert story.summary == (
+        "header: incomplete metadata, file not fully covered",
+        id="vllm with truncated weights: the workers' error, not the wrapper"),
+    pytest.param(
+        "vllm-engine-core-killed.log", "engine", "exit status 0", 51, True,
         "engine exited (exit status 0) 51 s after start, after it was ready; vLLM exits even with status 0 when "
         "its engine core dies; its error: vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an "
-        "issue. See stack trace (above) for the root cause.")
-
-
-def test_litellm_that_cannot_bind_its_port_is_told_by_the_bind_error_not_the_cancelled_job() -> None:
-    story = tell_exit("proxy", "exit status 3", 13, False, recorded("litellm-port-taken.log"))
-    assert story.summary == (
+        "issue. See stack trace (above) for the root cause.",
+        id="vllm whose engine core was killed: its engine-dead error, not the leak report"),
+    pytest.param(
+        "litellm-port-taken.log", "proxy", "exit status 3", 13, False,
         "proxy exited (exit status 3) 13 s after start, while starting; its error: OSError: [Errno 98] error while "
-        "attempting to bind on address ('127.0.0.1', 23440): address already in use")
-
-
-def test_litellm_killed_after_its_start_is_told_by_its_last_line_not_as_an_error() -> None:
-    story = tell_exit("proxy", "terminated by SIGKILL", 70, True, recorded("litellm-started.log"))
-    assert story.summary == (
+        "attempting to bind on address ('127.0.0.1', 23440): address already in use",
+        id="litellm that cannot bind its port: the bind error, not the cancelled job"),
+    pytest.param(
+        "litellm-started.log", "proxy", "terminated by SIGKILL", 70, True,
         "proxy exited (terminated by SIGKILL) 70 s after start, after it was ready; last output: "
-        "INFO uvicorn.error: Uvicorn running on http://127.0.0.1:24543 (Press CTRL+C to quit)")
+        "INFO uvicorn.error: Uvicorn running on http://127.0.0.1:24543 (Press CTRL+C to quit)",
+        id="litellm killed after its start: its last line, not as an error"),
+])
+def test_a_real_programs_recorded_exit_is_told_by_its_cause(log: str, program: str, reason: str, seconds: int,
+                                                            ready: bool, summary: str) -> None:
+    assert tell_exit(program, reason, seconds, ready, recorded(log)).summary == summary

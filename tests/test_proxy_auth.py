@@ -38,6 +38,7 @@ KEY_C = "key-charlie-4b8e1d7f"
 KEYS_FILE = Path("/run/secrets/api-keys")
 MARKER = Path("/tmp/llm-entry-run/keys-reload")
 START = 1000.0   # the fake clock's time when a test begins
+AUTH_LOGGER = "entrypoint.inside.proxy_auth"
 
 
 class FakeFiles:
@@ -96,6 +97,27 @@ def ring_with_file(clock: FakeClock, files: FakeFiles, recheck_interval: float =
     return KeyRing(MASTER, KEYS_FILE, clock=clock, files=files, recheck_interval=recheck_interval)
 
 
+def ask_once_a_second(ring: KeyRing, clock: FakeClock, times: int) -> None:
+    """KEY_A presented `times` times, a recheck interval apart."""
+    for _ in range(times):
+        clock.advance(1.0)
+        ring.allows(KEY_A)
+
+
+def ring_with_edit(clock: FakeClock, files: FakeFiles, text: str | bytes, **how) -> KeyRing:
+    """A ring that has read the keys file, which has just become `text` (FakeFiles.write's `how`)."""
+    ring = ring_with_file(clock, files)
+    files.write(KEYS_FILE, text, **how)
+    return ring
+
+
+def ring_after_edit(clock: FakeClock, files: FakeFiles, text: str | bytes, **how) -> KeyRing:
+    """The same, once the recheck interval has passed."""
+    ring = ring_with_edit(clock, files, text, **how)
+    clock.advance(1.0)
+    return ring
+
+
 # KeyRing
 
 
@@ -143,9 +165,7 @@ def test_key_removed_from_file_stops_working_after_the_recheck_interval(clock: F
 
 
 def test_key_added_to_file_starts_working_after_the_recheck_interval(clock: FakeClock, files: FakeFiles) -> None:
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, f"{KEY_A}\n{KEY_B}\n{KEY_C}\n")
-    clock.advance(1.0)
+    ring = ring_after_edit(clock, files, f"{KEY_A}\n{KEY_B}\n{KEY_C}\n")
     assert ring.allows(KEY_C)
 
 
@@ -164,17 +184,13 @@ def test_file_is_stat_at_most_once_per_interval(clock: FakeClock, files: FakeFil
 def test_unchanged_file_is_not_read_again(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_with_file(clock, files)
     assert files.reads == 1
-    for _ in range(5):
-        clock.advance(1.0)
-        ring.allows(KEY_A)
+    ask_once_a_second(ring, clock, 5)
     assert files.reads == 1
 
 
 def test_replaced_file_with_same_size_and_mtime_is_read_again(clock: FakeClock, files: FakeFiles) -> None:
     # An atomic rename (as a Kubernetes Secret update does) changes the inode.
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, f"{KEY_A.upper()}\n{KEY_B}\n", new_inode=True, keep_mtime=True)
-    clock.advance(1.0)
+    ring = ring_after_edit(clock, files, f"{KEY_A.upper()}\n{KEY_B}\n", new_inode=True, keep_mtime=True)
     assert not ring.allows(KEY_A)
     assert ring.allows(KEY_A.upper())
 
@@ -198,10 +214,8 @@ def test_missing_file_logs_one_warning_without_keys(
 ) -> None:
     ring = ring_with_file(clock, files)
     files.remove(KEYS_FILE)
-    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
-        for _ in range(5):
-            clock.advance(1.0)
-            ring.allows(KEY_A)
+    with caplog.at_level(logging.WARNING, logger=AUTH_LOGGER):
+        ask_once_a_second(ring, clock, 5)
     assert len(caplog.records) == 1
     message = caplog.records[0].getMessage()
     assert str(KEYS_FILE) in message and "No such file or directory" in message
@@ -217,17 +231,16 @@ def test_file_keys_work_again_when_the_file_comes_back(
     assert not ring.allows(KEY_B)
     files.write(KEYS_FILE, f"{KEY_B}\n")
     clock.advance(1.0)
-    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
+    with caplog.at_level(logging.WARNING, logger=AUTH_LOGGER):
         assert ring.allows(KEY_B)
     assert "readable again" in caplog.text
 
 
 def test_unreadable_file_refuses_file_keys(clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture) -> None:
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, f"{KEY_A}\n")
+    ring = ring_with_edit(clock, files, f"{KEY_A}\n")
     files.unreadable.add(KEYS_FILE)
     clock.advance(1.0)
-    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
+    with caplog.at_level(logging.WARNING, logger=AUTH_LOGGER):
         assert not ring.allows(KEY_A)
     assert ring.allows(MASTER)
     assert "Permission denied" in caplog.text
@@ -235,9 +248,7 @@ def test_unreadable_file_refuses_file_keys(clock: FakeClock, files: FakeFiles, c
 
 
 def test_keys_file_that_is_not_utf8_refuses_file_keys(clock: FakeClock, files: FakeFiles) -> None:
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, KEY_A.encode() + b"\n\xff\xfe\n")
-    clock.advance(1.0)
+    ring = ring_after_edit(clock, files, KEY_A.encode() + b"\n\xff\xfe\n")
     assert not ring.allows(KEY_A)
     assert ring.allows(MASTER)
 
@@ -263,9 +274,7 @@ def test_key_ring_reads_a_real_keys_file(tmp_path: Path) -> None:
 
 
 def test_a_weak_key_added_later_is_refused_and_the_good_ones_kept(clock: FakeClock, files: FakeFiles) -> None:
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, f"{KEY_A}\n# new\nsk-1234\nshort-key\n{KEY_C}\n")
-    clock.advance(1.0)
+    ring = ring_after_edit(clock, files, f"{KEY_A}\n# new\nsk-1234\nshort-key\n{KEY_C}\n")
     assert not ring.allows("sk-1234")
     assert not ring.allows("short-key")
     assert ring.allows(KEY_A) and ring.allows(KEY_C)
@@ -275,12 +284,9 @@ def test_a_weak_key_added_later_is_refused_and_the_good_ones_kept(clock: FakeClo
 def test_a_weak_key_is_named_by_its_line_never_shown(
     clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, f"{KEY_A}\n# new\nsk-1234\n")
-    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
-        for _ in range(3):
-            clock.advance(1.0)
-            ring.allows(KEY_A)
+    ring = ring_with_edit(clock, files, f"{KEY_A}\n# new\nsk-1234\n")
+    with caplog.at_level(logging.WARNING, logger=AUTH_LOGGER):
+        ask_once_a_second(ring, clock, 3)
     assert [record.getMessage() for record in caplog.records] == [
         f"llm-entry: the key on line 3 of the API keys file {KEYS_FILE} is a well-known example key: "
         "it is not accepted; replace it with a random key of at least 16 characters (openssl rand -hex 24)"
@@ -289,9 +295,7 @@ def test_a_weak_key_is_named_by_its_line_never_shown(
 
 
 def test_a_file_of_only_weak_keys_leaves_the_master_key(clock: FakeClock, files: FakeFiles) -> None:
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, "changeme\n")
-    clock.advance(1.0)
+    ring = ring_after_edit(clock, files, "changeme\n")
     assert not ring.allows("changeme") and not ring.allows(KEY_A)
     assert ring.allows(MASTER)
 
@@ -335,9 +339,7 @@ def test_holders_are_made_at_the_reload_not_per_request(clock: FakeClock, files:
 
 def test_a_changed_limit_or_name_applies_from_the_next_request(clock: FakeClock, files: FakeFiles) -> None:
     files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=5\n")
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=9\n")
-    clock.advance(1.0)
+    ring = ring_after_edit(clock, files, f"{KEY_A} name=team-a rpm=9\n")
     assert ring.holder_of(KEY_A) == Holder(KeySource.KEYS_FILE, "team-a", KeyLimits(rpm=9))
     files.write(KEYS_FILE, f"{KEY_A} name=team-x tpm=100\n")
     clock.advance(1.0)
@@ -347,9 +349,8 @@ def test_a_changed_limit_or_name_applies_from_the_next_request(clock: FakeClock,
 def test_a_bad_line_on_reload_is_set_aside_by_line_and_problem_and_the_others_apply(
     clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ring = ring_with_file(clock, files)
-    files.write(KEYS_FILE, f"{KEY_A} name=team-a\n{KEY_B} name=team-b rpm=0\n{KEY_C} name=team-a\n")
-    with caplog.at_level(logging.WARNING, logger="entrypoint.inside.proxy_auth"):
+    ring = ring_with_edit(clock, files, f"{KEY_A} name=team-a\n{KEY_B} name=team-b rpm=0\n{KEY_C} name=team-a\n")
+    with caplog.at_level(logging.WARNING, logger=AUTH_LOGGER):
         clock.advance(1.0)
         assert ring.holder_of(KEY_A) == Holder(KeySource.KEYS_FILE, "team-a", KeyLimits())
         assert ring.holder_of(KEY_B) is None and ring.holder_of(KEY_C) is None
