@@ -33,7 +33,8 @@ def top_level_imports(path: Path) -> set[str]:
 def test_a_standard_library_only_module_imports_with_nothing_else_on_the_path(module):
     # -I -S: no site-packages, no user site, no PYTHONPATH; only the repository.
     code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import entrypoint.inside.{module}; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] not in sys.stdlib_module_names and m != '__main__'))")
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] not in sys.stdlib_module_names and m != '__main__'))")
     result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     loaded = set(ast.literal_eval(result.stdout.strip()))
