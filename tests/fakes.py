@@ -12,9 +12,10 @@ import io
 import json
 import math
 import signal
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple
+from typing import NamedTuple
 
 from entrypoint.config import Config, Options, Timing, build_config
 from entrypoint.console import Console

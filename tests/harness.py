@@ -19,8 +19,18 @@ from pathlib import Path
 
 import requests
 
-from bench.procs import (alive, children_of, cmdline, descendants, environment_of, free_ports, pgid_of,
-                         program_under, supervisord_under, wait_for)
+from bench.procs import (
+    alive,
+    children_of,
+    cmdline,
+    descendants,
+    environment_of,
+    free_ports,
+    pgid_of,
+    program_under,
+    supervisord_under,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_DOUBLE = REPO / "tests" / "engine_double.py"

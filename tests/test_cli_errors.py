@@ -19,6 +19,7 @@ import pytest
 
 from bench.procs import free_port, free_ports
 from entrypoint.cli import command
+
 from fakes import MASTER_KEY, model_folder
 
 VENV_BIN = Path(sys.executable).parent

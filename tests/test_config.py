@@ -13,6 +13,7 @@ from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
 from entrypoint.gpus import NodeGpus
 from entrypoint.keys import default_key_name
 from entrypoint.render import engine_command
+
 from fakes import GIB, MASTER_KEY, make_config, model_folder
 
 

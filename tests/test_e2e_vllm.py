@@ -20,10 +20,11 @@ import openai
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from test_security import WRONG_KEY
 
 from bench.procs import alive, descendants, pgid_of, wait_for
+
 from harness import MASTER_KEY, REPO, Entry
-from test_security import WRONG_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +35,7 @@ TCP_LISTEN = "0A"
 
 def demo_entry(tmp) -> Entry:
     import vllm  # noqa: F401  (fails loudly, never skips)
+
     from entrypoint.config import default_engine_cmd
     return Entry(tmp, model="demo", engine_cmd=" ".join(default_engine_cmd()),
                  args=["--cache-dir", str(tmp / "cache")], env={"HF_HUB_OFFLINE": "1"})

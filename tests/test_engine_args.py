@@ -7,8 +7,9 @@ import pytest
 from entrypoint import render
 from entrypoint.demo import model as demo_model
 from entrypoint.gpus import NodeGpus
-from fakes import make_config, model_folder
 from entrypoint.shutdown_plan import shutdown_plan
+
+from fakes import make_config, model_folder
 
 pytestmark = pytest.mark.e2e
 

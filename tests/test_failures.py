@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from bench.procs import alive, descendants, pgid_of, wait_for
+
 from harness import REPO
 
 pytestmark = pytest.mark.integration

@@ -20,6 +20,7 @@ from entrypoint.keys import new_internal_key
 from entrypoint.logs import LogForwarder, LogTail
 from entrypoint.run import announce
 from entrypoint.signals import SignalQueue
+
 from fakes import GIB, MASTER_KEY, make_config, model_folder, quiet_console
 
 KEY_A = "team-a-5d1c9e7b3a8f2c6e4b0d"

@@ -16,6 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procs import wait_for
+
 from harness import MASTER_KEY, Entry
 
 pytestmark = pytest.mark.integration

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from bench.procs import descendants, environment_of, free_ports, wait_for
+
 from harness import start_redis, stop_redis
 
 pytestmark = pytest.mark.integration

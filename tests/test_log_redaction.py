@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from entrypoint.errors import EXIT_ENGINE_FAILED, EXIT_OK
 from bench.procs import wait_for
+from entrypoint.errors import EXIT_ENGINE_FAILED, EXIT_OK
+
 from harness import Entry
 
 pytestmark = pytest.mark.integration

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from entrypoint.logs import LogForwarder, LogTail
+
 from fakes import quiet_console
 
 

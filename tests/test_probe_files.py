@@ -10,6 +10,7 @@ import pytest
 
 from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
 from entrypoint.probe_files import EXPIRED, HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles, write_atomically
+
 from fakes import FakeClock
 
 

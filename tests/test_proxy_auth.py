@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from fakes import FakeClock, FakeStatus
-from entrypoint.keys import KeyLimits, default_key_name
 from entrypoint.inside.proxy_auth import (
     KEYS_FILE_VARIABLE,
     MASTER_HOLDER,
@@ -30,6 +28,9 @@ from entrypoint.inside.proxy_auth import (
     presented_key,
     proxy_authenticator,
 )
+from entrypoint.keys import KeyLimits, default_key_name
+
+from fakes import FakeClock, FakeStatus
 
 MASTER = "sk-master-0123456789"
 KEY_A = "key-alpha-7f3c9e2a"

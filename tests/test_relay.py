@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from bench.procs import wait_for
+
 from harness import MASTER_KEY, Entry
 
 pytestmark = pytest.mark.integration

@@ -19,10 +19,11 @@ from supervisor.options import ServerOptions
 from entrypoint import render
 from entrypoint.config import Config, Timing
 from entrypoint.gpus import NodeGpus
-from entrypoint.shutdown_plan import shutdown_plan
 from entrypoint.keys import Secret
 from entrypoint.limiter_store import check_redis_url
 from entrypoint.parallel import ParallelPlan
+from entrypoint.shutdown_plan import shutdown_plan
+
 from fakes import MASTER_KEY, make_config, model_folder
 
 PYTHON = "/opt/venv/bin/python"

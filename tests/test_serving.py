@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from bench.procs import wait_for
+
 from harness import MASTER_KEY
 
 pytestmark = pytest.mark.integration

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from bench.procs import free_port, wait_for
+
 from harness import Entry, start_redis, stop_redis
 
 pytestmark = pytest.mark.integration
