@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -75,6 +76,33 @@ def real_engine_section(run: report.Run, name: str, action):
     return section(run, name, action)
 
 
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One benchmark of the run."""
+
+    heading: str            # said as it begins
+    name: str               # in the report's errors and timings
+    fills: str              # the field of report.Run it fills
+    measure: Callable[[], object]
+    real_engine: bool = False   # needs vLLM; runs only when the settings give it rounds (full runs)
+
+
+def steps(runs: runner.Runs, settings: Settings) -> list[Step]:
+    """Every benchmark, in the order they run."""
+    return [
+        Step("1/4 time to ready", "time to ready", "startup",
+             lambda: startup.measure(runs, settings.engine_delay, settings.startup_rounds, say)),
+        Step("1/4 time to ready, real engine", "time to ready, real engine", "real_startup",
+             lambda: startup_real.measure(runs, settings.real_engine_rounds, say), real_engine=True),
+        Step("2/4 request overhead", "request overhead", "overhead", lambda: overhead.measure(runs, settings, say)),
+        Step("2/4 the real engine under vLLM's benchmark client", "vLLM's benchmark client", "vllm_client",
+             lambda: vllm_client.measure(runs, settings.vllm_client_rounds, say), real_engine=True),
+        Step("3/4 reaction times", "reaction times", "reaction", lambda: reaction.measure(runs, settings, say)),
+        Step("4/4 footprint: probe scripts", "probe scripts", "probes",
+             lambda: footprint.probe_times(settings.probe_runs, settings.python_runs)),
+    ]
+
+
 class Interrupted(Exception):
     """The run must end now (its wall-clock limit, or SIGTERM); not caught by any section."""
 
@@ -100,24 +128,12 @@ def main(argv: list[str]) -> int:
     signal.alarm(WALL_LIMIT[settings.quick])
     say(f"benchmarks ({'quick' if settings.quick else 'full'}), work folder {work}")
     try:
-        say("1/4 time to ready")
-        run.startup = section(run, "time to ready",
-                              lambda: startup.measure(runs, settings.engine_delay, settings.startup_rounds, say))
-        if settings.real_engine_rounds:
-            say("1/4 time to ready, real engine")
-            run.real_startup = real_engine_section(run, "time to ready, real engine",
-                                                   lambda: startup_real.measure(runs, settings.real_engine_rounds, say))
-        say("2/4 request overhead")
-        run.overhead = section(run, "request overhead", lambda: overhead.measure(runs, settings, say))
-        if settings.real_engine_rounds:
-            say("2/4 the real engine under vLLM's benchmark client")
-            run.vllm_client = real_engine_section(run, "vLLM's benchmark client",
-                                                  lambda: vllm_client.measure(runs, settings.vllm_client_rounds, say))
-        say("3/4 reaction times")
-        run.reaction = section(run, "reaction times", lambda: reaction.measure(runs, settings, say))
-        say("4/4 footprint: probe scripts")
-        run.probes = section(run, "probe scripts",
-                             lambda: footprint.probe_times(settings.probe_runs, settings.python_runs))
+        for step in steps(runs, settings):
+            if step.real_engine and not settings.real_engine_rounds:
+                continue
+            say(step.heading)
+            run_it = real_engine_section if step.real_engine else section
+            setattr(run, step.fills, run_it(run, step.name, step.measure))
     except Interrupted as error:
         run.errors.append(str(error))
         say(str(error))

@@ -34,7 +34,7 @@ LIMITED_KEY_FIELDS = "name=bench rpm=1000000000 tpm=1000000000000 max_parallel=1
 
 
 @dataclass
-class CostCell:
+class CostCell(load.Errors):
     """One side, one value per round."""
 
     proxy_ms_per_request: list[float] = field(default_factory=list)
@@ -87,8 +87,8 @@ def one_round(side: Side, settings: Settings, cell: CostCell) -> str:
     cell.requests += requests
     cell.streams += streams
     cell.chunks += chunks
-    cell.errors += plain.errors + streamed.errors
-    cell.error_sample = cell.error_sample or plain.error_sample or streamed.error_sample
+    cell.add_errors_of(plain)
+    cell.add_errors_of(streamed)
     return (f"{requests} requests, proxy {per_request['proxy']:.2f} ms/request; {chunks} chunks, "
             f"proxy {per_chunk['proxy'] * 1000:.1f} µs/chunk")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 try:
@@ -31,8 +32,29 @@ class HttpError(Exception):
     pass
 
 
+# What makes a request fail (the client then opens a new connection).
+FAILURES = (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, HttpError, ValueError)
+BACK_OFF = 0.05   # seconds after a failure: a refusing server must not become a busy loop
+
+
+class Errors:
+    """Failed requests counted, and what the first one said: for the results'
+    dataclasses, which declare `errors` and `error_sample` as fields."""
+
+    errors: int
+    error_sample: str
+
+    def count_error(self, detail: str) -> None:
+        self.errors += 1
+        self.error_sample = self.error_sample or detail
+
+    def add_errors_of(self, other: "Errors") -> None:
+        self.errors += other.errors
+        self.error_sample = self.error_sample or other.error_sample
+
+
 @dataclass
-class LoadResult:
+class LoadResult(Errors):
     concurrency: int
     duration: float                                   # measured window, seconds
     latencies: list[float] = field(default_factory=list)  # seconds, requests finished in the window
@@ -45,7 +67,7 @@ class LoadResult:
 
 
 @dataclass
-class StreamResult:
+class StreamResult(Errors):
     concurrency: int
     duration: float
     ttft: list[float] = field(default_factory=list)   # seconds to the first content token
@@ -126,40 +148,56 @@ async def _one_request(conn: Connection, head: bytes, payload: bytes) -> tuple[i
     return status, data
 
 
-async def _load(port: int, key: str, body: dict, concurrency: int, warmup: float, duration: float) -> LoadResult:
-    head, payload = request_bytes(port, key, body)
-    start = time.perf_counter()
-    window_start, window_end = start + warmup, start + warmup + duration
-    result = LoadResult(concurrency, duration)
+def _window(warmup: float, duration: float) -> tuple[float, float]:
+    """When the measured window begins and ends, on time.perf_counter()."""
+    start = time.perf_counter() + warmup
+    return start, start + duration
 
-    async def client() -> None:
+
+def _failure(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+async def _clients(port: int, concurrency: int, client: Callable[[Connection], Awaitable[None]]) -> None:
+    """`concurrency` clients at once, each on a keep-alive connection of its own."""
+    async def one() -> None:
         conn = Connection(port)
         try:
-            while True:
-                sent = time.perf_counter()
-                if sent >= window_end:
-                    return
-                try:
-                    status, data = await asyncio.wait_for(_one_request(conn, head, payload), REQUEST_TIMEOUT)
-                    ok = status == 200
-                    if not ok:
-                        detail = f"HTTP {status}: {data[:200]!r}"
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, HttpError, ValueError) as error:
-                    conn.close()
-                    ok, detail = False, f"{type(error).__name__}: {error}"
-                done = time.perf_counter()
-                if sent >= window_start and done <= window_end:
-                    if ok:
-                        result.latencies.append(done - sent)
-                    else:
-                        result.errors += 1
-                        result.error_sample = result.error_sample or detail
-                if not ok:
-                    await asyncio.sleep(0.05)  # a refusing server must not become a busy loop
+            await client(conn)
         finally:
             conn.close()
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.gather(*(one() for _ in range(concurrency)))
+
+
+async def _load(port: int, key: str, body: dict, concurrency: int, warmup: float, duration: float) -> LoadResult:
+    head, payload = request_bytes(port, key, body)
+    window_start, window_end = _window(warmup, duration)
+    result = LoadResult(concurrency, duration)
+
+    async def client(conn: Connection) -> None:
+        while True:
+            sent = time.perf_counter()
+            if sent >= window_end:
+                return
+            try:
+                status, data = await asyncio.wait_for(_one_request(conn, head, payload), REQUEST_TIMEOUT)
+                ok = status == 200
+                if not ok:
+                    detail = f"HTTP {status}: {data[:200]!r}"
+            except FAILURES as error:
+                conn.close()
+                ok, detail = False, _failure(error)
+            done = time.perf_counter()
+            if sent >= window_start and done <= window_end:
+                if ok:
+                    result.latencies.append(done - sent)
+                else:
+                    result.count_error(detail)
+            if not ok:
+                await asyncio.sleep(BACK_OFF)
+
+    await _clients(port, concurrency, client)
     return result
 
 
@@ -208,31 +246,25 @@ async def _one_stream(conn: Connection, head: bytes, payload: bytes) -> tuple[li
 
 async def _streams(port: int, key: str, body: dict, concurrency: int, warmup: float, duration: float) -> StreamResult:
     head, payload = request_bytes(port, key, {**body, "stream": True})
-    start = time.perf_counter()
-    window_start, window_end = start + warmup, start + warmup + duration
+    window_start, window_end = _window(warmup, duration)
     result = StreamResult(concurrency, duration)
 
-    async def client() -> None:
-        conn = Connection(port)
-        try:
-            while time.perf_counter() < window_end:
-                try:
-                    arrivals, sent = await asyncio.wait_for(_one_stream(conn, head, payload), REQUEST_TIMEOUT)
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, HttpError, ValueError) as error:
-                    conn.close()
-                    if time.perf_counter() >= window_start:
-                        result.errors += 1
-                        result.error_sample = result.error_sample or f"{type(error).__name__}: {error}"
-                    await asyncio.sleep(0.05)
-                    continue
-                if sent >= window_start and arrivals:
-                    result.ttft.append(arrivals[0] - sent)
-                    result.itl.extend(b - a for a, b in zip(arrivals, arrivals[1:]))
-                    result.tokens_per_stream.append(len(arrivals))
-        finally:
-            conn.close()
+    async def client(conn: Connection) -> None:
+        while time.perf_counter() < window_end:
+            try:
+                arrivals, sent = await asyncio.wait_for(_one_stream(conn, head, payload), REQUEST_TIMEOUT)
+            except FAILURES as error:
+                conn.close()
+                if time.perf_counter() >= window_start:
+                    result.count_error(_failure(error))
+                await asyncio.sleep(BACK_OFF)
+                continue
+            if sent >= window_start and arrivals:
+                result.ttft.append(arrivals[0] - sent)
+                result.itl.extend(b - a for a, b in zip(arrivals, arrivals[1:]))
+                result.tokens_per_stream.append(len(arrivals))
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await _clients(port, concurrency, client)
     return result
 
 

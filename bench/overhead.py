@@ -40,7 +40,7 @@ class Target:
 
 
 @dataclass
-class Cell:
+class Cell(load.Errors):
     """One side at one concurrency, one value per round."""
 
     rps: list[float] = field(default_factory=list)
@@ -53,7 +53,7 @@ class Cell:
 
 
 @dataclass
-class StreamCell:
+class StreamCell(load.Errors):
     ttft_p50_ms: list[float] = field(default_factory=list)
     ttft_p99_ms: list[float] = field(default_factory=list)
     itl_p50_ms: list[float] = field(default_factory=list)
@@ -110,8 +110,7 @@ def compare(sides: list[Target], concurrencies, settings: Settings, say, experim
             cell.p50_ms.append(median(result.latencies) * 1000)
             cell.p99_ms.append(percentile(result.latencies, 99) * 1000)
             cell.requests += len(result.latencies)
-            cell.errors += result.errors
-            cell.error_sample = cell.error_sample or result.error_sample
+            cell.add_errors_of(result)
             say(f"  {experiment} round {round_number + 1} c={c} {side.label}: {result.rps:.0f} req/s, "
                 f"p50 {cell.p50_ms[-1]:.2f} ms, p99 {cell.p99_ms[-1]:.2f} ms"
                 + (f", {result.errors} errors ({result.error_sample})" if result.errors else ""))
@@ -132,8 +131,7 @@ def compare_streams(sides: list[Target], settings: Settings, say) -> dict[str, d
             cell.itl_p99_ms.append(percentile(result.itl, 99) * 1000)
             cell.streams += len(result.ttft)
             cell.tokens += sum(result.tokens_per_stream)
-            cell.errors += result.errors
-            cell.error_sample = cell.error_sample or result.error_sample
+            cell.add_errors_of(result)
             say(f"  streams round {round_number + 1} c={c} {side.label}: TTFT p50 {cell.ttft_p50_ms[-1]:.2f} ms, "
                 f"ITL p50 {cell.itl_p50_ms[-1]:.3f} ms p99 {cell.itl_p99_ms[-1]:.2f} ms")
     return cells

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class Settings:
 
     @classmethod
     def quick_run(cls) -> "Settings":
-        return cls(quick=True, engine_delay=2.0, startup_rounds=1, real_engine_rounds=0, vllm_client_rounds=0,
-                   load_duration=1.0, load_warmup=0.3, load_rounds=1,
-                   concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
-                   profile_duration=2.0, reaction_repeats=1, default_hang=False,
-                   idle_window=3.0, probe_runs=50, python_runs=20)
+        """The full run's cells (the same concurrencies), each measured shorter and once."""
+        return replace(cls.full(), quick=True, engine_delay=2.0, startup_rounds=1, real_engine_rounds=0,
+                       vllm_client_rounds=0, load_duration=1.0, load_warmup=0.3, load_rounds=1,
+                       profile_duration=2.0, reaction_repeats=1, default_hang=False,
+                       idle_window=3.0, probe_runs=50, python_runs=20)
