@@ -10,8 +10,17 @@ import time
 import requests
 
 from . import procs
-from .runner import (BASELINE_SCRIPT, ENGINE_DOUBLE, MODEL_NAME, PYTHON, REPO, Runs, base_env,
-                     make_model_dir, new_master_key)
+from .runner import (
+    BASELINE_SCRIPT,
+    ENGINE_DOUBLE,
+    MODEL_NAME,
+    PYTHON,
+    REPO,
+    Runs,
+    base_env,
+    make_model_dir,
+    new_master_key,
+)
 
 
 class Engine:
@@ -30,7 +39,7 @@ class Engine:
         self.process: subprocess.Popen | None = None
         self.launched_at = 0.0
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         self.launched_at = time.monotonic()
         self.process = procs.launch(self.argv, self.env, self.dir / "engine.log")
         self.runs.track(self.process, self)
@@ -57,9 +66,9 @@ class Proxy:
     LITELLM_LAUNCHER = ["-c", "from litellm import run_server; run_server()"]
 
     def __init__(self, runs: Runs, engine: Engine, route: str = "relay"):
-        from entrypoint.inside import names
         from entrypoint.config import Options, build_config
         from entrypoint.gpus import NodeGpus
+        from entrypoint.inside import names
         from entrypoint.keys import Secret
         from entrypoint.render import proxy_launch, render_run_files
         from entrypoint.run import child_environment
@@ -85,7 +94,7 @@ class Proxy:
         self.process: subprocess.Popen | None = None
         self.launched_at = 0.0
 
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         self.launched_at = time.monotonic()
         self.process = procs.launch(self.argv, self.env, self.dir / "proxy.log", cwd=self.dir)
         self.runs.track(self.process, self)
@@ -112,7 +121,7 @@ class Baseline:
         self.process: subprocess.Popen | None = None
         self.launched_at = 0.0
 
-    def start(self) -> "Baseline":
+    def start(self) -> Baseline:
         self.launched_at = time.monotonic()
         self.process = procs.launch(["sh", str(BASELINE_SCRIPT)], self.env, self.dir / "baseline.log")
         self.runs.track(self.process, self)

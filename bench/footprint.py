@@ -28,7 +28,7 @@ class Window:
     def cpu_percent(self) -> float:
         return 100.0 * self.cpu_s / self.seconds if self.seconds else float("nan")
 
-    def add(self, other: "Window") -> None:
+    def add(self, other: Window) -> None:
         self.seconds += other.seconds
         self.cpu_s += other.cpu_s
         self.rss_mb = max(self.rss_mb, other.rss_mb)
@@ -43,7 +43,7 @@ class Meter:
         self._start: dict[str, procs.Usage] = {}
         self._t0 = 0.0
 
-    def start(self) -> "Meter":
+    def start(self) -> Meter:
         self._t0 = time.monotonic()
         self._start = {name: procs.usage_of_all(pids()) for name, pids in self.groups.items()}
         return self

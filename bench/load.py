@@ -48,7 +48,7 @@ class Errors:
         self.errors += 1
         self.error_sample = self.error_sample or detail
 
-    def add_errors_of(self, other: "Errors") -> None:
+    def add_errors_of(self, other: Errors) -> None:
         self.errors += other.errors
         self.error_sample = self.error_sample or other.error_sample
 
@@ -261,7 +261,7 @@ async def _streams(port: int, key: str, body: dict, concurrency: int, warmup: fl
                 continue
             if sent >= window_start and arrivals:
                 result.ttft.append(arrivals[0] - sent)
-                result.itl.extend(b - a for a, b in zip(arrivals, arrivals[1:]))
+                result.itl.extend(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
                 result.tokens_per_stream.append(len(arrivals))
 
     await _clients(port, concurrency, client)

@@ -16,7 +16,7 @@ def s(values, digits: int = 1, unit: str = "", scale: float = 1.0) -> str:
 
 
 def per_round(a: list[float], b: list[float], op) -> list[float]:
-    return [op(x, y) for x, y in zip(a, b)]
+    return [op(x, y) for x, y in zip(a, b, strict=False)]
 
 
 def verdict(ok: bool | None, by: str = "") -> str:

@@ -172,7 +172,7 @@ def start_proxies(runs: runner.Runs, engine, say) -> dict[str, alone.Proxy]:
     gunicorn mode serves its app object, past the relay: no longer compared.)"""
     proxies = {ROUTE_NAMES[route]: alone.Proxy(runs, engine, route=route).start() for route in alone.Proxy.ROUTES}
     for proxy in proxies.values():
-        procs.wait_for(lambda: runner.chat_ok(proxy.port, proxy.master_key) or procs.exited(proxy.process),
+        procs.wait_for(lambda proxy=proxy: runner.chat_ok(proxy.port, proxy.master_key) or procs.exited(proxy.process),
                        runner.START_DEADLINE, "the proxy alone", poll=0.2)
         if procs.exited(proxy.process):
             raise RuntimeError(f"the proxy alone exited: see {proxy.dir / 'proxy.log'}")

@@ -14,9 +14,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -189,7 +189,7 @@ class Usage:
     pss_mb: float
     count: int
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(self.cpu_s + other.cpu_s, self.rss_mb + other.rss_mb,
                      self.pss_mb + other.pss_mb, self.count + other.count)
 

@@ -102,7 +102,8 @@ def summarise(collapsed: str, top: int = 12) -> Profile:
             continue
         total += n
         name = thread["name"] if thread else "?"
-        threads["event loop (MainThread)" if name == "MainThread" else "thread pool (" + name.rstrip("0123456789_") + ")"] += n
+        pool = "thread pool (" + name.rstrip("0123456789_") + ")"
+        threads["event loop (MainThread)" if name == "MainThread" else pool] += n
         leaf = FRAME.match(frames[-1])
         leaves[short_frame(frames[-1])] += n
         packages[package_of(leaf["file"])] += n
@@ -131,7 +132,7 @@ class Recording:
         self.process: subprocess.Popen | None = None
         self.log = out.with_suffix(".log")
 
-    def start(self) -> "Recording":
+    def start(self) -> Recording:
         if self.binary is not None:
             # --gil: only the thread holding the GIL, i.e. where the CPU time of
             # Python code goes; -F: one entry per function, not per line.

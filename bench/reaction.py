@@ -59,13 +59,13 @@ class Timings:
     tick: float
 
     @classmethod
-    def defaults(cls) -> "Timings":
+    def defaults(cls) -> Timings:
         from entrypoint.config import Options
         from entrypoint.monitor import TICK
         o = Options(model="-")
         return cls(o.check_interval, o.check_timeout, o.unready_after, o.hang_timeout, o.grace_period, TICK)
 
-    def with_fast(self) -> "Timings":
+    def with_fast(self) -> Timings:
         return Timings(tick=self.tick, **FAST)
 
     def args(self) -> list[str]:
@@ -117,7 +117,7 @@ class Stream:
         self.error = ""
         self._thread = threading.Thread(target=self._run, name="bench-stream", daemon=True)
 
-    def start(self) -> "Stream":
+    def start(self) -> Stream:
         self._thread.start()
         return self
 

@@ -11,8 +11,14 @@ from .markdown import per_round, s, table, verdict
 from .overhead import OverheadResults
 from .reaction import MEASUREMENT_ALLOWANCE, Scenario, over_worst, within_worst
 from .report_lifecycle import footprint_section, reaction_section, real_startup_section, startup_section
-from .report_overhead import (cpu_ms_per_request, load_section, profile_section, route_section, stream_section,
-                              workers_section)
+from .report_overhead import (
+    cpu_ms_per_request,
+    load_section,
+    profile_section,
+    route_section,
+    stream_section,
+    workers_section,
+)
 from .report_request_path import cost_section, request_path_goals, vllm_client_section
 from .settings import Settings
 from .startup import StartupResults
@@ -119,7 +125,8 @@ def header(run: Run) -> str:
         f"- started: {run.started}, took {run.seconds / 60:.1f} min; load average at the end: {run.load_at_end}",
         "- method: every comparison runs its sides in the same run, one after the other, and who goes "
         "first rotates from cell to cell (time to ready: the order reverses every round), so that the "
-        "noise of a shared 2-core machine hits every side; tables give the median over the rounds and, in brackets, the lowest and highest round "
+        "noise of a shared 2-core machine hits every side; tables give the median over the rounds and, in brackets, "
+        "the lowest and highest round "
         "(min–max). Differences and ratios are taken per round, then summarised the same way.",
         "- engine: the engine test double (tests/engine_double.py), so that the numbers are about llm-entry "
         "and LiteLLM, not about a model; the real vLLM CPU engine only in \"time to ready, real engine\". "

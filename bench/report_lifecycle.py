@@ -25,7 +25,7 @@ def startup_section(r: StartupResults) -> str:
     for name in ("supervisord", "engine", "proxy"):
         if r.spawned.get(name):
             rows.append([f"llm-entry: launch → {name} process started", s(r.spawned[name], 2), ""])
-    lower = [max(e, p) for e, p in zip(r.times["engine alone"], r.times["proxy alone"])]
+    lower = [max(e, p) for e, p in zip(r.times["engine alone"], r.times["proxy alone"], strict=False)]
     saved = per_round(r.times["baseline"], r.times["llm-entry"], lambda b, e: b - e)
     text = [
         "## 1. Time to ready\n",

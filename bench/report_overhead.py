@@ -46,7 +46,8 @@ def load_section(o: OverheadResults, settings: Settings) -> str:
 
 def cpu_ms_per_request(cell, group: str) -> list[float]:
     """Per round: CPU seconds per second of `group`, over requests per second, in ms."""
-    return [1000 * cores / rps if rps else float("nan") for cores, rps in zip(cell.cpu_cores.get(group, []), cell.rps)]
+    rounds = zip(cell.cpu_cores.get(group, []), cell.rps, strict=False)
+    return [1000 * cores / rps if rps else float("nan") for cores, rps in rounds]
 
 
 def stream_section(o: OverheadResults) -> str:

@@ -124,7 +124,7 @@ class Entry:
         self._pgids: dict[str, int] = {}
         self._seen: set[procs.Identity] = set()     # every process of the run, while it ran
 
-    def start(self) -> "Entry":
+    def start(self) -> Entry:
         self.launched_at = time.monotonic()
         self.process = procs.launch(self.argv, self.env, self.log, cwd=REPO)
         self.runs.track(self.process, self)

@@ -30,7 +30,7 @@ class Settings:
     python_runs: int
 
     @classmethod
-    def full(cls) -> "Settings":
+    def full(cls) -> Settings:
         return cls(quick=False, engine_delay=5.0, startup_rounds=5, real_engine_rounds=2, vllm_client_rounds=4,
                    load_duration=5.0, load_warmup=0.75, load_rounds=4,
                    concurrencies=(1, 8, 32), stream_concurrencies=(1, 8), worker_concurrencies=(1, 32),
@@ -38,7 +38,7 @@ class Settings:
                    idle_window=20.0, probe_runs=200, python_runs=200)
 
     @classmethod
-    def quick_run(cls) -> "Settings":
+    def quick_run(cls) -> Settings:
         """The full run's cells (the same concurrencies), each measured shorter and once."""
         return replace(cls.full(), quick=True, engine_delay=2.0, startup_rounds=1, real_engine_rounds=0,
                        vllm_client_rounds=0, load_duration=1.0, load_warmup=0.3, load_rounds=1,

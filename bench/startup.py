@@ -32,8 +32,8 @@ class StartupResults:
 
     def overheads(self, side: str) -> list[float]:
         """Per round: side's time minus the later of engine alone and proxy alone."""
-        bound = [max(e, p) for e, p in zip(self.times["engine alone"], self.times["proxy alone"])]
-        return [t - b for t, b in zip(self.times[side], bound)]
+        bound = [max(e, p) for e, p in zip(self.times["engine alone"], self.times["proxy alone"], strict=False)]
+        return [t - b for t, b in zip(self.times[side], bound, strict=False)]
 
 
 def poll_chat(port: int, key: str, launched_at: float, process, timeout: float = runner.START_DEADLINE,

@@ -38,7 +38,7 @@ class RealStartupResults:
 
     def overheads(self, side: str) -> list[float]:
         """Per round: side's time minus the engine alone's."""
-        return [t - e for t, e in zip(self.times[side], self.times["engine alone"])]
+        return [t - e for t, e in zip(self.times[side], self.times["engine alone"], strict=False)]
 
 
 def missing() -> str | None:

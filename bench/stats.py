@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -34,7 +34,7 @@ class Summary:
     runs: int
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> "Summary":
+    def of(cls, values: Iterable[float]) -> Summary:
         data = [v for v in values if not math.isnan(v)]
         if not data:
             return cls(math.nan, math.nan, math.nan, 0)

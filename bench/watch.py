@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 POLL = 0.01
 
@@ -23,7 +23,7 @@ class Watch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-watch", daemon=True)
 
-    def start(self) -> "Watch":
+    def start(self) -> Watch:
         self._thread.start()
         return self
 

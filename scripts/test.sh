@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the tests need into .venv and run every tier: unit,
+# Install everything the tests need into .venv, lint and type-check, and run every tier: unit,
 # integration (real supervisord + real LiteLLM + engine double), end-to-end
 # (real vLLM CPU build on the demo model) and the quick benchmark run.
 # This is the README's test command; CI runs exactly this.
@@ -35,6 +35,11 @@ for module in ("vllm", "litellm", "supervisor", "transformers", "openai", "entry
     importlib.import_module(module)
 print("test dependencies import: ok")
 PY
+
+# Lint (ruff, import order included) and types (mypy on entrypoint/, as
+# pyproject.toml configures them) before any test: a finding fails the run.
+.venv/bin/ruff check .
+.venv/bin/mypy
 
 # pytest exits 5 when it collected no test: set -e turns that into a failure.
 .venv/bin/python -m pytest --strict-markers -p no:cacheprovider -ra "$@"

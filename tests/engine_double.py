@@ -614,7 +614,7 @@ class EngineHandler(BaseHTTPRequestHandler):
             self._stream(completion_chunks(reply, plans, _stream_usage(request, use)))
         else:
             finish = plans[0][1] if plans else "stop"
-            texts = [a if f == "stop" else cut_text(a, max_tokens) for a, (_, f) in zip(answers, plans)]
+            texts = [a if f == "stop" else cut_text(a, max_tokens) for a, (_, f) in zip(answers, plans, strict=False)]
             self._json(200, self._echoed(completion_response(reply, texts, finish, use), body))
 
     def _embeddings(self, body: bytes) -> None:

@@ -74,7 +74,7 @@ class Entry:
         self.seen: set[int] = set()
 
     # -- running --------------------------------------------------------------
-    def start(self) -> "Entry":
+    def start(self) -> Entry:
         self.process = subprocess.Popen(
             [*self.wrapper, sys.executable, "-m", "entrypoint.cli", *self.args], env=self.env,
             stdout=self.out_path.open("wb"), stderr=self.err_path.open("wb"),
@@ -88,7 +88,7 @@ class Entry:
         assert self.process is not None
         pid = self.process.pid
         for _ in self.wrapper[:1]:
-            children = wait_for(lambda: children_of(pid), 10, "llm-entry under its wrapper")
+            children = wait_for(lambda pid=pid: children_of(pid), 10, "llm-entry under its wrapper")
             pid = children[0]
         return pid
 
@@ -142,7 +142,7 @@ class Entry:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"llm-entry did not exit within {timeout:g} s\n{self.output()}")
+            raise AssertionError(f"llm-entry did not exit within {timeout:g} s\n{self.output()}") from None
 
     def stop(self, timeout: float = 60.0) -> int:
         self.send(signal.SIGTERM)
@@ -155,7 +155,7 @@ class Entry:
         if self.process is not None and self.process.poll() is None:
             pids.add(self.pid)
         for pid in pids:
-            for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            for kill in (lambda pid=pid: os.killpg(pid, signal.SIGKILL), lambda pid=pid: os.kill(pid, signal.SIGKILL)):
                 try:
                     kill()
                 except (ProcessLookupError, PermissionError):

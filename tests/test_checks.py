@@ -11,6 +11,7 @@ import requests
 
 from entrypoint.checks import Checker, describe_failure, proxy_check
 from entrypoint.keys import Secret
+
 from fakes import FakeClock
 
 TIMEOUT = 3.0

@@ -88,7 +88,8 @@ def test_no_model_is_refused(env: dict[str, str], probe_dir: Path) -> None:
 
 def test_a_missing_model_folder_is_refused(env: dict[str, str], tmp_path: Path, probe_dir: Path) -> None:
     result = run(["--model", str(tmp_path / "absent"), "--master-key", MASTER_KEY, "--probe-dir", str(probe_dir)], env)
-    assert assert_refused(result, probe_dir).startswith(f"llm-entry: model directory {tmp_path / 'absent'} does not exist")
+    refusal = assert_refused(result, probe_dir)
+    assert refusal.startswith(f"llm-entry: model directory {tmp_path / 'absent'} does not exist")
 
 
 def test_a_mistyped_relative_model_path_is_refused_not_taken_for_a_hub_id(env: dict[str, str], tmp_path: Path,
@@ -280,5 +281,6 @@ def test_dry_run_honours_cuda_visible_devices(env: dict[str, str], model_dir: Pa
     result = run(["--model", str(model_dir), "--master-key", MASTER_KEY, "--dry-run"],
                  {**env, "CUDA_VISIBLE_DEVICES": "0,1"})
     assert result.returncode == 0, result.stderr
-    assert "# GPUs: 2 of the node's 6 visible (CUDA_VISIBLE_DEVICES='0,1'; the node's count via nvidia-smi)" in result.stdout
+    assert ("# GPUs: 2 of the node's 6 visible (CUDA_VISIBLE_DEVICES='0,1'; the node's count via nvidia-smi)"
+            in result.stdout)
     assert "--tensor-parallel-size 2" in result.stdout

@@ -707,8 +707,8 @@ def connection_error(cause: OSError) -> Exception:
     try:
         try:
             raise cause
-        except OSError:
-            raise redis.exceptions.ConnectionError("Error connecting.")
+        except OSError as error:
+            raise redis.exceptions.ConnectionError("Error connecting.") from error
     except redis.exceptions.ConnectionError as error:
         return error
 

@@ -290,15 +290,18 @@ ODD_REQUESTS = {
     "completion: a body that also carries messages": (
         "/v1/completions", b'{"model": "demo", "prompt": "hi", "messages": [{"role": "user", "content": "x"}], '
                            b'"max_tokens": 2}'),
-    "completion: a prompt of token ids": ("/v1/completions", b'{"model": "demo", "prompt": [1, 2, 3], "max_tokens": 2}'),
+    "completion: a prompt of token ids": (
+        "/v1/completions", b'{"model": "demo", "prompt": [1, 2, 3], "max_tokens": 2}'),
     "completion: a batch of token-id prompts": (
         "/v1/completions", b'{"model": "demo", "prompt": [[1, 2], [3, 4, 5]], "max_tokens": 2}'),
     "chat: not JSON": ("/v1/chat/completions", b"{not json"),
     "chat: an empty body": ("/v1/chat/completions", b""),
-    "chat: an unknown model": ("/v1/chat/completions", b'{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}'),
+    "chat: an unknown model": (
+        "/v1/chat/completions", b'{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}'),
     "chat: no messages": ("/v1/chat/completions", b'{"model": "demo"}'),
     "chat: a temperature that is a word": (
-        "/v1/chat/completions", b'{"model": "demo", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}'),
+        "/v1/chat/completions",
+        b'{"model": "demo", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}'),
     "chat: a negative max_tokens": (
         "/v1/chat/completions", b'{"model": "demo", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}'),
     "completion: no prompt": ("/v1/completions", b'{"model": "demo", "max_tokens": 2}'),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import openai
 import pytest
+import requests
 
 from bench.procs import free_port
-import requests
 
 DOUBLE = Path(__file__).with_name("engine_double.py")
 DEADLINE_S = 10.0

@@ -274,7 +274,8 @@ def _stream_in_background(entry, results):
         try:
             response = entry.chat("drain me", stream=True)
             results["status"] = response.status_code
-            results["lines"] = [l for l in response.iter_lines(decode_unicode=True) if l.startswith("data: ")]
+            results["lines"] = [line for line in response.iter_lines(decode_unicode=True)
+                                if line.startswith("data: ")]
         except requests.RequestException as error:
             results["error"] = repr(error)
     thread = threading.Thread(target=run, daemon=True)

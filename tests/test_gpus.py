@@ -68,7 +68,8 @@ def test_two_listed_gpus_are_visible_when_the_node_has_them(node_count: int, exp
 
 
 @pytest.mark.parametrize("node_count,expected", [(0, 0), (1, 0), (3, 2), (6, 2), (8, 2)])
-def test_order_of_listed_gpus_does_not_matter_but_a_missing_first_index_hides_all(node_count: int, expected: int) -> None:
+def test_order_of_listed_gpus_does_not_matter_but_a_missing_first_index_hides_all(
+        node_count: int, expected: int) -> None:
     # "2,0" on a 1-GPU node: index 2 does not exist, and CUDA stops there.
     assert visible_gpu_count({"CUDA_VISIBLE_DEVICES": "2,0"}, node_count) == expected
 
@@ -145,7 +146,8 @@ def test_a_failing_nvidia_smi_means_no_gpu_with_a_warning(tmp_path: Path, monkey
     assert "assuming no GPU" in node.warning
 
 
-def test_a_failing_nvidia_smi_without_output_reports_its_exit_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_nvidia_smi_without_output_reports_its_exit_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_fake_nvidia_smi(tmp_path / "bin", "exit 9\n")
     only_on_path(monkeypatch, tmp_path / "bin")
     node = query_node_gpus()
@@ -153,7 +155,8 @@ def test_a_failing_nvidia_smi_without_output_reports_its_exit_status(tmp_path: P
     assert "exit status 9" in node.warning
 
 
-def test_an_nvidia_smi_that_cannot_start_means_no_gpu_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_nvidia_smi_that_cannot_start_means_no_gpu_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tool = tmp_path / "bin" / "nvidia-smi"
     tool.parent.mkdir()
     tool.write_text("#!/nonexistent/interpreter\n")

@@ -68,7 +68,8 @@ def run_dir(tmp_path: Path) -> Path:
     ('{"Authorization": "Bearer abc.def", "api-key": "zzz"}', '{"Authorization": "Bearer ***", "api-key": "***"}'),
     ("x-api-key: wrong-key-123", "x-api-key: ***"),
     ("API-KEY: wrong-key-123 rest", "API-KEY: *** rest"),
-    ("[(b'host', b'proxy'), (b'authorization', b'Bearer sk-zz')]", "[(b'host', b'proxy'), (b'authorization', b'Bearer ***')]"),
+    ("[(b'host', b'proxy'), (b'authorization', b'Bearer sk-zz')]",
+     "[(b'host', b'proxy'), (b'authorization', b'Bearer ***')]"),
     ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***"),
 ])
 def test_key_header_values_are_masked_in_any_line(line: str, shown: str) -> None:

@@ -92,7 +92,7 @@ def test_tpm_counts_streams_that_did_not_ask_for_usage_and_their_client_sees_non
     streams = []
     for _ in range(4):
         stream = ask(limited, "team-s", stream=True)
-        stream.content            # read to its end before the next request, as a client in a loop does
+        _ = stream.content        # read to its end before the next request, as a client in a loop does
         streams.append(stream)
     assert [s.status_code for s in streams] == [200, 200, 200, 429]
     text = streams[0].text

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from fakes import FakeStatus
 from entrypoint.errors import EntryError
 from entrypoint.keys import (
     KeyEntry,
@@ -22,6 +21,8 @@ from entrypoint.keys import (
     default_key_name,
     screen_keys,
 )
+
+from fakes import FakeStatus
 
 KEY_A = "team-a-5d1c9e7b3a8f2c6e4b0d"
 KEY_B = "team-b-8e2f6a0c4d9b1e7a3c5f"

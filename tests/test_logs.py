@@ -22,12 +22,15 @@ def printed(out: io.StringIO) -> list[str]:
 def test_lines_written_just_before_a_rotation_are_not_lost(tmp_path: Path) -> None:
     log = tmp_path / "engine.log"
     writer = log.open("w")
-    writer.write("one\n"); writer.flush()
+    writer.write("one\n")
+    writer.flush()
     forwarder, out = forwarder_for(log)
     forwarder.pump()
-    writer.write("two\n"); writer.flush()          # written, not yet read...
+    writer.write("two\n")                         # written, not yet read...
+    writer.flush()
     os.rename(log, tmp_path / "engine.log.1")      # ...when supervisord rotates
-    writer.write("three\n"); writer.close()        # its last write to the old file
+    writer.write("three\n")                       # its last write to the old file
+    writer.close()
     log.write_text("four\n")
     forwarder.pump()
     assert printed(out) == ["one", "two", "three", "four"]

@@ -16,12 +16,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from bench.procs import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procs import free_port
 from entrypoint.inside import metrics_page as page_module
-from entrypoint.inside.metrics_page import (ENGINE_UP, engine_metrics_text, metrics_page, own_metrics_text,
-                                     proxy_metrics_text)
+from entrypoint.inside.metrics_page import (
+    ENGINE_UP,
+    engine_metrics_text,
+    metrics_page,
+    own_metrics_text,
+    proxy_metrics_text,
+)
 from entrypoint.own_metrics import OwnMetrics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,7 +92,7 @@ def test_vllm_families_keep_their_names_and_every_other_family_gets_the_engine_p
     assert [f.name if f.name.startswith("vllm:") else "engine_" + f.name for f in before] == [f.name for f in after]
     assert any(f.name.startswith("engine_process_") for f in after)
     assert any(f.name.startswith("engine_python_gc_") for f in after)
-    for old, new in zip(before, after):
+    for old, new in zip(before, after, strict=False):
         prefix = "" if old.name.startswith("vllm:") else "engine_"
         assert (old.type, old.documentation) == (new.type, new.documentation)
         assert [(prefix + s.name, s.labels, s.value) for s in old.samples] == \

@@ -9,17 +9,32 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.errors import (EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_PROXY_FAILED,
-                               EXIT_SUPERVISOR_FAILED)
 from entrypoint.board import ProgramBoard
+from entrypoint.errors import (
+    EXIT_ENGINE_FAILED,
+    EXIT_HUNG,
+    EXIT_INTERNAL_ERROR,
+    EXIT_OK,
+    EXIT_PROXY_FAILED,
+    EXIT_SUPERVISOR_FAILED,
+)
 from entrypoint.host import Host
 from entrypoint.monitor import TICK, Monitor
-from entrypoint.readiness import Readiness, ready_line
-from entrypoint.restarts import Exits
 from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles
-from entrypoint.restarts import RESTART_KILL_WAIT
-from fakes import (FakeClock, FakeConfig, FakeForwarder, FakeProcesses, FakeReaper, FakeSignals,
-                   FakeSupervisor, FakeTail, quiet_console)
+from entrypoint.readiness import Readiness, ready_line
+from entrypoint.restarts import RESTART_KILL_WAIT, Exits
+
+from fakes import (
+    FakeClock,
+    FakeConfig,
+    FakeForwarder,
+    FakeProcesses,
+    FakeReaper,
+    FakeSignals,
+    FakeSupervisor,
+    FakeTail,
+    quiet_console,
+)
 
 ENGINE, PROXY, LIMITER = 200, 300, 400
 TTL = 15.0
@@ -27,8 +42,11 @@ PIDS = {"engine": ENGINE, "proxy": PROXY, "limiter": LIMITER}
 WITH_LIMITER = ("engine", "proxy", "limiter")
 
 
+DEFAULT_CONFIG = FakeConfig()
+
+
 class World:
-    def __init__(self, tmp_path: Path, config: FakeConfig = FakeConfig(), signal_at: tuple[float, ...] = (),
+    def __init__(self, tmp_path: Path, config: FakeConfig = DEFAULT_CONFIG, signal_at: tuple[float, ...] = (),
                  programs: tuple[str, ...] = ("engine", "proxy")):
         self.clock = FakeClock(1000.0)
         self.processes = FakeProcesses(self.clock)

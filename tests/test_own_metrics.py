@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import FakeClock
 from prometheus_client.parser import text_string_to_metric_families
 
 from entrypoint.own_metrics import CHECK_BUCKETS, WRITE_EVERY, OwnMetrics
+
+from fakes import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = ("engine", "proxy")

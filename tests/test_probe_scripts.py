@@ -96,7 +96,7 @@ STATES = {
 def test_each_probe_exits_as_the_state_demands(tmp_path: Path, state: str, shell: str, via: str) -> None:
     files, expected = STATES[state]
     folder = make_probe_dir(tmp_path / "probe dir", *files())
-    assert exit_codes(folder, shell, via) == dict(zip(PROBE_NAMES, expected))
+    assert exit_codes(folder, shell, via) == dict(zip(PROBE_NAMES, expected, strict=False))
 
 
 def test_the_argument_wins_over_the_variable(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_the_probes_read_what_probe_files_show(tmp_path: Path, state: tuple, exp
     files.prepare()
     assert exit_codes(files.dir) == {"readiness": 1, "liveness": 1, "startup": 1}
     files.show(*state)
-    assert exit_codes(files.dir) == dict(zip(PROBE_NAMES, expected))
+    assert exit_codes(files.dir) == dict(zip(PROBE_NAMES, expected, strict=False))
 
 
 def test_after_llm_entry_expired_the_heartbeat_every_probe_fails(tmp_path: Path) -> None:
@@ -207,7 +207,7 @@ def test_after_llm_entry_expired_the_heartbeat_every_probe_fails(tmp_path: Path)
 def test_a_probe_run_from_its_own_folder_finds_its_helpers(tmp_path: Path) -> None:
     """`sh readiness DIR` inside probes/: $0 has no slash."""
     folder = make_probe_dir(tmp_path / "probe", fresh(), "starting\n")
-    for name, expected in zip(PROBE_NAMES, (1, 0, 1)):
+    for name, expected in zip(PROBE_NAMES, (1, 0, 1), strict=False):
         result = subprocess.run(["sh", name, str(folder)], cwd=PROBES, env=BASE_ENV,
                                 capture_output=True, text=True, timeout=10)
         assert (name, result.returncode) == (name, expected), result.stderr

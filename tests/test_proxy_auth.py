@@ -237,7 +237,8 @@ def test_file_keys_work_again_when_the_file_comes_back(
     assert "readable again" in caplog.text
 
 
-def test_unreadable_file_refuses_file_keys(clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture) -> None:
+def test_unreadable_file_refuses_file_keys(
+        clock: FakeClock, files: FakeFiles, caplog: pytest.LogCaptureFixture) -> None:
     ring = ring_with_edit(clock, files, f"{KEY_A}\n")
     files.unreadable.add(KEYS_FILE)
     clock.advance(1.0)

@@ -9,8 +9,16 @@ import json
 
 from prometheus_client import CollectorRegistry
 
-from entrypoint.inside.proxy_usage import (AnsweredRequest, Meter, Usage, UsageBook, access_line, ask_for_usage,
-                                           requested_model, usage_in_json)
+from entrypoint.inside.proxy_usage import (
+    AnsweredRequest,
+    Meter,
+    Usage,
+    UsageBook,
+    access_line,
+    ask_for_usage,
+    requested_model,
+    usage_in_json,
+)
 
 
 def event(payload: dict) -> bytes:
@@ -89,7 +97,8 @@ def test_a_streamed_request_without_usage_asks_the_engine_for_it() -> None:
     asked = ask_for_usage(b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "h\\u00e9"}]}')
     assert json.loads(asked) == {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hé"}],
                                  "stream_options": {"include_usage": True}}
-    kept = ask_for_usage(b'{"stream": true, "stream_options": {"include_usage": false, "continuous_usage_stats": true}}')
+    kept = ask_for_usage(
+        b'{"stream": true, "stream_options": {"include_usage": false, "continuous_usage_stats": true}}')
     assert json.loads(kept)["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
 
 

@@ -11,13 +11,32 @@ from entrypoint.board import ProgramBoard
 from entrypoint.host import Host
 from entrypoint.outcome import Outcome
 from entrypoint.shutdown import Shutdown
-from entrypoint.shutdown_plan import FULL_SIZE_GRACE, LOG_FLUSH, SHUTDOWN_RPC_TIMEOUT, STARTING_ENGINE_GRACE, shutdown_plan
-from fakes import (FakeClock, FakeConfig, FakeProbes, FakeProcesses, FakeReaper, FakeSignals, FakeSupervisor,
-                   quiet_console, timing)
+from entrypoint.shutdown_plan import (
+    FULL_SIZE_GRACE,
+    LOG_FLUSH,
+    SHUTDOWN_RPC_TIMEOUT,
+    STARTING_ENGINE_GRACE,
+    shutdown_plan,
+)
+
+from fakes import (
+    FakeClock,
+    FakeConfig,
+    FakeProbes,
+    FakeProcesses,
+    FakeReaper,
+    FakeSignals,
+    FakeSupervisor,
+    quiet_console,
+    timing,
+)
 
 ENGINE, PROXY, SUPERVISORD, LEFTOVER = 200, 300, 100, 400
 # The monitor may notice a signal this late: a tick, and a call to a silent supervisord.
 NOTICED_AFTER = 0.2 + 1.0
+
+
+DEFAULT_CONFIG = FakeConfig()
 
 
 class World:
@@ -31,7 +50,7 @@ class World:
         self.console, self.out, _ = quiet_console()
         self.printed: set[str] = set()
 
-    def stop(self, config: FakeConfig = FakeConfig(), proxy=(), engine=(), limiter=(), drain: bool = True,
+    def stop(self, config: FakeConfig = DEFAULT_CONFIG, proxy=(), engine=(), limiter=(), drain: bool = True,
              **outcome) -> None:
         """The shutdown after an outcome (drain: a signal asked for it), with
         the process groups the monitor saw of each program."""
@@ -91,7 +110,7 @@ def test_the_heartbeat_stays_fresh_through_the_longest_shutdown() -> None:
     world.clock.now = NOTICED_AFTER
     world.stop(FakeConfig(), [PROXY], [ENGINE], drain=True, was_ready=True, since=0.0)
     beats = [NOTICED_AFTER, *world.probes.beats, world.clock.now]
-    assert max(later - earlier for earlier, later in zip(beats, beats[1:])) <= 1.0
+    assert max(later - earlier for earlier, later in zip(beats, beats[1:], strict=False)) <= 1.0
 
 
 def test_a_signal_before_the_monitor_saw_any_group_still_stops_the_loading_engine() -> None:

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from last_words_engine import LAST_WORDS
 
 from harness import REPO, Entry
-from last_words_engine import LAST_WORDS
 
 pytestmark = pytest.mark.integration
 
