@@ -67,11 +67,11 @@ class Proxy:
 
     def __init__(self, runs: Runs, engine: Engine, route: str = "relay"):
         from entrypoint.config import Options, build_config
+        from entrypoint.environment import child_environment
         from entrypoint.gpus import NodeGpus
         from entrypoint.inside import names
         from entrypoint.keys import Secret
         from entrypoint.render import proxy_launch, render_run_files
-        from entrypoint.run import child_environment
 
         assert route in self.ROUTES, route
         self.runs = runs

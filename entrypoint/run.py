@@ -16,108 +16,32 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
-from . import limiter_store, ports
+from . import limiter_store
 from .board import ProgramBoard
 from .checks import Check, Checker, engine_check, proxy_check, redis_check
 from .config import Config
 from .console import Console
 from .demo import model as demo_model
+from .environment import child_environment
 from .errors import EXIT_OK, EntryError
 from .host import Host
 from .inside import names
 from .inside.names import ENGINE, LIMITER, PROXY
 from .key_watch import RELOAD_MARKER, KeyWatch
-from .keys import Secret, new_internal_key
+from .keys import new_internal_key
 from .logs import LogForwarder, LogTail
 from .monitor import Monitor
 from .outcome import Outcome
 from .own_metrics import OwnMetrics
+from .preflight import preflight
 from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
 from .readiness import Readiness
 from .render import render_run_files, supervised_programs
 from .restarts import Exits
 from .shutdown import Shutdown
-from .shutdown_plan import shutdown_plan
 from .signals import SignalQueue
 from .supervision import Supervisor
-
-
-def preflight(config: Config) -> None:
-    """Everything that can be wrong with the input, checked before any start."""
-    ports.check_free(config.host, config.port, "--port")
-    ports.check_free("127.0.0.1", config.engine_port, "--engine-port")
-    if not shutil.which(config.engine_cmd[0]):
-        raise EntryError(
-            f"engine command {config.engine_cmd[0]!r} was not found: install vLLM "
-            "(pip install 'llm-entry[gpu]' or scripts/install-cpu-engine.sh) or fix --engine-cmd."
-        )
-    runs_vllm = config.engine_cmd[1:3] == ("-m", "vllm.entrypoints.openai.api_server")
-    if runs_vllm and not _has_module(config.engine_cmd[0], "vllm"):
-        raise EntryError(
-            "vLLM is not installed for " + config.engine_cmd[0] + ": install it with "
-            "pip install 'llm-entry[gpu]' (CUDA) or scripts/install-cpu-engine.sh (CPU), "
-            "or point --engine-cmd at another engine."
-        )
-    if config.limits.private and not shutil.which("redis-server"):
-        raise EntryError(limiter_store.missing_redis_server(config.proxy_workers))
-    if config.redis_url is not None:
-        why = limiter_store.ping(config.redis_url)
-        if why:
-            raise EntryError(limiter_store.unreachable(config.redis_url, why))
-
-
-def _has_module(python: str, module: str) -> bool:
-    if os.path.realpath(shutil.which(python) or python) == os.path.realpath(sys.executable):
-        import importlib.util
-        return importlib.util.find_spec(module) is not None
-    return True  # another interpreter: let the engine's own error speak
-
-
-def child_environment(config: Config, env: Mapping[str, str], internal_key: Secret,
-                      reload_marker: Path | None = None) -> dict[str, str]:
-    """supervisord's environment, which both programs inherit (the engine's
-    command drops the proxy's keys from it)."""
-    child = dict(env)
-    child.pop(names.LITELLM_MASTER_KEY_VARIABLE, None)
-    # It may hold a password; the proxy gets the URL it needs from its launch spec.
-    child.pop(names.REDIS_URL_VARIABLE, None)
-    child.update({
-        names.MASTER_KEY_VARIABLE: config.master_key.reveal(),
-        names.ENGINE_KEY_VARIABLE: internal_key.reveal(),
-        names.ENGINE_API_KEY_VARIABLE: internal_key.reveal(),
-        # No fetches from the internet at start (the cost map): both spellings,
-        # LiteLLM 1.103 reads the second.
-        "LITELLM_OFFLINE_MODE": "true",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "PYTHONUNBUFFERED": "1",
-        # The proxy's own drain must end before ours gives up on it.
-        names.PROXY_DRAIN_VARIABLE: str(int(shutdown_plan(config.timing).proxy_drain)),
-    })
-    # A proxy variable meant for the container's outbound traffic must never
-    # carry the proxy's calls to the engine (prompts and the internal key).
-    exempt = loopback_exempt(env.get("NO_PROXY"), env.get("no_proxy"))
-    child["NO_PROXY"] = child["no_proxy"] = exempt
-    if config.api_keys_file is not None:
-        # absolute(), not resolve(): a Kubernetes Secret volume swaps a symlink
-        # on update, and the proxy must follow the name, not today's target.
-        child[names.API_KEYS_FILE_VARIABLE] = str(config.api_keys_file.absolute())
-        if reload_marker is not None:
-            child[names.KEYS_RELOAD_MARKER_VARIABLE] = str(reload_marker)
-    return child
-
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def loopback_exempt(*no_proxy: str | None) -> str:
-    """The NO_PROXY list given (both spellings merged), plus loopback."""
-    hosts: list[str] = []
-    for value in no_proxy:
-        for host in (value or "").split(","):
-            if host.strip() and host.strip() not in hosts:
-                hosts.append(host.strip())
-    return ",".join(hosts + [host for host in LOOPBACK_HOSTS if host not in hosts])
 
 
 def write_private(folder: Path, name: str, content: str) -> None:

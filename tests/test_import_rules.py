@@ -63,7 +63,7 @@ def test_the_modules_litellm_loads_while_it_starts_import_it_only_lazily(module)
 # never act, so they never import the modules that do (entrypoint/README map).
 PACKAGE = REPO / "entrypoint"
 PLANNING = {"config", "engine_options", "gpus", "parallel", "workers", "ports", "keys", "limiter_store",
-            "render", "shutdown_plan"}
+            "render", "shutdown_plan", "environment"}
 PLANNING_MAY_USE = {"errors", "inside.names", "inside.engine_guard", "demo.model", "demo.recipe"}
 
 

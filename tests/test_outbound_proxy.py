@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from entrypoint.run import loopback_exempt
+from entrypoint.environment import loopback_exempt
 
 from harness import Entry
 

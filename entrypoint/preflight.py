@@ -1,0 +1,44 @@
+"""Everything that can be wrong with the input and the machine, checked
+before the first process starts: ports, the engine command, redis-server,
+the Redis named by --redis-url."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from . import limiter_store, ports
+from .config import Config
+from .errors import EntryError
+
+
+def preflight(config: Config) -> None:
+    """Everything that can be wrong with the input, checked before any start."""
+    ports.check_free(config.host, config.port, "--port")
+    ports.check_free("127.0.0.1", config.engine_port, "--engine-port")
+    if not shutil.which(config.engine_cmd[0]):
+        raise EntryError(
+            f"engine command {config.engine_cmd[0]!r} was not found: install vLLM "
+            "(pip install 'llm-entry[gpu]' or scripts/install-cpu-engine.sh) or fix --engine-cmd."
+        )
+    runs_vllm = config.engine_cmd[1:3] == ("-m", "vllm.entrypoints.openai.api_server")
+    if runs_vllm and not _has_module(config.engine_cmd[0], "vllm"):
+        raise EntryError(
+            "vLLM is not installed for " + config.engine_cmd[0] + ": install it with "
+            "pip install 'llm-entry[gpu]' (CUDA) or scripts/install-cpu-engine.sh (CPU), "
+            "or point --engine-cmd at another engine."
+        )
+    if config.limits.private and not shutil.which("redis-server"):
+        raise EntryError(limiter_store.missing_redis_server(config.proxy_workers))
+    if config.redis_url is not None:
+        why = limiter_store.ping(config.redis_url)
+        if why:
+            raise EntryError(limiter_store.unreachable(config.redis_url, why))
+
+
+def _has_module(python: str, module: str) -> bool:
+    if os.path.realpath(shutil.which(python) or python) == os.path.realpath(sys.executable):
+        import importlib.util
+        return importlib.util.find_spec(module) is not None
+    return True  # another interpreter: let the engine's own error speak
