@@ -24,15 +24,8 @@ from .render import dry_run_text
 PATH = click.Path(path_type=Path)
 
 
-def option(*names, **kwargs):
-    """click.option that shows its LLM_ENTRY_* variable in --help."""
-    kwargs.setdefault("show_envvar", True)
-    return click.option(*names, **kwargs)
-
-SECONDS = click.FLOAT
-
-# Every default is written once, in Options; the options below read it from there.
-# Those without one (--port, --drain-delay, ...) are decided by build_config from
+# Every default is written once, in Options; option() reads it from there.
+# Those whose default is None (--port, --drain-delay, ...) are decided by build_config from
 # the environment or the machine, and their help says how.
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Options) if f.default is not dataclasses.MISSING}
 
@@ -40,6 +33,19 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Options) if f.default
 def default_of(name: str):
     """The default of an option, as Options has it."""
     return _DEFAULTS[name]
+
+
+def option(*names, **kwargs):
+    """click.option that shows its LLM_ENTRY_* variable in --help and takes its
+    default from the Options field of its name (--grace-period: grace_period).
+    A default of None stays unset: build_config decides it, and the help says how."""
+    kwargs.setdefault("show_envvar", True)
+    field_name = names[0].lstrip("-").replace("-", "_")
+    if _DEFAULTS.get(field_name) is not None and not kwargs.get("is_flag"):
+        kwargs.setdefault("default", _DEFAULTS[field_name])
+    return click.option(*names, **kwargs)
+
+SECONDS = click.FLOAT
 
 
 class WorkerCount(click.ParamType):
@@ -79,12 +85,12 @@ WORKERS = WorkerCount()
               help="More keys, one a line: KEY [name=NAME] [rpm=N] [tpm=N] [max_parallel=N] "
                    "(# comments allowed); edits apply without a restart.")
 @option("--served-model-name", help="Model name clients ask for.  [default: the model folder's name]")
-@option("--host", default=default_of("host"), help="Address the public proxy listens on.")
+@option("--host", help="Address the public proxy listens on.")
 @option("--port", type=click.INT,
               help="Public port of the proxy.  [default: 8080, or 80 when OPENBAYES_SERVING_PRODUCTION is set]")
-@option("--engine-port", type=click.INT, default=default_of("engine_port"),
+@option("--engine-port", type=click.INT,
               help="Internal engine port, on 127.0.0.1 only.")
-@option("--probe-dir", type=PATH, default=default_of("probe_dir"), help="Folder of the probe files.")
+@option("--probe-dir", type=PATH, help="Folder of the probe files.")
 @option("--tensor-parallel-size", type=click.INT,
               help="GPUs to split the model over.  [default: the largest size the GPUs and heads allow]")
 @option("--max-model-len", type=click.INT, help="Context length passed to vLLM.")
@@ -96,28 +102,28 @@ WORKERS = WorkerCount()
               help="LiteLLM worker processes, or auto: one per usable CPU up to 2 on a GPU node, "
                    "1 when the engine runs on the CPU.")
 @option("--cache-dir", type=PATH, help="Where the demo model is built.  [default: ~/.cache/llm-entry]")
-@option("--startup-timeout", type=SECONDS, default=default_of("startup_timeout"),
+@option("--startup-timeout", type=SECONDS,
               help="Seconds to become ready before giving up.")
-@option("--check-interval", type=SECONDS, default=default_of("check_interval"),
+@option("--check-interval", type=SECONDS,
               help="Seconds between health checks of each process.")
-@option("--check-timeout", type=SECONDS, default=default_of("check_timeout"),
+@option("--check-timeout", type=SECONDS,
               help="Seconds one health check may take.")
-@option("--unready-after", type=click.INT, default=default_of("unready_after"),
+@option("--unready-after", type=click.INT,
               help="Failed checks in a row that make the container not ready.")
-@option("--hang-timeout", type=SECONDS, default=default_of("hang_timeout"),
+@option("--hang-timeout", type=SECONDS,
               help="Seconds without a passing check, once ready, before the container is declared not healthy.")
-@option("--heartbeat-ttl", type=SECONDS, default=default_of("heartbeat_ttl"),
+@option("--heartbeat-ttl", type=SECONDS,
               help="Seconds the probe scripts trust the probe files without a new heartbeat.")
-@option("--grace-period", type=SECONDS, default=default_of("grace_period"),
+@option("--grace-period", type=SECONDS,
               help="Seconds the whole shutdown may take (keep it below terminationGracePeriodSeconds).")
 @option("--drain-delay", type=SECONDS,
               help="Seconds to stay up, not ready, after SIGTERM before stopping.  "
                    "[default: 2 in Kubernetes, else 0]")
-@option("--engine-restart", type=click.Choice(RESTART_POLICIES), default=default_of("engine_restart"),
+@option("--engine-restart", type=click.Choice(RESTART_POLICIES),
               help="Restart the engine in place when it exits (a fresh container frees GPU memory best).")
-@option("--max-restarts", type=click.INT, default=default_of("max_restarts"),
+@option("--max-restarts", type=click.INT,
               help="Restarts of a process allowed within --restart-window before giving up.")
-@option("--restart-window", type=SECONDS, default=default_of("restart_window"),
+@option("--restart-window", type=SECONDS,
               help="Seconds over which restarts are counted.")
 @option("--redis-url",
               help="Redis that keeps the keys' limit counters, shared by every replica that names it: "
