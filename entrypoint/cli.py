@@ -19,6 +19,7 @@ from .config import MASTER_KEY_VARIABLES, RESTART_POLICIES, Options, build_confi
 from .console import Console
 from .errors import EXIT_BAD_CONFIG, EntryError
 from .gpus import query_node_gpus
+from .inside.client_limits import parse_size, spell_size
 from .render import dry_run_text
 
 PATH = click.Path(path_type=Path)
@@ -70,6 +71,26 @@ class WorkerCount(click.ParamType):
 
 
 WORKERS = WorkerCount()
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: 65536, 64KiB, 64MiB, 1GiB (or 64MB, decimal)."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+    def spell(self, value: int) -> str:
+        return spell_size(value)
+
+
+SIZE = ByteSize()
 
 
 @click.command(context_settings={"auto_envvar_prefix": "LLM_ENTRY", "show_default": True,
@@ -129,6 +150,18 @@ WORKERS = WorkerCount()
               help="Redis that keeps the keys' limit counters, shared by every replica that names it: "
                    "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path.sock[?db=N].  "
                    "[default: a private redis-server when --api-keys-file meets several proxy workers]")
+@option("--max-body-size", type=SIZE, default=SIZE.spell(default_of("max_body_size")),
+              help="Largest request body the public port accepts, for every route and key (413 beyond it, "
+                   "judged on Content-Length before the body is read).")
+@option("--max-header-size", type=SIZE, default=SIZE.spell(default_of("max_header_size")),
+              help="Largest request head (request line and headers) the public port accepts (431 beyond it).")
+@option("--header-timeout", type=SECONDS,
+              help="Seconds a client has to send a request's head, from its connection or the request's "
+                   "first byte (408, then the connection is closed).")
+@option("--body-timeout", type=SECONDS,
+              help="Seconds a request body may go without a new byte (408).")
+@option("--keep-alive-timeout", type=SECONDS,
+              help="Seconds an idle keep-alive connection stays open; keep it above a load balancer's idle timeout.")
 @option("--dry-run", is_flag=True, help="Print the engine command and the rendered configs; start nothing.")
 @click.version_option(__version__, prog_name="llm-entry")
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)

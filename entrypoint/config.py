@@ -26,6 +26,7 @@ from .engine_options import (
 from .errors import EntryError
 from .gpus import NodeGpus, describe_gpus, visible_gpu_count
 from .inside import names
+from .inside.client_limits import KIB, ClientLimits, spell_size
 from .keys import KeyEntry, Secret, check_keys_file, resolve_master_key
 from .limiter_store import LimitsPlan, RedisUrl, check_redis_url, plan_limits
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
@@ -72,6 +73,11 @@ class Options:
     max_restarts: int = 3
     restart_window: float = 300.0
     redis_url: str | None = field(default=None, repr=False)   # may hold a password
+    max_body_size: int = ClientLimits.max_body_size
+    max_header_size: int = ClientLimits.max_header_size
+    header_timeout: float = ClientLimits.header_timeout
+    body_timeout: float = ClientLimits.body_timeout
+    keep_alive_timeout: float = ClientLimits.keep_alive_timeout
     dry_run: bool = False
 
 
@@ -120,6 +126,7 @@ class Config:
     warnings: tuple[str, ...] = ()    # said once at start; nothing is wrong enough to stop
     gpus_reason: str = ""             # one line for the log: the GPUs the engine gets, and who said so
     redis_url: RedisUrl | None = None   # --redis-url, checked; its password never shows
+    client: ClientLimits = ClientLimits()   # what a client of the public port may send
 
     @property
     def limits(self) -> LimitsPlan:
@@ -285,6 +292,25 @@ def _check_numbers(opts: Options, port: int) -> None:
                          f"use one of {', '.join(RESTART_POLICIES)}.")
 
 
+# Below these a request head or body cannot carry an ordinary request.
+MIN_HEADER_SIZE = 8 * KIB
+MIN_BODY_SIZE = 1 * KIB
+
+
+def client_limits(opts: Options) -> ClientLimits:
+    for name, value in (("--header-timeout", opts.header_timeout), ("--body-timeout", opts.body_timeout),
+                        ("--keep-alive-timeout", opts.keep_alive_timeout)):
+        _positive(name, value)
+    for name, size, least in (("--max-body-size", opts.max_body_size, MIN_BODY_SIZE),
+                              ("--max-header-size", opts.max_header_size, MIN_HEADER_SIZE)):
+        if size < least:
+            raise EntryError(f"{name} {spell_size(size)} is too small for an ordinary request: "
+                             f"use at least {spell_size(least)}.")
+    return ClientLimits(max_body_size=opts.max_body_size, max_header_size=opts.max_header_size,
+                        header_timeout=opts.header_timeout, body_timeout=opts.body_timeout,
+                        keep_alive_timeout=opts.keep_alive_timeout)
+
+
 def _parallel_plan(opts: Options, env: Mapping[str, str], node: NodeGpus, model_dir: Path | None,
                    demo: bool) -> tuple[int, ParallelPlan]:
     visible = visible_gpu_count(env, node.count)
@@ -314,6 +340,7 @@ def build_config(
     redis_url = check_redis_url(opts.redis_url) if opts.redis_url else None
     passed_through = check_pass_through(tuple(opts.engine_args))
     timing = _timing(opts, env)
+    client = client_limits(opts)
     node = query_node_gpus()
     visible, plan = _parallel_plan(opts, env, node, model_dir, demo)
     workers = choose_proxy_workers(opts.proxy_workers, usable_cpus(), visible)
@@ -333,5 +360,5 @@ def build_config(
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
         warnings=_warnings(opts, env, model_dir, demo, api_keys),
-        gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url,
+        gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url, client=client,
     )

@@ -103,6 +103,7 @@ def proxy_launch(config: Config, python: str, run_dir: Path) -> LaunchSpec:
         (names.METRICS_DIR_VARIABLE, str(run_dir / names.METRICS_DIR)),
         (names.OWN_METRICS_VARIABLE, str(run_dir / names.OWN_METRICS_FILE)),
         (names.LIMITS_PREFIX_VARIABLE, limits_prefix(config)),
+        *config.client.to_environment(),
     ))
 
 

@@ -26,7 +26,11 @@ Environment (all optional):
   ENGINE_DOUBLE_LOG_REQUESTS=1         one log line per request
   ENGINE_DOUBLE_HOLD_FILE=F            a chat stream whose last user message starts
                                          with "hold" waits after its first token
-                                         while file F exists (a request in flight)
+                                         while file F exists (a request in flight);
+                                         a chat answer that is not streamed waits
+                                         before it answers, and when its client
+                                         closes the connection meanwhile it says
+                                         "aborted <id>" (vLLM aborts such a request)
   ENGINE_DOUBLE_ECHO=1                 JSON answers of chat and completions carry
                                          "echo": the request's headers (the key shown
                                          only as "the engine's key" or "another key") and
@@ -523,7 +527,8 @@ class EngineHandler(BaseHTTPRequestHandler):
         config = self.server.state.config
         try:
             request = json.loads(body or b"{}")
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
+            # vLLM answers 400 to a body its parser cannot read, one nested too deep included.
             self._json(400, error_body(f"Invalid JSON body: {error}", "BadRequestError", 400))
             return None
         if not isinstance(request, dict):
@@ -595,8 +600,21 @@ class EngineHandler(BaseHTTPRequestHandler):
             hold = bool(config.hold_file) and last_user_text(messages).startswith("hold")
             self._stream(chat_chunks(reply, tokens, finish, _stream_usage(request, use)), hold)
         else:
+            if config.hold_file and last_user_text(messages).startswith("hold") and not self._held(reply.id):
+                return
             text = answer if finish == "stop" else cut_text(answer, max_tokens)
             self._json(200, self._echoed(chat_response(reply, text, finish, use), body))
+
+    def _held(self, request_id: str) -> bool:
+        """Wait while the hold file exists; False when the client went away meanwhile."""
+        deadline = time.monotonic() + 120
+        while os.path.exists(self.server.state.config.hold_file) and time.monotonic() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.02)
+            if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                say(f"aborted {request_id}: the client closed the connection")
+                self.close_connection = True
+                return False
+        return True
 
     def _completions(self, body: bytes) -> None:
         request = self._request(body)

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 INSIDE = REPO / "entrypoint" / "inside"
-STANDARD_LIBRARY_ONLY = ("launch", "engine_guard", "names")
+STANDARD_LIBRARY_ONLY = ("launch", "engine_guard", "names", "client_limits", "log_lines")
 # llm-entry's own modules that code inside may use: the keys file format and the error type.
 SHARED_WITH_THE_OUTSIDE = {"entrypoint.keys", "entrypoint.errors"}
 
@@ -64,7 +64,8 @@ def test_the_modules_litellm_loads_while_it_starts_import_it_only_lazily(module)
 PACKAGE = REPO / "entrypoint"
 PLANNING = {"config", "engine_options", "gpus", "parallel", "workers", "ports", "keys", "limiter_store",
             "render", "shutdown_plan", "environment"}
-PLANNING_MAY_USE = {"errors", "inside.names", "inside.engine_guard", "demo.model", "demo.recipe"}
+PLANNING_MAY_USE = {"errors", "inside.names", "inside.engine_guard", "inside.client_limits",
+                    "demo.model", "demo.recipe"}
 
 
 def ours_imported_by(path: Path) -> set[str]:

@@ -17,8 +17,6 @@ from entrypoint.keys import KeyLimits
 
 from harness import start_redis, stop_redis
 
-LEASE = 600.0
-
 
 def outcomes(limiter: Limiter, limits: KeyLimits, count: int, name: str = "team-a") -> list[str]:
     async def go() -> list[str]:
@@ -42,7 +40,7 @@ def redis_socket(tmp_path: Path):
 
 
 def test_an_rpm_limit_lets_exactly_that_many_through_then_says_when_to_come_back() -> None:
-    limiter = Limiter("memory://", "t", LEASE)
+    limiter = Limiter("memory://", "t")
     assert outcomes(limiter, KeyLimits(rpm=5), 7) == ["ok"] * 5 + ["rpm", "rpm"]
 
     async def refused() -> Refusal:
@@ -52,14 +50,14 @@ def test_an_rpm_limit_lets_exactly_that_many_through_then_says_when_to_come_back
 
 
 def test_each_key_name_has_its_own_count_and_no_limits_means_no_count() -> None:
-    limiter = Limiter("memory://", "t", LEASE)
+    limiter = Limiter("memory://", "t")
     assert outcomes(limiter, KeyLimits(rpm=2), 3, "team-a") == ["ok", "ok", "rpm"]
     assert outcomes(limiter, KeyLimits(rpm=2), 2, "team-b") == ["ok", "ok"]
     assert outcomes(limiter, KeyLimits(), 50, "team-c") == ["ok"] * 50
 
 
 def test_a_raised_limit_keeps_the_count_of_the_window() -> None:
-    limiter = Limiter("memory://", "t", LEASE)
+    limiter = Limiter("memory://", "t")
     assert outcomes(limiter, KeyLimits(rpm=3), 3) == ["ok"] * 3
     # 3 made (and 1 refused, which counts too) of a new limit of 6: 2 more.
     assert outcomes(limiter, KeyLimits(rpm=3), 1) == ["rpm"]
@@ -67,7 +65,7 @@ def test_a_raised_limit_keeps_the_count_of_the_window() -> None:
 
 
 def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request() -> None:
-    limiter = Limiter("memory://", "t", LEASE)
+    limiter = Limiter("memory://", "t")
     limits = KeyLimits(tpm=100)
 
     async def go() -> list[str]:
@@ -83,7 +81,7 @@ def test_tokens_are_charged_after_the_answer_and_refuse_the_next_request() -> No
 
 
 def test_max_parallel_counts_requests_in_flight_and_their_release() -> None:
-    limiter = Limiter("memory://", "t", LEASE)
+    limiter = Limiter("memory://", "t")
     limits = KeyLimits(max_parallel=2)
 
     async def go() -> list[str]:
@@ -102,7 +100,7 @@ def test_counts_in_redis_are_shared_by_two_limiters_as_by_two_workers(redis_sock
     limits = KeyLimits(rpm=4, max_parallel=1)
 
     async def go() -> list[str]:
-        one, two = Limiter(uri, "t", LEASE), Limiter(uri, "t", LEASE)
+        one, two = Limiter(uri, "t"), Limiter(uri, "t")
         seen = []
         held = await one.admit("team-a", limits)
         seen.append(type(held).__name__)
@@ -121,7 +119,7 @@ def test_counts_in_redis_are_shared_by_two_limiters_as_by_two_workers(redis_sock
 
 def test_a_redis_that_does_not_answer_falls_back_to_memory_and_says_so_once(tmp_path: Path, caplog) -> None:
     fallbacks = []
-    limiter = Limiter(f"async+redis+unix://{tmp_path / 'nothing.sock'}", "t", LEASE,
+    limiter = Limiter(f"async+redis+unix://{tmp_path / 'nothing.sock'}", "t",
                       on_fallback=lambda: fallbacks.append(1))
     caplog.set_level(logging.WARNING, logger="entrypoint.inside.proxy_limits")
     assert outcomes(limiter, KeyLimits(rpm=2), 3) == ["ok", "ok", "rpm"]
@@ -133,7 +131,7 @@ def test_a_redis_that_does_not_answer_falls_back_to_memory_and_says_so_once(tmp_
 def test_the_limiter_goes_back_to_redis_when_it_answers_again(tmp_path: Path, caplog) -> None:
     socket, now = tmp_path / "redis.sock", [0.0]
     server = start_redis(tmp_path, unix_socket=socket)
-    limiter = Limiter(f"async+redis+unix://{socket}", "t", LEASE, monotonic=lambda: now[0])
+    limiter = Limiter(f"async+redis+unix://{socket}", "t", monotonic=lambda: now[0])
     caplog.set_level(logging.WARNING, logger="entrypoint.inside.proxy_limits")
     try:
         assert outcomes(limiter, KeyLimits(rpm=10), 1) == ["ok"]

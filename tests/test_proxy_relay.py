@@ -109,12 +109,30 @@ def relay_to_nowhere() -> tuple[ProxyFront, Inner]:
                       lambda: ring), inner
 
 
-def test_other_routes_and_methods_go_to_litellm(relay_to_nowhere) -> None:
+OTHER_ROUTES = [("GET", "/v1/models"), ("POST", "/v1/responses"), ("GET", "/v1/chat/completions"),
+                ("POST", "/v1/chat/completions/"), ("POST", "/key/generate"), ("GET", "/"), ("GET", "/openapi.json"),
+                ("GET", "/ui/"), ("GET", "/public/litellm_model_cost_map"), ("DELETE", "/v1/files/x"),
+                ("PUT", "/config/update"), ("GET", "/health")]
+
+
+def test_other_routes_and_methods_go_to_litellm_with_a_known_key(relay_to_nowhere) -> None:
     relay, inner = relay_to_nowhere
-    for method, path in [("GET", "/v1/models"), ("POST", "/v1/responses"), ("GET", "/v1/chat/completions"),
-                         ("POST", "/v1/chat/completions/"), ("POST", "/key/generate")]:
-        assert call(relay, method, path, [])[0] == 299
-    assert len(inner.paths) == 5
+    for method, path in OTHER_ROUTES:
+        assert call(relay, method, path, [(b"authorization", b"Bearer " + MASTER.encode())])[0] == 299
+    assert len(inner.paths) == len(OTHER_ROUTES)
+
+
+def test_without_a_known_key_only_the_open_routes_reach_litellm(relay_to_nowhere) -> None:
+    relay, inner = relay_to_nowhere
+    for method, path in OTHER_ROUTES:
+        assert call(relay, method, path, [])[0] == 401
+        assert call(relay, method, path, [(b"x-api-key", b"sk-not-a-key-this-server-knows")])[0] == 401
+    assert inner.paths == []
+    for path in ("/health/liveliness", "/health/liveness", "/health/readiness"):
+        assert call(relay, "GET", path, [])[0] == 299
+    preflight = [(b"origin", b"https://app.example"), (b"access-control-request-method", b"POST")]
+    assert call(relay, "OPTIONS", "/v1/chat/completions", preflight)[0] == 299
+    assert len(inner.paths) == 4
 
 
 def test_no_key_gets_litellm_shaped_401_and_never_reaches_litellm(relay_to_nowhere, caplog) -> None:
@@ -149,8 +167,10 @@ def test_litellms_launcher_is_pointed_at_the_relay_app() -> None:
     def litellm_init_args(host, port, log_config=None):
         return {"app": LITELLM_APP, "host": host, "port": port, "server_header": False}
 
-    args = serving_the_relay(litellm_init_args)("0.0.0.0", 8080, log_config="x.json")
-    assert args == {"app": RELAY_APP, "host": "0.0.0.0", "port": 8080, "server_header": False}
+    environ = {"LLM_ENTRY_KEEP_ALIVE_TIMEOUT": "7.5"}
+    args = serving_the_relay(litellm_init_args, environ)("0.0.0.0", 8080, log_config="x.json")
+    assert args == {"app": RELAY_APP, "host": "0.0.0.0", "port": 8080, "server_header": False,
+                    "http": "entrypoint.inside.proxy_protocol:BoundedHttpToolsProtocol", "timeout_keep_alive": 7.5}
 
 
 def test_a_litellm_that_serves_another_app_stops_the_start() -> None:

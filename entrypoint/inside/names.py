@@ -27,6 +27,13 @@ REQUEST_TIMEOUT_VARIABLE = "LLM_ENTRY_REQUEST_TIMEOUT"
 # vLLM's own variable for its --api-key: the internal key, read by entrypoint.inside.engine_guard.
 ENGINE_API_KEY_VARIABLE = "VLLM_API_KEY"
 
+# -- what a client of the public port may send (entrypoint.inside.client_limits) --
+MAX_BODY_SIZE_VARIABLE = "LLM_ENTRY_MAX_BODY_SIZE"
+MAX_HEADER_SIZE_VARIABLE = "LLM_ENTRY_MAX_HEADER_SIZE"
+HEADER_TIMEOUT_VARIABLE = "LLM_ENTRY_HEADER_TIMEOUT"
+BODY_TIMEOUT_VARIABLE = "LLM_ENTRY_BODY_TIMEOUT"
+KEEP_ALIVE_TIMEOUT_VARIABLE = "LLM_ENTRY_KEEP_ALIVE_TIMEOUT"
+
 # -- shutdown ------------------------------------------------------------------
 # LiteLLM's variable: how long its workers drain after a SIGTERM.
 PROXY_DRAIN_VARIABLE = "GRACEFUL_SHUTDOWN_TIMEOUT"

@@ -1,17 +1,25 @@
 """The front of every proxy worker: who may do what, within which limits, and
 what it used, before a request goes to the engine relay or to LiteLLM.
 
-- A POST to a model route (entrypoint.inside.proxy_relay.RELAYED_ROUTES) is checked
-  against the key ring shared with LiteLLM's custom auth (401 otherwise),
+Nothing gets past the front without a known key, except the open routes
+(OPEN_ROUTES: the health routes probes and load balancers call, and CORS
+preflights, which browsers send without a key and LiteLLM's CORS middleware
+answers itself). Who calls is decided from the headers alone, before a byte
+of the body is read: a request without a known key gets 401, and its body
+is never read (the answer closes the connection). Then:
+
+- A body larger than --max-body-size gets 413 (on Content-Length, or as a
+  chunked body streams in), one that stalls gets 408
+  (entrypoint.inside.client_limits).
+- A POST to a model route (entrypoint.inside.proxy_relay.RELAYED_ROUTES) is
   admitted by the key's limits (429 otherwise), relayed to the engine, and
   metered.
-- Any other POST that carries a key the ring knows (LiteLLM's /v1/responses,
-  /v1/messages, ...) is admitted and metered the same way, then served by
-  LiteLLM, which checks the key again; a POST without a known key goes to
-  LiteLLM untouched, which refuses it.
 - GET /metrics answers the master key with the whole container's metrics
-  (entrypoint.inside.metrics_page): 401 without a key, 403 for a key from the file.
-- Everything else goes to LiteLLM as it came.
+  (entrypoint.inside.metrics_page): 403 for a key from the file.
+- A key from the file opens only the routes that reach the model
+  (`reaches_model`, LiteLLM's list of its LLM API routes): 403 elsewhere.
+- Everything else is served by LiteLLM, which checks the key again; a POST
+  there (/v1/responses, /v1/messages, ...) is admitted and metered the same way.
 
 Import rules: standard library, aiohttp, `limits`, redis-py and
 prometheus_client (LiteLLM's dependencies); LiteLLM is never imported here.
@@ -19,6 +27,7 @@ prometheus_client (LiteLLM's dependencies); LiteLLM is never imported here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.inside import names
+from entrypoint.inside.client_limits import CLOSE, BodyRefused, ClientLimits, has_body, read_body
 from entrypoint.inside.proxy_auth import (
+    MODEL_ROUTES_ONLY,
     NOT_ALLOWED_REASON,
     WRONG_KEY,
     WRONG_KEY_REASON,
@@ -45,12 +56,14 @@ from entrypoint.inside.proxy_relay import (
     Message,
     RelaySettings,
     error_response,
-    read_body,
     respond,
 )
 from entrypoint.inside.proxy_usage import AnsweredRequest, Meter, Usage, UsageBook, ask_for_usage, requested_model
 
 METRICS_ROUTE = "/metrics"
+# What answers without a key: the health routes (no model call, no body read).
+OPEN_ROUTES = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
+OPEN_METHODS = frozenset({"GET", "HEAD"})
 METRICS_TIMEOUT = 5.0          # seconds the engine's /metrics may take
 NO_MODEL = "-"                 # the model label of a request the engine did not take
 OTHER_ROUTE = "other"          # the route label of a request to a path nothing served
@@ -67,6 +80,10 @@ class FrontSettings:
     limits_prefix: str = "llm-entry"
     metrics_dir: Path | None = None
     own_metrics: Path | None = None
+    client: ClientLimits = ClientLimits()
+    # Which routes a key from the file opens (LiteLLM's list of its LLM API
+    # routes, given by proxy_app); None: LiteLLM alone judges its routes.
+    reaches_model: Callable[[str], bool] | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> FrontSettings:
@@ -74,7 +91,8 @@ class FrontSettings:
             return Path(environ[name]) if environ.get(name) else None
         return cls(environ.get(names.LIMITS_STORAGE_VARIABLE) or "memory://",
                    environ.get(names.LIMITS_PREFIX_VARIABLE) or "llm-entry",
-                   path(names.METRICS_DIR_VARIABLE), path(names.OWN_METRICS_VARIABLE))
+                   path(names.METRICS_DIR_VARIABLE), path(names.OWN_METRICS_VARIABLE),
+                   ClientLimits.from_environment(environ))
 
 
 def refusal(message: str) -> tuple[int, list, bytes]:
@@ -122,6 +140,32 @@ def client_address(scope: Message) -> str:
     return (scope.get("client") or ("unknown",))[0]
 
 
+def is_preflight(scope: Message) -> bool:
+    """A browser's CORS preflight: OPTIONS with Access-Control-Request-Method, never a key."""
+    return scope["method"] == "OPTIONS" and any(name == b"access-control-request-method"
+                                                for name, _ in scope["headers"])
+
+
+def closing(response: tuple[int, list, bytes]) -> tuple[int, list, bytes]:
+    """The answer with `connection: close`: the rest of the request's body is never read."""
+    status, headers, body = response
+    return status, [*headers, CLOSE], body
+
+
+class _Answer:
+    """An ASGI app that gives one prepared answer (wrapped for browsers in LiteLLM's CORS)."""
+
+    def __init__(self, response: tuple[int, list, bytes]) -> None:
+        self.response = response
+
+    async def __call__(self, scope: Message, receive: Callable, send: Callable) -> None:
+        await respond(send, *self.response)
+
+
+# The scope key under which the front hands the caller to the model route (through CORS's wrapper).
+HOLDER = "llm_entry.holder"
+
+
 class ProxyFront:
     """ASGI app in front of LiteLLM's (see the module's docstring)."""
 
@@ -135,6 +179,8 @@ class ProxyFront:
         self.book = book or UsageBook()
         self._clock = self.book.timer  # the seconds the book records are measured with the book's timer
         self._limiter: Limiter | None = None
+        self._wrap = wrap
+        self._reaches_model = settings.reaches_model
         # LiteLLM's CORS settings (see proxy_app), for the requests a browser sends:
         # the middleware wraps every chunk's send, so others go without it.
         self._for_browsers = wrap(self._serve_model_route) if wrap else self._serve_model_route
@@ -144,34 +190,79 @@ class ProxyFront:
         # Made on the first request, inside the worker's running event loop.
         if self._limiter is None:
             self._limiter = Limiter(self.settings.limits_storage, self.settings.limits_prefix,
-                                    self.relay.settings.request_timeout, on_fallback=self.book.fallbacks.inc)
+                                    on_fallback=self.book.fallbacks.inc)
         return self._limiter
 
     async def __call__(self, scope: Message, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._closing_at_shutdown(send))
-            return
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-        elif scope["method"] == "POST" and scope["path"] in RELAYED_ROUTES:
-            browser = any(name == b"origin" for name, _ in scope["headers"])
-            await (self._for_browsers if browser else self._serve_model_route)(scope, receive, send)
-        elif scope["method"] == "POST":
-            await self._serve_through_litellm(scope, receive, send)
-        elif scope["method"] == "GET" and scope["path"] == METRICS_ROUTE:
-            await self._serve_metrics(scope, send)
+        elif scope["type"] == "websocket":
+            await self._serve_websocket(scope, receive, send)
+        elif scope["type"] != "http":
+            return                       # no other kind of scope is served
+        elif (scope["method"] in OPEN_METHODS and scope["path"] in OPEN_ROUTES) or is_preflight(scope):
+            if has_body(scope["headers"]):
+                await respond(send, *closing(error_response(
+                    413, "This route takes no request body.", "invalid_request_error")))
+            else:
+                await self.app(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await self._serve_with_key(scope, receive, send)
 
-    async def _serve_model_route(self, scope: Message, receive: Callable, send: Callable) -> None:
+    async def _serve_with_key(self, scope: Message, receive: Callable, send: Callable) -> None:
         holder, message, reason = check_holder(self._key_ring(), scope["headers"])
         if holder is None:
             log_refusal(scope["method"], scope["path"], client_address(scope), reason)
-            await respond(send, *refusal(message))
+            await self._refuse(scope, send, refusal(message))
+        elif scope["method"] == "POST" and scope["path"] in RELAYED_ROUTES:
+            scope[HOLDER] = holder
+            browser = any(name == b"origin" for name, _ in scope["headers"])
+            await (self._for_browsers if browser else self._serve_model_route)(scope, receive, send)
+        elif scope["method"] == "GET" and scope["path"] == METRICS_ROUTE:
+            await self._serve_metrics(scope, send, holder)
+        elif (holder.source is not KeySource.MASTER and self._reaches_model is not None
+              and not self._reaches_model(scope["path"])):
+            log_refusal(scope["method"], scope["path"], client_address(scope), NOT_ALLOWED_REASON)
+            await self._refuse(scope, send, error_response(403, MODEL_ROUTES_ONLY, "auth_error"))
+        else:
+            await self._serve_through_litellm(scope, receive, send, holder)
+
+    async def _refuse(self, scope: Message, send: Callable, response: tuple[int, list, bytes]) -> None:
+        """An answer before the body was read: it closes the connection when a
+        body follows, and carries LiteLLM's CORS headers for a browser."""
+        if has_body(scope["headers"]):
+            response = closing(response)
+        browser = self._wrap is not None and any(name == b"origin" for name, _ in scope["headers"])
+        if browser:
+            assert self._wrap is not None
+            await self._wrap(_Answer(response))(scope, _never_called, send)
+        else:
+            await respond(send, *response)
+
+    async def _read_body(self, scope: Message, receive: Callable, send: Callable) -> bytes | bytearray | None:
+        """The bounded body, or None when the request was answered (413, 408) or its client went away."""
+        try:
+            return await read_body(receive, scope["headers"], self.settings.client)
+        except BodyRefused as refused:
+            log_refusal(scope["method"], scope["path"], client_address(scope),
+                        f"body refused with {refused.status}")
+            await self._refuse(scope, send, closing(error_response(refused.status, refused.message,
+                                                                   "invalid_request_error")))
+            return None
+
+    async def _serve_websocket(self, scope: Message, receive: Callable, send: Callable) -> None:
+        holder, _, reason = check_holder(self._key_ring(), scope["headers"])
+        if holder is None:
+            log_refusal("WEBSOCKET", scope["path"], client_address(scope), reason)
+            await send({"type": "websocket.close", "code": 1008})   # before accept: the server answers 403
             return
-        body = await read_body(receive)
+        await self.app(scope, receive, send)
+
+    async def _serve_model_route(self, scope: Message, receive: Callable, send: Callable) -> None:
+        holder: Holder = scope[HOLDER]
+        body = await self._read_body(scope, receive, send)
         if body is None:
-            return                       # the client went away before its request was read
+            return                       # answered, or the client went away before its request was read
         with_usage = ask_for_usage(body)
         meter = Meter(send, strip_usage=with_usage is not None)
 
@@ -179,23 +270,29 @@ class ProxyFront:
             await self.relay.forward(scope, with_usage or body, receive, meter.send, RELAYED_ROUTES[scope["path"]])
         await self._metered(scope, holder, meter, relay, lambda: requested_model(body))
 
-    async def _serve_through_litellm(self, scope: Message, receive: Callable, send: Callable) -> None:
-        holder, _, _ = check_holder(self._key_ring(), scope["headers"])
-        if holder is None:
-            await self.app(scope, receive, send)     # LiteLLM's custom auth refuses it, and logs why
+    async def _serve_through_litellm(self, scope: Message, receive: Callable, send: Callable,
+                                     holder: Holder) -> None:
+        """LiteLLM reads the whole body anyway: it is read here first, within the
+        client's bounds, and handed over in one message."""
+        body = await self._read_body(scope, receive, send)
+        if body is None:
             return
-        first_body: list[bytes] = []
+        whole = bytes(body)
+        handed: list[bool] = []
 
-        async def receive_noting_model() -> dict:
-            message = await receive()
-            if not first_body and message["type"] == "http.request":
-                first_body.append(message.get("body", b""))
-            return message
+        async def receive_read_body() -> dict:
+            if not handed:
+                handed.append(True)
+                return {"type": "http.request", "body": whole, "more_body": False}
+            return await receive()       # later: only the client's disconnect
+        if scope["method"] != "POST":
+            await self.app(scope, receive_read_body, send)
+            return
         meter = Meter(send)
 
         async def litellm() -> None:
-            await self.app(scope, receive_noting_model, meter.send)
-        await self._metered(scope, holder, meter, litellm, lambda: requested_model(b"".join(first_body)))
+            await self.app(scope, receive_read_body, meter.send)
+        await self._metered(scope, holder, meter, litellm, lambda: requested_model(whole))
 
     async def _metered(self, scope: Message, holder: Holder, meter: Meter, serve: Callable[[], Any],
                        model_of: Callable[[], str | None]) -> None:
@@ -219,12 +316,10 @@ class ProxyFront:
                                          scope["path"]))
         await meter.charge_once()          # a usage the answer held but never sent on
 
-    async def _serve_metrics(self, scope: Message, send: Callable) -> None:
-        holder, message, reason = check_holder(self._key_ring(), scope["headers"])
-        if holder is None or holder.source is not KeySource.MASTER:
-            log_refusal(scope["method"], scope["path"], client_address(scope), reason or NOT_ALLOWED_REASON)
-            await respond(send, *(refusal(message) if holder is None else
-                                  error_response(403, _METRICS_ONLY_MASTER, "auth_error")))
+    async def _serve_metrics(self, scope: Message, send: Callable, holder: Holder) -> None:
+        if holder.source is not KeySource.MASTER:
+            log_refusal(scope["method"], scope["path"], client_address(scope), NOT_ALLOWED_REASON)
+            await self._refuse(scope, send, error_response(403, _METRICS_ONLY_MASTER, "auth_error"))
             return
         from entrypoint.inside.metrics_page import metrics_page
 
@@ -246,7 +341,12 @@ class ProxyFront:
         await self.relay.close()
 
 
+async def _never_called() -> Message:
+    raise RuntimeError("a prepared answer reads no body")
+
+
 def front_app(app: ASGIApp, environ: Mapping[str, str], key_ring: Callable[[], KeyRing],
-              wrap: Callable[[ASGIApp], ASGIApp] | None = None) -> ProxyFront:
-    return ProxyFront(app, EngineRelay(RelaySettings.from_environment(environ)), key_ring,
-                      FrontSettings.from_environment(environ), wrap)
+              wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+              reaches_model: Callable[[str], bool] | None = None) -> ProxyFront:
+    settings = dataclasses.replace(FrontSettings.from_environment(environ), reaches_model=reaches_model)
+    return ProxyFront(app, EngineRelay(RelaySettings.from_environment(environ)), key_ring, settings, wrap)

@@ -17,9 +17,11 @@ path, and its `retry-after` is always the window length.
   the next ones wait for the window.
 - max_parallel: `limits` has no concurrency limit, so it is the one part
   written here: a count in this worker's memory, or in Redis a sorted set of
-  leases (one per request in flight, expiring after the request timeout, so
-  a worker killed mid-request cannot hold a place for good), taken and
-  checked in one Lua script.
+  leases (one per request in flight), taken and checked in one Lua script.
+  A lease lives LEASE_SECONDS and the worker that holds it renews it every
+  RENEW_EVERY seconds while its request runs: a worker killed mid-request
+  stops renewing, and its places come back within LEASE_SECONDS (a lease
+  that lasted the request timeout kept a key at 429 for 600 s).
 
 When Redis does not answer, the limiter fails open to this worker's memory
 (limits then hold per worker), says so once in the log and counts it in
@@ -30,6 +32,7 @@ Import rules: standard library, `limits` and redis-py (LiteLLM needs both).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -49,6 +52,8 @@ if TYPE_CHECKING:
 LOCAL = "async+memory://"
 RETRY_SHARED_AFTER = 1.0        # seconds of memory-only counting after Redis failed
 REDIS_TIMEOUT = 0.5             # seconds per Redis call before it counts as not answering
+LEASE_SECONDS = 5.0             # a max_parallel place not renewed for this long is free again
+RENEW_EVERY = 1.5               # seconds between two renewals of a lease in use
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +101,15 @@ end
 return 0
 """
 
+# Renew a lease still held (XX: never bring back one given back or expired).
+_RENEW_LEASE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local renewed = redis.call('ZADD', KEYS[1], 'XX', 'CH', t + tonumber(ARGV[1]), ARGV[2])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
+return renewed
+"""
+
 
 def storage_uri(value: str) -> str:
     """The `limits` URI for the storage llm-entry named; "memory://" is this worker's memory."""
@@ -108,12 +122,13 @@ def redis_client_url(uri: str) -> str:
 
 
 class LocalLeases:
-    """max_parallel in one worker's memory (exact for one worker)."""
+    """max_parallel in one worker's memory (exact for one worker; a worker
+    that dies takes its counts with it)."""
 
     def __init__(self) -> None:
         self._in_flight: dict[str, int] = {}
 
-    async def take(self, name: str, limit: int, lease_seconds: float) -> Callable[[], Any] | None:
+    async def take(self, name: str, limit: int) -> Callable[[], Any] | None:
         if self._in_flight.get(name, 0) >= limit:
             return None
         self._in_flight[name] = self._in_flight.get(name, 0) + 1
@@ -124,28 +139,43 @@ class LocalLeases:
 
 
 class RedisLeases:
-    """max_parallel across workers and replicas: a sorted set of leases per key."""
+    """max_parallel across workers and replicas: a sorted set of leases per key,
+    each renewed by its holder while its request runs."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, lease_seconds: float = LEASE_SECONDS,
+                 renew_every: float = RENEW_EVERY) -> None:
         import redis.asyncio
 
         self._client = redis.asyncio.from_url(redis_client_url(url), socket_timeout=REDIS_TIMEOUT,
                                               socket_connect_timeout=REDIS_TIMEOUT)
         self._take = self._client.register_script(_TAKE_LEASE)
+        self._renew = self._client.register_script(_RENEW_LEASE)
         self._prefix = prefix
+        self._lease_seconds = lease_seconds
+        self._renew_every = renew_every
 
-    async def take(self, name: str, limit: int, lease_seconds: float) -> Callable[[], Any] | None:
+    async def take(self, name: str, limit: int) -> Callable[[], Any] | None:
         key, lease = f"{self._prefix}/in-flight/{name}", uuid.uuid4().hex
-        if not await self._take(keys=[key], args=[limit, lease_seconds, lease]):
+        if not await self._take(keys=[key], args=[limit, self._lease_seconds, lease]):
             return None
+        renewing = asyncio.ensure_future(self._keep(key, lease))
 
         async def give_back() -> None:
+            renewing.cancel()
             try:
                 await self._client.zrem(key, lease)
             except Exception as error:  # noqa: BLE001 - the lease expires on its own
                 logger.warning("could not give back a max_parallel place in Redis (%s): it expires "
-                               "after the request timeout", type(error).__name__)
+                               "within %g s", type(error).__name__, self._lease_seconds)
         return give_back
+
+    async def _keep(self, key: str, lease: str) -> None:
+        while True:
+            await asyncio.sleep(self._renew_every)
+            try:
+                await self._renew(keys=[key], args=[self._lease_seconds, lease])
+            except Exception:  # noqa: BLE001, S112 - Redis away: the lease lapses, the limiter fails open
+                continue
 
 
 class Counters:
@@ -164,11 +194,10 @@ class Counters:
 class Limiter:
     """Admits or refuses a key's request, and charges its tokens afterwards."""
 
-    def __init__(self, uri: str, prefix: str, lease_seconds: float, monotonic: Callable[[], float] = time.monotonic,
+    def __init__(self, uri: str, prefix: str, monotonic: Callable[[], float] = time.monotonic,
                  on_fallback: Callable[[], None] = lambda: None) -> None:
         self._shared = Counters(storage_uri(uri), prefix)
         self._local = self._shared if storage_uri(uri) == LOCAL else Counters(LOCAL, prefix)
-        self._lease_seconds = lease_seconds
         self._monotonic = monotonic
         self._on_fallback = on_fallback
         self._shared_down_until: float | None = None
@@ -197,7 +226,7 @@ class Limiter:
                 return await self._refusal(counters, item, name, "rpm",
                                            f"This key made its {limits.rpm} requests per minute")
         if limits.max_parallel is not None:
-            give_back = await counters.leases.take(name, limits.max_parallel, self._lease_seconds)
+            give_back = await counters.leases.take(name, limits.max_parallel)
             if give_back is None:
                 return Refusal("max_parallel", 1, f"This key has {limits.max_parallel} requests in flight, "
                                                   "its max_parallel: try again when one has finished.")

@@ -123,8 +123,28 @@ class EngineRelay:
             )
         return self._session
 
-    async def forward(self, scope: Message, body: bytes, receive: Callable, send: Callable, engine_path: str) -> None:
-        """Send the request to the engine and its answer to the client."""
+    async def forward(self, scope: Message, body: bytes | bytearray, receive: Callable, send: Callable,
+                      engine_path: str) -> None:
+        """Send the request to the engine and its answer to the client.
+
+        From the moment the request is forwarded the client is watched: when
+        it goes away, before the engine's answer began (a request that is not
+        streamed answers only at its end) or during a stream, the engine's
+        connection is closed and the engine aborts the request at once
+        instead of working on for nobody."""
+        exchange = asyncio.ensure_future(self._exchange(scope, body, send, engine_path))
+        gone = asyncio.ensure_future(_client_gone(receive))
+        try:
+            await asyncio.wait((exchange, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not exchange.done():
+                exchange.cancel()     # the client went away (or this request was cancelled)
+            gone.cancel()
+            await asyncio.gather(exchange, gone, return_exceptions=True)
+        if not exchange.cancelled() and exchange.exception() is not None:
+            raise exchange.exception()  # type: ignore[misc]
+
+    async def _exchange(self, scope: Message, body: bytes | bytearray, send: Callable, engine_path: str) -> None:
         url = self.settings.engine_url + engine_path
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
@@ -139,53 +159,35 @@ class EngineRelay:
                 502, f"The engine is not reachable ({type(error).__name__}): it may be starting or restarting; "
                      "try again shortly.", "engine_unreachable"))
             return
-        async with response:
-            await _relay_response(response, receive, send)
+        try:
+            await _relay_response(response, send)
+        finally:
+            response.close()     # a no-op once the answer was read whole; otherwise the engine aborts
 
 
-async def read_body(receive: Callable) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+async def _client_gone(receive: Callable) -> None:
+    """Returns once the client has gone away (or its answer was sent whole)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
-async def _relay_response(response: aiohttp.ClientResponse, receive: Callable, send: Callable) -> None:
+async def _relay_response(response: aiohttp.ClientResponse, send: Callable) -> None:
     headers = client_response_headers(response.raw_headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     if response.content_length is not None:
         await send({"type": "http.response.body", "body": await response.read(), "more_body": False})
         return
-    # A stream: relay whatever has arrived, as it arrives. The server drops the
-    # body of a client that went away without a word, so watch for that and
-    # close the engine's connection: the engine then aborts the request.
-    gone = asyncio.Event()
-    watcher = asyncio.ensure_future(_close_on_disconnect(receive, response, gone))
+    # A stream: relay whatever has arrived, as it arrives.
     try:
         read = response.content.readany
         while chunk := await read():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-        if not gone.is_set():
-            # The response is half sent: end it without its last chunk, so the
-            # client sees a broken stream, never a complete-looking one.
-            logger.warning("the engine broke off a stream (%s): the client's stream is cut",
-                           type(error).__name__)
+        # The response is half sent: end it without its last chunk, so the
+        # client sees a broken stream, never a complete-looking one.
+        logger.warning("the engine broke off a stream (%s): the client's stream is cut", type(error).__name__)
         return
-    finally:
-        watcher.cancel()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _close_on_disconnect(receive: Callable, response: aiohttp.ClientResponse, gone: asyncio.Event) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    gone.set()
-    response.close()
 
 
 async def respond(send: Callable, status: int, headers: list, body: bytes) -> None:

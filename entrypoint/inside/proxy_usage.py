@@ -13,7 +13,7 @@ Finding the usage costs little per chunk: a chunk is only looked into when
 it holds the bytes `"usage"`, which, outside a JSON string (where quotes are
 escaped), only the usage key itself can be.
 
-Import rules: standard library and prometheus_client only.
+Import rules: standard library and prometheus_client only (and entrypoint.inside.log_lines).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from entrypoint.inside.log_lines import field
 
 USAGE = b'"usage"'
 _EVENT_END = b"\n\n"
@@ -74,7 +76,7 @@ def usage_in_json(body: bytes) -> Usage | None:
                 start += 1
             try:
                 found, _ = _decoder.raw_decode(text, start)
-            except ValueError:
+            except (ValueError, RecursionError):
                 found = None
             usage = usage_from(found)
             if usage is not None:
@@ -83,21 +85,25 @@ def usage_in_json(body: bytes) -> Usage | None:
     return None
 
 
-def requested_model(body: bytes) -> str | None:
+def requested_model(body: bytes | bytearray) -> str | None:
     """The model a request asks for (its first "model" key), without parsing the whole body."""
     found = _MODEL.search(body)
     return found.group(1).decode("utf-8", "replace") if found else None
 
 
-def ask_for_usage(body: bytes) -> bytes | None:
+def ask_for_usage(body: bytes | bytearray) -> bytes | None:
     """The request with `stream_options.include_usage` set, when it asks for a
     stream without it; None when it needs nothing (not a stream, usage already
-    asked for, or not a JSON object: the engine answers that as it would)."""
+    asked for, or not a JSON object: the engine answers that as it would).
+
+    A body this cannot read (not JSON, not UTF-8, nested deeper than Python's
+    parser goes, a number too long to convert) goes to the engine as it came,
+    and the engine answers it with its 400: a client's mistake is never a 500."""
     if b'"stream"' not in body:
         return None
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(request, dict) or request.get("stream") is not True:
         return None
@@ -107,7 +113,10 @@ def ask_for_usage(body: bytes) -> bytes | None:
     if options is not None and not isinstance(options, dict):
         return None      # malformed: the engine refuses it as it would have
     request["stream_options"] = {**(options or {}), "include_usage": True}
-    return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (ValueError, RecursionError):
+        return None
 
 
 class Meter:
@@ -261,5 +270,6 @@ def access_line(at: float, answered: AnsweredRequest) -> str:
     when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
     tokens = (f"prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}"
               if usage is not None else "prompt_tokens=- completion_tokens=-")
-    return (f"access {when} key={key} model={model} route={logged_route or route} status={status} {tokens} "
+    return (f"access {when} key={field(key)} model={field(model)} route={field(logged_route or route)} "
+            f"status={status} {tokens} "
             f"ms={seconds * 1000:.1f}")
