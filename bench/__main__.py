@@ -1,7 +1,8 @@
-"""`python -m bench [--quick] [--out BENCHMARKS.md] [--chart PATH]`, run from the repo root.
+"""`python -m bench [--quick] [--only NAME] [--out BENCHMARKS.md] [--chart PATH]`, run from the repo root.
 
-Runs every benchmark in turn (time to ready, request overhead, reaction
-times, footprint), then writes the report and its chart. Exits 0 when the
+Runs every benchmark in turn (time to ready, request overhead, cost against
+the number of keys, reaction times, footprint), or only those `--only`
+names, then writes the report and its chart. Exits 0 when the
 report was written, even if parts of the run failed (the report says which):
 CI runs `--quick` to keep the benchmarks from rotting, not to judge speed.
 """
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import footprint, overhead, reaction, report, runner, startup, startup_real, system, vllm_client
+from . import footprint, keys, overhead, reaction, report, runner, startup, startup_real, system, vllm_client
 from .chart import render as render_chart
 from .procs import Timeout
 from .settings import Settings
@@ -38,6 +39,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report to write [BENCHMARKS.md]")
     parser.add_argument("--chart", type=Path,
                         help="chart to write [bench/results.svg for the repo's BENCHMARKS.md, else beside --out]")
+    parser.add_argument("--only", action="append", choices=STEP_NAMES, metavar="NAME",
+                        help="run only this benchmark (again for more): " + ", ".join(STEP_NAMES))
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs of every process)")
     return parser.parse_args(argv)
 
@@ -97,10 +100,16 @@ def steps(runs: runner.Runs, settings: Settings) -> list[Step]:
         Step("2/4 request overhead", "request overhead", "overhead", lambda: overhead.measure(runs, settings, say)),
         Step("2/4 the real engine under vLLM's benchmark client", "vLLM's benchmark client", "vllm_client",
              lambda: vllm_client.measure(runs, settings.vllm_client_rounds, say), real_engine=True),
+        Step("2/4 cost against the number of keys", "cost against the number of keys", "keys",
+             lambda: keys.measure(runs, settings, say)),
         Step("3/4 reaction times", "reaction times", "reaction", lambda: reaction.measure(runs, settings, say)),
         Step("4/4 footprint: probe scripts", "probe scripts", "probes",
              lambda: footprint.probe_times(settings.probe_runs, settings.python_runs)),
     ]
+
+
+# The fields each step fills, which --only names: the list of steps is built without running any.
+STEP_NAMES = tuple(step.fills for step in steps(None, Settings.full()))
 
 
 class Interrupted(Exception):
@@ -129,7 +138,7 @@ def main(argv: list[str]) -> int:
     say(f"benchmarks ({'quick' if settings.quick else 'full'}), work folder {work}")
     try:
         for step in steps(runs, settings):
-            if step.real_engine and not settings.real_engine_rounds:
+            if (step.real_engine and not settings.real_engine_rounds) or (args.only and step.fills not in args.only):
                 continue
             say(step.heading)
             run_it = real_engine_section if step.real_engine else section

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.bench
 def _failures(results: dict) -> list[str]:
     """Every failure the run noted, in whatever section it happened."""
     found = list(results["errors"])
-    for section in ("startup", "overhead", "reaction", "probes"):
+    for section in ("startup", "overhead", "keys", "reaction", "probes"):
         if results[section] is None:
             found.append(f"{section}: no results")
     found += (results["startup"] or {}).get("failures", [])
@@ -57,6 +57,9 @@ def test_quick_benchmark_run_completes_every_section_without_failures(tmp_path):
     assert cost is not None, "the CPU cost of the request path was not measured"
     for side, cell in cost["cells"].items():
         assert cell["errors"] == 0 and cell["requests"] > 0 and cell["chunks"] > 0, (side, cell)
+    for count, cell in results["keys"]["cells"].items():
+        assert cell["errors"] == 0 and cell["requests"] > 0 and cell["lines"] > 0, (count, cell)
+    assert "### Cost against the number of keys in --api-keys-file" in out.read_text()
     assert {s["name"] for s in results["reaction"]} >= {"engine SIGKILL", "SIGTERM, idle"}
     assert results["probes"]["times_ms"]["probes/readiness"]
 
