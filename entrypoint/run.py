@@ -124,7 +124,8 @@ class Run:
 
     def __enter__(self) -> Run:
         # First: as PID 1 a signal without a handler is ignored, and a SIGTERM
-        # while the demo model builds must not wait for the pod's SIGKILL.
+        # while the demo model builds must not wait for the pod's SIGKILL. The
+        # package has recorded signals since it was imported: they count here.
         self.signals.install()
         if self.config.redis_url is not None:
             self.console.hide(*self.config.redis_url.secrets)
@@ -153,7 +154,7 @@ class Run:
     def _prepare(self) -> None:
         self.probes.show("starting", None)
         announce(self.config, self.console)
-        if self.config.demo:
+        if self.config.demo and not self.signals.received:   # a stop came first: nothing to build for
             demo_model.ensure_demo_model(Path(self.config.model).parent)
 
     def _start(self) -> None:

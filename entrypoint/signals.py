@@ -4,12 +4,17 @@ SIGTERM and SIGINT ask for the shutdown and queue up for the monitor (a
 second one hurries the shutdown along). SIGHUP asks for the keys file to be
 read again: it is only counted, so it can never stop llm-entry (its default
 action would, leaving the run folder behind); the key watch takes it.
+
+The package records these three from the moment it is imported (see
+entrypoint/__init__.py); install() takes over what came before it.
 """
 
 from __future__ import annotations
 
 import signal
 from collections import deque
+
+from . import early_signals
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 RELOAD = signal.SIGHUP
@@ -26,6 +31,14 @@ class SignalQueue:
         for sig in HANDLED:
             signal.signal(sig, self._record)
         signal.signal(RELOAD, self._record_reload)
+        # What the package's first handlers recorded, in order; from here on
+        # the handlers above record.
+        while early_signals:
+            signum = early_signals.pop(0)
+            if signum == RELOAD:
+                self._record_reload(signum, None)
+            else:
+                self._record(signum, None)
         return self
 
     def _record(self, signum, frame) -> None:
