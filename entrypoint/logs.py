@@ -3,9 +3,14 @@
 supervisord writes each program's output to a file in the run folder; a
 thread follows those files (across supervisord's rotation) and prints each
 line behind the program's name. The last lines of each are kept for the
-one-line summary when a program dies. Before each round it lets the key
-watch look at the keys file, so that redaction knows a new key before any
-line can carry it.
+one-line summary when a program dies.
+
+It works in rounds of at most CHUNK bytes of each log: read, let the key
+watch look at the keys file (a key in what was read was in the file before
+the read, so redaction knows it before the line is printed), print. A
+backlog holds nobody up for longer than a round: the shutdown's flushes
+take turns with the thread, and each flush has a deadline. What the last
+flush cannot print in its time is counted, and one line says how much.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +27,8 @@ from typing import BinaryIO
 from .console import Console
 
 KEPT_LINES = 200   # enough for exits.HISTORY_LINES: vLLM ends with dozens of lines of noise
+CHUNK = 1 << 16    # bytes of each log per round: a few hundred lines
+STOP_FLUSH = 2.0   # seconds for the last flush when the caller gives no deadline
 # Terminal control sequences (colours, cursor moves): LiteLLM colours its start-up
 # lines whatever the output is; a container log shows them as "[32m" litter.
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -42,22 +50,55 @@ class LogTail:
         self._run_from = 0    # ... when the program's current run began
 
     def pump(self, final: bool = False) -> None:
+        """Print all that is new; with final, a last line without its newline too."""
+        while True:
+            data = self.read(CHUNK)
+            self.emit(data)
+            if len(data) < CHUNK:
+                break
+        if final:
+            self.end_partial()
+
+    def read(self, limit: int) -> bytes:
+        """Up to `limit` new bytes, across a rotation: what the old file got
+        after the last read and before the rename, then the new file."""
         file = self._file or self._open()
         if file is None:
-            return
-        self._drain(file)
+            return b""
+        if os.fstat(file.fileno()).st_size < file.tell():
+            file.seek(0)  # truncated in place
+        data = file.read(limit)
+        if len(data) < limit and self._rotated(file):
+            data += file.read(limit - len(data))
+            if len(data) < limit:   # the old file is done with
+                file.close()
+                new = self._open()
+                if new is not None:
+                    data += new.read(limit - len(data))
+        return data
+
+    def _rotated(self, file: BinaryIO) -> bool:
         try:
-            rotated = self.path.stat().st_ino != os.fstat(file.fileno()).st_ino
+            return self.path.stat().st_ino != os.fstat(file.fileno()).st_ino
         except FileNotFoundError:
-            rotated = False  # between the rename and the new file: next round
-        if rotated:
-            self._drain(file)  # what came after the read above and before the rename
-            file.close()
-            new = self._open()
-            if new is not None:
-                self._drain(new)
-        if final and self._partial:
-            self._emit(b"\n")
+            return False  # between the rename and the new file: next round
+
+    def end_partial(self) -> None:
+        """The program has stopped: its last line will get no newline."""
+        if self._partial:
+            self.emit(b"\n")
+
+    def skip(self) -> int:
+        """Drop all that is new unprinted; how many lines that was."""
+        lines, last = 0, self._partial[-1:]
+        while True:
+            data = self.read(CHUNK)
+            lines += data.count(b"\n")
+            last = data[-1:] or last
+            if len(data) < CHUNK:
+                break
+        self._partial = b""
+        return lines + (last not in (b"", b"\n"))   # a last line without its newline
 
     def close(self) -> None:
         if self._file is not None:
@@ -71,14 +112,9 @@ class LogTail:
             self._file = None
         return self._file
 
-    def _drain(self, file: BinaryIO) -> None:
-        if os.fstat(file.fileno()).st_size < file.tell():
-            file.seek(0)  # truncated in place
-        data = file.read()
-        if data:
-            self._emit(data)
-
-    def _emit(self, data: bytes) -> None:
+    def emit(self, data: bytes) -> None:
+        if not data:
+            return
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         for raw in lines:
@@ -105,10 +141,11 @@ class LogTail:
 
 class LogForwarder:
     def __init__(self, tails: list[LogTail], interval: float = 0.1,
-                 before_pump: Callable[[], None] = lambda: None):
+                 before_pump: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic):
         self.tails = {tail.name: tail for tail in tails}
         self._interval = interval
-        self._before_pump = before_pump
+        self._before_pump = before_pump   # after each round's reads, before its lines are printed
+        self._clock = clock
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="log-forwarder", daemon=True)
@@ -119,31 +156,59 @@ class LogForwarder:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.pump()
+            more = True
+            while more and not self._stop.is_set():
+                with self._lock:   # a round at a time: a flush of the shutdown comes between two
+                    more = self._round()
+
+    def _round(self, ended: Callable[[LogTail], bool] = lambda tail: False) -> bool:
+        """Read up to CHUNK of each log, let the key watch look, print (the
+        last line of an `ended` program's log too, once it is all read).
+        Whether a log had more than that."""
+        data = {tail: tail.read(CHUNK) for tail in self.tails.values()}
+        self._before_pump()
+        for tail, chunk in data.items():
+            tail.emit(chunk)
+            if len(chunk) < CHUNK and ended(tail):
+                tail.end_partial()
+        return any(len(chunk) == CHUNK for chunk in data.values())
+
+    def _drain(self, ended: Callable[[LogTail], bool], until: float | None) -> bool:
+        """Rounds until every log is printed, or until the deadline; whether all was."""
+        while self._round(ended):
+            if until is not None and self._clock() >= until:
+                return False
+        return True
 
     def pump(self, final: bool = False) -> None:
         with self._lock:
-            self._before_pump()
-            for tail in self.tails.values():
-                tail.pump(final)
+            self._drain(lambda tail: final, None)
 
-    def finish(self, name: str) -> None:
+    def finish(self, name: str, until: float | None = None) -> None:
         """Print all that `name` wrote, its last line too when it ends without
         a newline (vLLM's last line, nanobind's "See https://..." , does): the
-        program has stopped, nothing more comes to complete it."""
+        program has stopped, nothing more comes to complete it. By `until`,
+        if given: what is left then waits for the next flush."""
         with self._lock:
-            self._before_pump()
-            for tail in self.tails.values():
-                tail.pump(final=tail.name == name)
+            self._drain(lambda tail: tail.name == name, until)
 
-    def stop(self) -> None:
-        """The last pump, once: later calls (the run's `finally`) do nothing,
-        since a closed tail would open its file again and print it twice."""
+    def stop(self, until: float | None = None) -> None:
+        """The last flush, once, by `until` (STOP_FLUSH from now if not given):
+        lines it cannot print by then are counted and said. Later calls (the
+        run's `finally`) do nothing, since a closed tail would open its file
+        again and print it twice."""
         if self._stop.is_set():
             return
         self._stop.set()
+        until = self._clock() + STOP_FLUSH if until is None else until
         if self._thread.is_alive():
-            self._thread.join(timeout=2)
-        self.pump(final=True)
-        for tail in self.tails.values():
-            tail.close()
+            self._thread.join(timeout=max(0.0, until - self._clock()))
+        with self._lock:
+            if not self._drain(lambda tail: True, until):
+                for tail in self.tails.values():
+                    unshown = tail.skip()
+                    if unshown:
+                        tail.console.say(f"{unshown} line{'' if unshown == 1 else 's'} of the {tail.name}'s log "
+                                         "were not shown (shutdown time budget)")
+            for tail in self.tails.values():
+                tail.close()

@@ -1,6 +1,6 @@
 """llm-entry's own metrics: whether the container is ready and healthy, how
-long it took to become ready, restarts per program and the health checks'
-durations and failures, kept in a Prometheus text file that the proxy's
+long it took to become ready, restarts per program, the health checks'
+durations and failures, and whether --api-keys-file gives keys, kept in a Prometheus text file that the proxy's
 /metrics page appends (entrypoint.inside.metrics_page).
 
 The numbers live here and a collector of our own renders them through a
@@ -34,6 +34,10 @@ SECONDS_TO_READY = "llm_entry_seconds_to_ready"
 RESTARTS = "llm_entry_restarts"                # rendered with _total: a counter
 CHECK_SECONDS = "llm_entry_check_seconds"
 CHECK_FAILURES = "llm_entry_check_failures"    # rendered with _total: a counter
+# 1 while --api-keys-file can be read and holds at least one key; 0 while it
+# cannot be read (gone, a folder, not UTF-8) or holds none: only the master key
+# works then. Only with --api-keys-file.
+KEYS_FILE_USABLE = "llm_entry_keys_file_usable"
 PROGRAM_LABEL = "program"
 
 # From 5 ms (a healthy loopback check) to 10 s (past any sensible --check-timeout).
@@ -80,6 +84,7 @@ class OwnMetrics:
         self._restarts = dict.fromkeys(self._programs, 0)
         self._failures = dict.fromkeys(self._programs, 0)
         self._durations = {program: _Durations() for program in self._programs}
+        self._keys_file_usable: bool | None = None   # None: no --api-keys-file
         self._changed = True                   # nothing written yet
         self._written_at: float | None = None
         self._registry = CollectorRegistry()
@@ -112,6 +117,13 @@ class OwnMetrics:
                 self._failures[program] += 1
             self._changed = True
 
+    def keys_file(self, usable: bool) -> None:
+        """Whether --api-keys-file gives keys now (entrypoint.key_watch)."""
+        with self._lock:
+            if usable != self._keys_file_usable:
+                self._keys_file_usable = usable
+                self._changed = True
+
     # -- the file -------------------------------------------------------------------
     def write_if_due(self) -> None:
         """Write the file if something changed and the last write is at least
@@ -143,6 +155,7 @@ class OwnMetrics:
             ready, healthy, seconds_to_ready = self._ready, self._healthy, self._seconds_to_ready
             restarts, failures = dict(self._restarts), dict(self._failures)
             durations = {program: (d.buckets(), d.total) for program, d in self._durations.items()}
+            keys_file_usable = self._keys_file_usable
         yield GaugeMetricFamily(READY, "1 while the container can serve (no not-ready probe file), else 0.",
                                 value=int(ready))
         yield GaugeMetricFamily(HEALTHY, "1 unless only a container restart will help (the not-healthy probe "
@@ -159,6 +172,10 @@ class OwnMetrics:
         for program, (buckets, total) in durations.items():
             histogram.add_metric([program], buckets, total)
         yield histogram
+        if keys_file_usable is not None:
+            yield GaugeMetricFamily(KEYS_FILE_USABLE, "1 while --api-keys-file can be read and holds a key, else 0 "
+                                                      "(only the master key works then).",
+                                    value=int(keys_file_usable))
         family = CounterMetricFamily(CHECK_FAILURES, "Failed health checks of each program.", labels=[PROGRAM_LABEL])
         for program, count in failures.items():
             family.add_metric([program], count)

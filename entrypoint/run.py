@@ -121,6 +121,7 @@ class Run:
         # Stopped before the shutdown (no check may race it), and after it.
         self._checking = ExitStack()
         self._running = ExitStack()
+        self._last_logs_by: float | None = None   # the shutdown's deadline for the last log lines
 
     def __enter__(self) -> Run:
         # First: as PID 1 a signal without a handler is ignored, and a SIGTERM
@@ -167,22 +168,26 @@ class Run:
         self._running.callback(shutil.rmtree, run_dir, ignore_errors=True)
         programs = supervised_programs(config)
         supervisor = Supervisor(run_dir)
-        key_watch = KeyWatch(config, console, run_dir / RELOAD_MARKER, self.signals.take_reload).start()
+        self.metrics = OwnMetrics(run_dir / names.OWN_METRICS_FILE, programs)
+        key_watch = KeyWatch(config, console, run_dir / RELOAD_MARKER, self.signals.take_reload,
+                             self.metrics).start()
+        self._running.callback(key_watch.stop)
         self.forwarder = LogForwarder([LogTail(name, run_dir / f"{name}.log", console) for name in programs],
-                                      before_pump=key_watch.poll)
-        self._running.callback(self.forwarder.stop)
+                                      before_pump=key_watch.look)
+        self._running.callback(lambda: self.forwarder.stop(until=self._last_logs_by))
         for file in render_run_files(config, sys.executable, run_dir):
             write_private(run_dir, file.name, file.content)
         (run_dir / names.METRICS_DIR).mkdir(mode=0o700)   # every proxy worker's metric files
         supervisor.start(sys.executable, child_environment(config, self.env, internal_key, key_watch.marker))
         self.forwarder.start()
+        key_watch.take_signals()
         console.say(starting_line(config))
         self.host = Host(supervisor, self.signals, reaper)
         self._watch_programs(run_dir, programs)
 
     def _watch_programs(self, run_dir: Path, programs: tuple[str, ...]) -> None:
         config, clock = self.config, self.host.clock
-        metrics = OwnMetrics(run_dir / names.OWN_METRICS_FILE, programs)
+        metrics = self.metrics
         self.board = ProgramBoard(programs, clock(), metrics)
         checkers = make_checkers(config, self.board, run_dir)
         for checker in checkers.values():
@@ -205,8 +210,10 @@ class Run:
             for line in outcome.details:
                 self.console.error("  " + line)
         self._checking.close()
-        Shutdown(self.config, self.host, self.board, self.probes, self.console,
-                 flush_logs=self.forwarder.finish).run(outcome)
+        shutdown = Shutdown(self.config, self.host, self.board, self.probes, self.console,
+                            flush_logs=lambda name: self.forwarder.finish(name, until=shutdown.end))
+        shutdown.run(outcome)
+        self._last_logs_by = shutdown.last_logs_by()
         last_line = stopped_line(outcome.exit_code, outcome.summary)
         on_the_way_out(lambda: self.probes.expire(last_line))  # nothing runs any more
         self._running.close()  # the programs' last words come before our last line

@@ -16,7 +16,9 @@ The timeline (entrypoint.shutdown_plan) counts from the signal and holds in
 the worst case (nothing stops before its SIGKILL, supervisord never answers):
 every wait and every XML-RPC call is bounded, and the log forwarder's last
 flush after this routine is reserved too, so that the whole fits
---grace-period.
+--grace-period. The flushes of a stopped program's log during the routine end
+by its end; the last flush ends by last_logs_by(), and what it could not
+print by then is counted in one line instead (entrypoint.logs).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .host import Host
 from .inside.names import ENGINE, LIMITER, PROXY
 from .outcome import Outcome
 from .probe_files import ProbeFiles, on_the_way_out
-from .shutdown_plan import shutdown_plan
+from .shutdown_plan import LOG_FLUSH, SLACK, shutdown_plan
 from .supervision import SupervisorError
 
 POLL = 0.05
@@ -55,6 +57,13 @@ class Shutdown:
         self.hurry = False
         self.plan = shutdown_plan(config.timing)
         self.end = self.clock() + self.plan.end
+
+    def last_logs_by(self) -> float:
+        """When the log forwarder's last flush must be over: the plan leaves
+        (LOG_FLUSH + SLACK), scaled, of the grace period after its end, and
+        LOG_FLUSH of that is the flush's."""
+        left = self.config.timing.grace_period - self.plan.end
+        return self.end + left * LOG_FLUSH / (LOG_FLUSH + SLACK)
 
     def wait_until(self, done: Callable[[], bool], deadline: float, graceful: bool = True) -> bool:
         """Poll until done() or the deadline, keeping the heartbeat fresh. A
