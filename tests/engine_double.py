@@ -608,6 +608,7 @@ class EngineHandler(BaseHTTPRequestHandler):
     def _held(self, request_id: str) -> bool:
         """Wait while the hold file exists; False when the client went away meanwhile."""
         deadline = time.monotonic() + 120
+        say(f"holding {request_id}")
         while os.path.exists(self.server.state.config.hold_file) and time.monotonic() < deadline:
             readable, _, _ = select.select([self.connection], [], [], 0.02)
             if readable and not self.connection.recv(1, socket.MSG_PEEK):
