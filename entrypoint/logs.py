@@ -20,7 +20,8 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -148,6 +149,10 @@ class LogForwarder:
         self._clock = clock
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # Callers waiting for the lock: the thread lets them go first between two
+        # rounds (a lock is not fair: the thread would take it again at once).
+        self._turn = threading.Condition()
+        self._wanted = 0
         self._thread = threading.Thread(target=self._run, name="log-forwarder", daemon=True)
 
     def start(self) -> LogForwarder:
@@ -158,8 +163,23 @@ class LogForwarder:
         while not self._stop.wait(self._interval):
             more = True
             while more and not self._stop.is_set():
-                with self._lock:   # a round at a time: a flush of the shutdown comes between two
+                with self._turn:   # a round at a time: a flush of the shutdown comes between two
+                    self._turn.wait_for(lambda: self._wanted == 0 or self._stop.is_set())
+                with self._lock:
                     more = self._round()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock, for a caller other than the thread: before the thread's next round."""
+        with self._turn:
+            self._wanted += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._turn:
+                self._wanted -= 1
+                self._turn.notify_all()
 
     def _round(self, ended: Callable[[LogTail], bool] = lambda tail: False) -> bool:
         """Read up to CHUNK of each log, let the key watch look, print (the
@@ -181,7 +201,7 @@ class LogForwarder:
         return True
 
     def pump(self, final: bool = False) -> None:
-        with self._lock:
+        with self._locked():
             self._drain(lambda tail: final, None)
 
     def finish(self, name: str, until: float | None = None) -> None:
@@ -189,7 +209,7 @@ class LogForwarder:
         a newline (vLLM's last line, nanobind's "See https://..." , does): the
         program has stopped, nothing more comes to complete it. By `until`,
         if given: what is left then waits for the next flush."""
-        with self._lock:
+        with self._locked():
             self._drain(lambda tail: tail.name == name, until)
 
     def stop(self, until: float | None = None) -> None:
@@ -203,7 +223,7 @@ class LogForwarder:
         until = self._clock() + STOP_FLUSH if until is None else until
         if self._thread.is_alive():
             self._thread.join(timeout=max(0.0, until - self._clock()))
-        with self._lock:
+        with self._locked():
             if not self._drain(lambda tail: True, until):
                 for tail in self.tails.values():
                     unshown = tail.skip()

@@ -59,11 +59,14 @@ class Shutdown:
         self.end = self.clock() + self.plan.end
 
     def last_logs_by(self) -> float:
-        """When the log forwarder's last flush must be over: the plan leaves
-        (LOG_FLUSH + SLACK), scaled, of the grace period after its end, and
-        LOG_FLUSH of that is the flush's."""
+        """When the log forwarder's last flush must be over. The plan leaves
+        LOG_FLUSH + SLACK (scaled) of the grace period after its end; the flush
+        gives up one more SLACK of its part, for what follows it (counting the
+        lines it could not show, removing the run folder, exiting), so that a
+        round or a poll running over its deadline still ends in time."""
         left = self.config.timing.grace_period - self.plan.end
-        return self.end + left * LOG_FLUSH / (LOG_FLUSH + SLACK)
+        slack = left * SLACK / (LOG_FLUSH + SLACK)
+        return self.end + left - 2 * slack
 
     def wait_until(self, done: Callable[[], bool], deadline: float, graceful: bool = True) -> bool:
         """Poll until done() or the deadline, keeping the heartbeat fresh. A

@@ -13,7 +13,7 @@ from entrypoint.host import Host
 from entrypoint.logs import CHUNK, LogForwarder, LogTail
 from entrypoint.outcome import Outcome
 from entrypoint.shutdown import Shutdown
-from entrypoint.shutdown_plan import FULL_SIZE_GRACE, LOG_FLUSH
+from entrypoint.shutdown_plan import FULL_SIZE_GRACE, LOG_FLUSH, SLACK
 
 from fakes import (
     FakeClock,
@@ -86,4 +86,6 @@ def test_the_last_flush_is_over_before_the_grace_period_ends(grace: float) -> No
     signalled = clock()
     shutdown.run(Outcome(0, "received SIGTERM", requested=True, since=signalled))
     assert clock() <= shutdown.end < shutdown.last_logs_by() < signalled + grace
-    assert shutdown.last_logs_by() - shutdown.end >= 0.75 * min(grace / FULL_SIZE_GRACE, 1.0) * LOG_FLUSH
+    scale = min(grace / FULL_SIZE_GRACE, 1.0)
+    assert shutdown.last_logs_by() - shutdown.end >= 0.7 * scale * LOG_FLUSH
+    assert signalled + grace - shutdown.last_logs_by() >= 2 * scale * SLACK - 1e-9
