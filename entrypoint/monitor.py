@@ -17,7 +17,7 @@ from pathlib import Path
 from .board import Program, ProgramBoard
 from .checks import Checker
 from .config import Config
-from .errors import EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_SUPERVISOR_FAILED
+from .errors import EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_SUPERVISOR_FAILED, EntryError
 from .health import Verdict, combine
 from .host import Host
 from .outcome import Failure, Outcome
@@ -57,6 +57,8 @@ class Monitor:
         while True:
             try:
                 outcome = self.tick()
+            except EntryError as error:   # the probe dir is gone for good: not a bug, say why
+                return self._fail(Failure(error.exit_code, error.message))
             except Exception as error:  # noqa: BLE001 - a bug must still end in the shutdown routine
                 failure = crash_failure(error)
                 self.readiness.crashed(failure.summary)

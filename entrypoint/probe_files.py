@@ -10,11 +10,18 @@
 
 `ProbeFiles.show` is the only writer: the state is derived in one place and
 every write is atomic (temp file + os.replace).
+
+A probe dir removed under llm-entry (or replaced by an empty one) is made
+again at the next write, with the mode it had when it was prepared, and the
+files say again what they said, not-ready first; one line says so. One that
+cannot be made again ends the run with ProbeDirLost (exit code 2, as a probe
+dir that is not writable at start), since no probe could see the container.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,21 +51,28 @@ def remove(path: Path) -> None:
         pass
 
 
+class ProbeDirLost(EntryError):
+    """The probe dir went away and cannot be made again."""
+
+
 def on_the_way_out(write: Callable[[], None]) -> None:
     """A probe-file write during the shutdown: a probe dir that broke (full
     disk, removed volume) must not stop the shutdown half way. The files then
     stay as they were and the heartbeat runs out, so the probes fail anyway."""
     try:
         write()
-    except OSError:
+    except (OSError, ProbeDirLost):
         pass
 
 
 class ProbeFiles:
-    def __init__(self, probe_dir: Path, heartbeat_ttl: float, clock: Callable[[], float] = time.time):
+    def __init__(self, probe_dir: Path, heartbeat_ttl: float, clock: Callable[[], float] = time.time,
+                 say: Callable[[str], None] = lambda line: None):
         self.dir = probe_dir
         self._ttl = heartbeat_ttl
         self._clock = clock
+        self._say = say
+        self._mode: int | None = None   # the folder's mode once prepared
         self._shown: tuple[str | None, str | None] | None = None
         self._beat_until = -1
         self._expired = False
@@ -73,6 +87,7 @@ class ProbeFiles:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_atomically(self.dir / NOT_READY, "starting\n")
+            self._mode = stat.S_IMODE(self.dir.stat().st_mode)
         except OSError as error:
             raise EntryError(
                 f"probe dir {self.dir} is not writable ({error.strerror}): run as a user who can "
@@ -89,7 +104,7 @@ class ProbeFiles:
         if state != self._shown:
             for name, reason in ((NOT_READY, not_ready), (NOT_HEALTHY, not_healthy)):
                 if reason is not None:
-                    write_atomically(self.dir / name, reason.rstrip("\n") + "\n")
+                    self._write(name, reason.rstrip("\n") + "\n")
             for name, reason in ((NOT_HEALTHY, not_healthy), (NOT_READY, not_ready)):
                 if reason is None:
                     remove(self.dir / name)
@@ -103,7 +118,7 @@ class ProbeFiles:
         if self._expired:
             return
         self.show(reason, self._shown[1] if self._shown else None)
-        write_atomically(self.dir / HEARTBEAT, f"{EXPIRED}\n")
+        self._write(HEARTBEAT, f"{EXPIRED}\n")
         self._beat_until, self._expired = EXPIRED, True
 
     def beat(self) -> None:
@@ -111,5 +126,41 @@ class ProbeFiles:
             return
         until = int(self._clock() + self._ttl)
         if until != self._beat_until:
-            write_atomically(self.dir / HEARTBEAT, f"{until}\n")
+            if self._mode is not None and self._files_gone():
+                self._make_again("replaced" if self.dir.exists() else "removed")
+            self._write(HEARTBEAT, f"{until}\n")
             self._beat_until = until
+
+    # -- a probe dir removed under us ------------------------------------------------
+    def _files_gone(self) -> bool:
+        """The folder is gone, or has lost a file it should hold: an empty
+        folder in its place would look ready."""
+        if not self.dir.is_dir():
+            return True
+        shown = self._shown or (None, None)
+        return any(reason is not None and not (self.dir / name).exists()
+                   for name, reason in zip((NOT_READY, NOT_HEALTHY), shown, strict=True))
+
+    def _write(self, name: str, text: str) -> None:
+        try:
+            write_atomically(self.dir / name, text)
+        except (FileNotFoundError, NotADirectoryError):
+            if self._mode is None:
+                raise
+            self._make_again("removed")
+            write_atomically(self.dir / name, text)
+
+    def _make_again(self, what: str) -> None:
+        """Make the folder again as it was prepared, and say again what it said."""
+        mode = self._mode
+        assert mode is not None
+        try:
+            self.dir.mkdir(mode=mode, parents=True, exist_ok=True)
+            os.chmod(self.dir, mode)   # mkdir's mode passes the umask
+            shown, self._shown, self._beat_until = self._shown, None, -1
+            if shown is not None:
+                self.show(*shown)
+        except OSError as error:
+            raise ProbeDirLost(f"probe dir {self.dir} was {what} and cannot be made again "
+                               f"({error.strerror}): no probe can see this container; stopping") from error
+        self._say(f"probe dir {self.dir} was {what}: made it again (mode {mode:o}) with the probe files")

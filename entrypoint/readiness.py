@@ -8,7 +8,7 @@ from .config import Config
 from .console import Console
 from .health import Verdict
 from .own_metrics import OwnMetrics
-from .probe_files import ProbeFiles
+from .probe_files import ProbeFiles, on_the_way_out
 
 PROGRESS_EVERY = 10.0
 
@@ -66,8 +66,9 @@ class Readiness:
             self.metrics.write_if_due()
 
     def failed(self, summary: str) -> None:
-        """Not ready and not healthy, with the reason, in both."""
-        self.probes.show(summary, summary)
+        """Not ready and not healthy, with the reason, in both (if the probe
+        dir still takes them: the failure may be that it does not)."""
+        on_the_way_out(lambda: self.probes.show(summary, summary))
         self.metrics.state(False, healthy=False)
         self.metrics.write()
 

@@ -116,7 +116,7 @@ class Run:
         self.env = env
         self.console = console
         self.signals = SignalQueue()
-        self.probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl)
+        self.probes = ProbeFiles(config.probe_dir, config.timing.heartbeat_ttl, say=console.say)
         self.started = False
         # Stopped before the shutdown (no check may race it), and after it.
         self._checking = ExitStack()
