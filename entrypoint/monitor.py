@@ -3,7 +3,9 @@
 Every tick it reaps children, takes recorded signals, asks supervisord for
 the programs' states (an exit always wins over a stale "ready"), hands an
 exit to the restart rules, folds the checks into one verdict and shows it
-(entrypoint.readiness). It returns an Outcome; shutting down is the caller's
+(entrypoint.readiness). Once the container was ready, the private
+redis-server (limiter) no longer makes it not-ready: the proxy serves while
+it restarts. It returns an Outcome; shutting down is the caller's
 next step, also after a bug in the loop.
 """
 
@@ -20,6 +22,7 @@ from .config import Config
 from .errors import EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_SUPERVISOR_FAILED, EntryError
 from .health import Verdict, combine
 from .host import Host
+from .inside.names import LIMITER
 from .outcome import Failure, Outcome
 from .processes import describe_wait_status
 from .readiness import Readiness
@@ -27,6 +30,7 @@ from .restarts import Exits
 from .supervision import ProgramState, SupervisorError
 
 TICK = 0.2
+SERVES_WITHOUT = frozenset({LIMITER})   # programs the container serves without, once it was ready
 EXITED_STATES = frozenset({"EXITED", "FATAL", "BACKOFF"})
 
 
@@ -134,6 +138,13 @@ class Monitor:
     # -- verdicts and endings ----------------------------------------------------
     def _verdict(self, also_waiting_for: str = "") -> Verdict:
         verdicts = self.board.verdicts(self.host.clock(), self.config.timing)
+        if self.readiness.was_ready:
+            # The private redis-server holds no request: while it restarts or
+            # fails its checks the proxy counts limits in each worker's memory
+            # and serves, so the container stays ready. It must pass its checks
+            # for the first ready, and its fatal verdicts (hung) still count.
+            verdicts = [verdict for name, verdict in zip(self.board.names, verdicts, strict=True)
+                        if name not in SERVES_WITHOUT or verdict.fatal]
         if also_waiting_for:
             verdicts.append(Verdict(False, also_waiting_for))
         return combine(verdicts)

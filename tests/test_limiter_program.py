@@ -6,6 +6,7 @@ anything runs."""
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -59,21 +60,49 @@ def test_a_keys_file_with_two_proxy_workers_runs_a_private_redis_server_on_a_uni
     entry.assert_nothing_left()
 
 
-def test_a_private_redis_server_killed_with_sigkill_is_said_restarted_and_the_container_is_ready_again(
+class ReadinessWatch:
+    """Reads the probe files every few milliseconds, in a thread, and keeps
+    every moment they did not say ready."""
+
+    def __init__(self, entry):
+        self.entry = entry
+        self.not_ready: list[str] = []
+        self.looks = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ReadinessWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.005):
+            self.looks += 1
+            if not self.entry.ready():
+                self.not_ready.append(self.entry.probe_text("not-ready") or "no fresh heartbeat")
+
+
+def test_a_private_redis_server_killed_with_sigkill_is_said_restarted_and_the_container_stays_ready(
         entry_factory, tmp_path):
     entry = limited(entry_factory, tmp_path)
     entry.start().wait_ready()
     old = entry.limiter_pid()
-    os.kill(old, signal.SIGKILL)
-    wait_for(lambda: "limiter exited (terminated by SIGKILL" in entry.output(), 30, "the limiter's exit in the log")
-    assert "restarting it (the keys' limit counters start again from zero)" in entry.output()
+    with ReadinessWatch(entry) as watch:
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: "limiter exited (terminated by SIGKILL" in entry.output(), 30, "the limiter's exit in the log")
+        assert "restarting it (the keys' limit counters start again from zero)" in entry.output()
 
-    def new_limiter():
-        pid = entry.limiter_pid()
-        return pid if pid not in (None, old) else None
-    new = wait_for(new_limiter, 30, "a new limiter")
-    entry.wait_ready(30)
-    assert private_redis(entry).ping()
+        def new_limiter():
+            pid = entry.limiter_pid()
+            return pid if pid not in (None, old) else None
+        new = wait_for(new_limiter, 30, "a new limiter")
+        wait_for(lambda: private_redis(entry).ping(), 30, "the new limiter to answer")
+        assert entry.chat().status_code == 200
+    assert watch.looks > 50 and watch.not_ready == [], watch.not_ready[:3]
     assert new in entry.record_tree()
     assert entry.stop() == 0
     entry.assert_nothing_left()

@@ -283,7 +283,8 @@ def test_the_limiters_check_holds_readiness_back_until_it_passes(tmp_path: Path)
     assert "ready in" in world.out.getvalue()
 
 
-def test_a_limiter_that_stops_answering_makes_the_container_not_ready(tmp_path: Path) -> None:
+def test_a_limiter_that_stops_answering_after_the_first_ready_leaves_the_container_ready(tmp_path: Path) -> None:
+    """The proxy counts in each worker's memory while Redis is away, and serves."""
     world = World(tmp_path, programs=WITH_LIMITER)
     world.passes()
     assert world.tick() is None
@@ -291,11 +292,11 @@ def test_a_limiter_that_stops_answering_makes_the_container_not_ready(tmp_path: 
         world.board.report("limiter", 0, False, "no answer to PING within the check timeout", world.clock())
     world.passes("engine", "proxy")
     assert world.tick() is None
-    assert world.file(NOT_READY) == ("limiter failing checks (2 in a row): "
-                                     "no answer to PING within the check timeout\n")
+    assert world.file(NOT_READY) is None
 
 
-def test_a_limiter_exit_restarts_it_in_place_and_says_its_counters_start_from_zero(tmp_path: Path) -> None:
+def test_a_limiter_exit_restarts_it_in_place_says_its_counters_start_from_zero_and_the_container_stays_ready(
+        tmp_path: Path) -> None:
     world = World(tmp_path, programs=WITH_LIMITER)
     world.passes()
     assert world.tick() is None
@@ -309,11 +310,11 @@ def test_a_limiter_exit_restarts_it_in_place_and_says_its_counters_start_from_ze
             "and dmesg)) 0 s after start, after it was ready; restarting it (the keys' limit counters start "
             "again from zero)") in world.out.getvalue()
     assert world.tick() is None
-    assert "limiter starting" in world.file(NOT_READY), "the new start must pass its own check"
+    assert world.file(NOT_READY) is None, "the proxy serves while the limiter restarts"
     world.passes()
     assert world.tick() is None
     assert world.file(NOT_READY) is None
-    assert "ready again" in world.out.getvalue()
+    assert "not ready" not in world.out.getvalue()
     assert world.board.programs["limiter"].pgids == {401}
     assert world.board.programs["engine"].generation == world.board.programs["proxy"].generation == 0
 
