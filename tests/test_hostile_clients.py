@@ -330,7 +330,7 @@ def test_a_model_name_with_a_newline_stays_in_its_access_line(entry):
 
 # -- 5. a client's mistake is never a 5xx ---------------------------------------------
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"])
 @pytest.mark.parametrize("stream", [True, False])
 def test_json_nested_too_deep_gets_a_4xx(entry, path, stream):
     deep = b"[" * 100_000 + b"]" * 100_000
