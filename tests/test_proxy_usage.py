@@ -94,9 +94,15 @@ def test_a_json_answer_in_several_pieces_is_counted_once_whole() -> None:
 
 
 def test_a_streamed_request_without_usage_asks_the_engine_for_it() -> None:
-    asked = ask_for_usage(b'{"model": "m", "stream": true, "messages": [{"role": "user", "content": "h\\u00e9"}]}')
+    original = b' {"model": "m", "stream": true, "messages": [{"role": "user", "content": "h\\u00e9"}]}'
+    asked = ask_for_usage(original)
     assert json.loads(asked) == {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hé"}],
                                  "stream_options": {"include_usage": True}}
+    assert asked.endswith(original[2:])      # the client's own bytes, the option put first
+    assert json.loads(ask_for_usage(bytearray(b'{"stream": true}'))) == {
+        "stream": True, "stream_options": {"include_usage": True}}
+    assert json.loads(ask_for_usage(b'{"stream": true, "stream_options": null}'))["stream_options"] == {
+        "include_usage": True}
     kept = ask_for_usage(
         b'{"stream": true, "stream_options": {"include_usage": false, "continuous_usage_stats": true}}')
     assert json.loads(kept)["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}

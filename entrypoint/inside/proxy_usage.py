@@ -112,6 +112,14 @@ def ask_for_usage(body: bytes | bytearray) -> bytes | None:
         return None
     if options is not None and not isinstance(options, dict):
         return None      # malformed: the engine refuses it as it would have
+    if "stream_options" not in request:
+        # The usual case: the client's own bytes, with the option put first.
+        # Serialising the request again held the body twice more at once (a
+        # str, then bytes): 4.0 bytes of proxy memory per body byte at peak,
+        # 3.0 this way, as a plain request (bench.body_memory, 48 MiB).
+        del request
+        start = body.index(b"{") + 1
+        return b'{"stream_options":{"include_usage":true},' + memoryview(body)[start:]
     request["stream_options"] = {**(options or {}), "include_usage": True}
     try:
         return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
