@@ -130,7 +130,11 @@ class Console:
         return _KEY_HEADER.sub(r"\1***", self._secrets.redact(text))
 
     def line(self, source: str, text: str) -> None:
-        self._write(self._out, f"{source:<{self.WIDTH}} | {self.redact(text)}\n")
+        self.line_redacted(source, self.redact(text))
+
+    def line_redacted(self, source: str, text: str) -> None:
+        """A line that went through redact() already (the log forwarder keeps it too)."""
+        self._write(self._out, f"{source:<{self.WIDTH}} | {text}\n")
 
     def say(self, text: str) -> None:
         self.line("llm-entry", text)

@@ -124,9 +124,10 @@ class LogTail:
             text = ANSI.sub("", text.rsplit("\r", 1)[-1])
             if not text.strip():
                 continue   # LiteLLM frames its banner in empty lines: nothing to read
-            self.recent.append(self.console.redact(text))
+            redacted = self.console.redact(text)      # once: it is the costly part of a line
+            self.recent.append(redacted)
             self._kept += 1
-            self.console.line(self.name, text)
+            self.console.line_redacted(self.name, redacted)
 
     def begin_run(self) -> None:
         """The program is restarted: what it wrote before is no longer its

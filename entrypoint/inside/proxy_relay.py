@@ -132,17 +132,20 @@ class EngineRelay:
         streamed answers only at its end) or during a stream, the engine's
         connection is closed and the engine aborts the request at once
         instead of working on for nobody."""
-        exchange = asyncio.ensure_future(self._exchange(scope, body, send, engine_path))
-        gone = asyncio.ensure_future(_client_gone(receive))
+        exchange = asyncio.current_task()
+        assert exchange is not None
+        state = _Watch()
+        watcher = asyncio.ensure_future(_cancel_when_gone(receive, exchange, state))
         try:
-            await asyncio.wait((exchange, gone), return_when=asyncio.FIRST_COMPLETED)
+            await self._exchange(scope, body, send, engine_path)
+        except asyncio.CancelledError:
+            if not state.client_gone:
+                raise
+            if hasattr(exchange, "uncancel"):
+                exchange.uncancel()      # ours: the request ends here, quietly
         finally:
-            if not exchange.done():
-                exchange.cancel()     # the client went away (or this request was cancelled)
-            gone.cancel()
-            await asyncio.gather(exchange, gone, return_exceptions=True)
-        if not exchange.cancelled() and exchange.exception() is not None:
-            raise exchange.exception()  # type: ignore[misc]
+            state.exchange_done = True   # from here on the watcher cancels nothing
+            watcher.cancel()
 
     async def _exchange(self, scope: Message, body: bytes | bytearray, send: Callable, engine_path: str) -> None:
         url = self.settings.engine_url + engine_path
@@ -165,10 +168,23 @@ class EngineRelay:
             response.close()     # a no-op once the answer was read whole; otherwise the engine aborts
 
 
-async def _client_gone(receive: Callable) -> None:
-    """Returns once the client has gone away (or its answer was sent whole)."""
+class _Watch:
+    """Between one request's relay and its watcher (one event loop: no lock)."""
+
+    client_gone = False
+    exchange_done = False
+
+
+async def _cancel_when_gone(receive: Callable, exchange: asyncio.Task, state: _Watch) -> None:
+    """Cancels the relay of a request whose client went away. One task beside
+    the relay's own: the exchange and the watcher as two tasks raced with
+    asyncio.wait, with wait_for on each body read, took the proxy's CPU per
+    request from 0.72 to 1.10 ms (median of 3 rounds, `python -m bench --only keys`)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    if not state.exchange_done:      # a disconnect also comes once the answer was sent whole
+        state.client_gone = True
+        exchange.cancel()
 
 
 async def _relay_response(response: aiohttp.ClientResponse, send: Callable) -> None:
