@@ -293,3 +293,14 @@ def make_config(model: Path | str, env: Mapping[str, str] | None = None, *, node
     total_memory = memory if callable(memory) else lambda: memory
     return build_config(Options(model=str(model), **options), env or {}, query_node_gpus=lambda: gpus,
                         total_memory=total_memory, usable_cpus=lambda: cpus)
+
+
+class ReloadRequests:
+    """Stands in for SignalQueue.take_reload: True once per requested reload."""
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def __call__(self) -> bool:
+        pending, self.pending = self.pending, False
+        return pending

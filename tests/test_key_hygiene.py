@@ -21,7 +21,7 @@ from entrypoint.logs import LogForwarder, LogTail
 from entrypoint.run import announce
 from entrypoint.signals import SignalQueue
 
-from fakes import GIB, MASTER_KEY, make_config, model_folder, quiet_console
+from fakes import GIB, MASTER_KEY, ReloadRequests, make_config, model_folder, quiet_console
 
 KEY_A = "team-a-5d1c9e7b3a8f2c6e4b0d"
 KEY_B = "team-b-8e2f6a0c4d9b1e7a3c5f"
@@ -32,17 +32,6 @@ def config_for(tmp_path: Path, keys_file: Path | None = None, **options) -> Conf
     """A CPU node's config for a small local model, with `keys_file` as --api-keys-file."""
     return make_config(model_folder(tmp_path, "model", heads=8), api_keys_file=keys_file,
                        node_gpus=NodeGpus(0, "none"), memory=8 * GIB, **options)
-
-
-class Requests:
-    """Stands in for SignalQueue.take_reload: True once per requested reload."""
-
-    def __init__(self) -> None:
-        self.pending = False
-
-    def __call__(self) -> bool:
-        pending, self.pending = self.pending, False
-        return pending
 
 
 @pytest.fixture
@@ -97,14 +86,14 @@ def test_known_keys_are_masked_anywhere_in_a_line() -> None:
 
 def test_the_keys_of_the_config_are_hidden_from_the_start(tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
     screen = quiet_console()
-    KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, ReloadRequests())
     assert screen.console.redact(KEY_A) == "***"
 
 
 def test_a_key_added_to_the_file_is_hidden_before_the_next_line_is_printed(
         tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
     screen = quiet_console()
-    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests()).start()
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, ReloadRequests()).start()
     log = run_dir / "proxy.log"
     log.write_text("")
     forwarder = LogForwarder([LogTail("proxy", log, screen.console)], before_pump=watch.poll)
@@ -118,7 +107,7 @@ def test_a_key_added_to_the_file_is_hidden_before_the_next_line_is_printed(
 
 def test_a_key_removed_from_the_file_stays_hidden(tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
     screen = quiet_console()
-    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, ReloadRequests())
     keys_file.write_text(f"{KEY_B}\n")
     watch.poll()
     assert screen.console.redact(f"{KEY_A} {KEY_B}") == "*** ***"
@@ -126,7 +115,7 @@ def test_a_key_removed_from_the_file_stays_hidden(tmp_path: Path, keys_file: Pat
 
 def test_weak_keys_are_not_hidden_since_they_open_nothing(tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
     screen = quiet_console()
-    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, ReloadRequests())
     keys_file.write_text(f"{KEY_A}\ntest\n")
     watch.poll()
     assert screen.console.redact("a test line") == "a test line"
@@ -135,7 +124,7 @@ def test_weak_keys_are_not_hidden_since_they_open_nothing(tmp_path: Path, keys_f
 def test_the_key_of_a_line_set_aside_for_a_bad_field_is_still_hidden(
         tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
     screen = quiet_console()
-    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, ReloadRequests())
     keys_file.write_text(f"{KEY_A} name=team-a\n{KEY_B} name=team-b rpm=0\n")
     watch.poll()
     assert screen.console.redact(f"{KEY_A} {KEY_B}") == "*** ***"
@@ -145,14 +134,14 @@ def test_the_keys_of_named_and_limited_lines_are_hidden_from_the_start(tmp_path:
     keys_file = tmp_path / "api-keys"
     keys_file.write_text(f"{KEY_A} name=team-a rpm=5\n{KEY_B} tpm=1000 max_parallel=2\n")
     screen = quiet_console()
-    KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, ReloadRequests())
     assert screen.console.redact(f"{KEY_A} {KEY_B} team-a") == "*** *** team-a"
 
 
 def test_a_keys_file_that_vanished_keeps_its_keys_hidden_and_raises_nothing(
         tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
     screen = quiet_console()
-    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests())
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, ReloadRequests())
     keys_file.unlink()
     watch.poll()
     watch.poll()
@@ -181,7 +170,7 @@ def test_sighup_is_a_reload_request_not_a_shutdown(restore_signals) -> None:
 
 
 def test_sighup_reads_the_file_and_replaces_the_marker(tmp_path: Path, keys_file: Path, run_dir: Path) -> None:
-    screen, requests = quiet_console(), Requests()
+    screen, requests = quiet_console(), ReloadRequests()
     marker = run_dir / RELOAD_MARKER
     watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, marker, requests).start()
     before = marker.stat().st_ino
@@ -198,7 +187,7 @@ def test_sighup_reads_the_file_and_replaces_the_marker(tmp_path: Path, keys_file
 
 
 def test_sighup_without_a_keys_file_is_ignored_with_a_line(tmp_path: Path, run_dir: Path) -> None:
-    screen, requests = quiet_console(), Requests()
+    screen, requests = quiet_console(), ReloadRequests()
     watch = KeyWatch(config_for(tmp_path), screen.console, run_dir / RELOAD_MARKER, requests).start()
     requests.pending = True
     watch.poll()

@@ -18,7 +18,7 @@ from entrypoint.key_watch import RELOAD_MARKER, KeyWatch
 from entrypoint.logs import LogForwarder, LogTail
 from entrypoint.own_metrics import KEYS_FILE_USABLE, OwnMetrics
 
-from fakes import GIB, make_config, model_folder, quiet_console
+from fakes import GIB, ReloadRequests, make_config, model_folder, quiet_console
 
 KEY_A = "team-a-5d1c9e7b3a8f2c6e4b0d"
 KEY_B = "team-b-8e2f6a0c4d9b1e7a3c5f"
@@ -27,17 +27,6 @@ KEY_B = "team-b-8e2f6a0c4d9b1e7a3c5f"
 def config_for(tmp_path: Path, keys_file: Path | None = None) -> Config:
     return make_config(model_folder(tmp_path, "model", heads=8), api_keys_file=keys_file,
                        node_gpus=NodeGpus(0, "none"), memory=8 * GIB)
-
-
-class Requests:
-    """Stands in for SignalQueue.take_reload: True once per requested reload."""
-
-    def __init__(self) -> None:
-        self.pending = False
-
-    def __call__(self) -> bool:
-        pending, self.pending = self.pending, False
-        return pending
 
 
 class Written:
@@ -90,7 +79,8 @@ def test_a_keys_file_that_gives_no_keys_is_said_once_and_shown_in_the_metrics_un
     run_dir.mkdir()
     screen, written = quiet_console(), Written()
     metrics = OwnMetrics(run_dir / "own.prom", ("engine", "proxy"), write=written)
-    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, Requests(), metrics)
+    watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, run_dir / RELOAD_MARKER, ReloadRequests(),
+                     metrics)
     watch.poll()
     metrics.write()
     assert written.usable() == f"{KEYS_FILE_USABLE} 1.0" and "warning" not in screen.text()
@@ -112,7 +102,7 @@ def test_a_keys_file_that_gives_no_keys_is_said_once_and_shown_in_the_metrics_un
 def test_without_a_keys_file_the_metrics_have_no_keys_file_gauge(tmp_path: Path) -> None:
     written = Written()
     metrics = OwnMetrics(tmp_path / "own.prom", ("engine", "proxy"), write=written)
-    KeyWatch(config_for(tmp_path), quiet_console().console, tmp_path / RELOAD_MARKER, Requests(), metrics)
+    KeyWatch(config_for(tmp_path), quiet_console().console, tmp_path / RELOAD_MARKER, ReloadRequests(), metrics)
     metrics.write()
     assert KEYS_FILE_USABLE not in written.text
 
@@ -124,7 +114,7 @@ def test_sighup_is_taken_within_a_second_while_the_forwarder_works_through_a_bac
     run_dir.mkdir()
     log = run_dir / "proxy.log"
     log.write_text("WARNING entrypoint.inside.proxy_auth: refused POST /v1/chat/completions: wrong key\n" * 100_000)
-    screen, requests = quiet_console(), Requests()
+    screen, requests = quiet_console(), ReloadRequests()
     marker = run_dir / RELOAD_MARKER
     watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, marker, requests).start()
     forwarder = LogForwarder([LogTail("proxy", log, screen.console)], before_pump=watch.look)
