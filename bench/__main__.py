@@ -35,7 +35,7 @@ WALL_LIMIT = {True: 10 * 60, False: 60 * 60}     # seconds; a run that takes lon
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short windows, one round (about 3 minutes; CI)")
+    parser.add_argument("--quick", action="store_true", help="short windows, one round (about 5 minutes; CI)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report to write [BENCHMARKS.md]")
     parser.add_argument("--chart", type=Path,
                         help="chart to write [bench/results.svg for the repo's BENCHMARKS.md, else beside --out]")

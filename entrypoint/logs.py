@@ -201,9 +201,12 @@ class LogForwarder:
                 return False
         return True
 
-    def pump(self, final: bool = False) -> None:
+    def pump(self, final: bool = False, within: float | None = None) -> None:
+        """Print what is new; within `within` seconds, if given (the rest waits
+        for the thread's next rounds)."""
+        until = None if within is None else self._clock() + within
         with self._locked():
-            self._drain(lambda tail: final, None)
+            self._drain(lambda tail: final, until)
 
     def finish(self, name: str, until: float | None = None) -> None:
         """Print all that `name` wrote, its last line too when it ends without

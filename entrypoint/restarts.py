@@ -26,6 +26,9 @@ from .supervision import ProgramState, SupervisorError
 # A group that outlives its SIGKILL this long (stuck in the GPU driver) will
 # not go away: give up rather than start a second engine beside it.
 RESTART_KILL_WAIT = 10.0
+# Seconds the monitor prints an exited program's log before judging the exit:
+# well under the heartbeat's 1.5 s, so a log backlog never makes it stale.
+EXIT_LOG_FLUSH = 0.5
 
 # What a restart costs beyond the program's own start.
 RESTART_NOTES = {LIMITER: " (the keys' limit counters start again from zero)"}
@@ -103,7 +106,9 @@ class Exits:
 
     def after(self, program: Program, state: ProgramState) -> Failure | None:
         how = how_it_ended(self.host.supervisor.exit_reason(program.name), state)
-        self.forwarder.pump()
+        # What the program wrote last tells why it stopped; under a log backlog the
+        # monitor (and the heartbeat) waits for it at most EXIT_LOG_FLUSH.
+        self.forwarder.pump(within=EXIT_LOG_FLUSH)
         tail = self.forwarder.tails[program.name]
         story = tell_exit(program.name, how, self.host.clock() - program.vitals.started_at,
                           program.vitals.last_ok is not None, tail.last_lines(HISTORY_LINES))

@@ -258,7 +258,7 @@ class FakeForwarder:
     def __init__(self):
         self.tails = {"engine": FakeTail(), "proxy": FakeTail()}
 
-    def pump(self, final: bool = False) -> None:
+    def pump(self, final: bool = False, within: float | None = None) -> None:
         pass
 
 
