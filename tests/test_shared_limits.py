@@ -32,6 +32,7 @@ def replicas(tmp_path_factory):
     model.mkdir()
     (model / "config.json").write_text('{"num_attention_heads": 8, "num_key_value_heads": 8}')
     made = []
+    state = {"port": port, "server": redis, "folder": tmp}
     try:
         for index in range(2):
             folder = tmp / f"replica{index}"
@@ -41,11 +42,11 @@ def replicas(tmp_path_factory):
                                     f"redis://127.0.0.1:{port}/0"]).start())
         for entry in made:
             entry.wait_ready()
-        yield made, {"port": port, "server": redis, "folder": tmp}
+        yield made, state
     finally:
         for entry in made:
             entry.kill_everything()
-        stop_redis(redis)
+        stop_redis(state["server"])     # the one running now: a test may have started it again
 
 
 def test_two_replicas_on_one_redis_share_a_keys_limit(replicas) -> None:
