@@ -32,9 +32,10 @@ from bench.procs import (
     wait_for,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-ENGINE_DOUBLE = REPO / "tests" / "engine_double.py"
+from repo_paths import ENGINE_DOUBLE
+
 MASTER_KEY = "sk-test-" + "7f3a9c2e4b8d1f6a0c5e9b3d7a2f4c8e"
+WRONG_KEY = "sk-wrong-" + "0123456789abcdef01234567"
 PROXY_START_DEADLINE = 120.0   # LiteLLM takes 10-30 s on a busy 2-core machine
 
 

@@ -1,6 +1,6 @@
 """Code that runs inside another program's interpreter, not in llm-entry's.
 
-Import rules, tested by tests/test_import_rules.py:
+Import rules, tested by tests/unit/test_import_rules.py:
 - `launch`, `engine_guard` and `names` import the standard library alone:
   `launch` runs first in every program supervisord starts, and `engine_guard`
   inside vLLM, which has none of llm-entry's dependencies.

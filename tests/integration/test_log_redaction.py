@@ -24,8 +24,6 @@ from entrypoint.errors import EXIT_ENGINE_FAILED, EXIT_OK
 
 from harness import Entry
 
-pytestmark = pytest.mark.integration
-
 # LiteLLM masks anything shaped like "sk-..." in its own log lines before
 # llm-entry sees them (so the harness's master key and the internal key never
 # reach llm-entry raw from the proxy). A master key of any other shape does:

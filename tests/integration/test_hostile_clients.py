@@ -26,8 +26,6 @@ from bench.procs import children_of, wait_for
 
 from harness import MASTER_KEY, Entry
 
-pytestmark = pytest.mark.integration
-
 TEAM_KEY = "team-a-" + "6b2d9f1e4c8a0d3f7e5b9c1a"
 ONE_AT_A_TIME_KEY = "solo-" + "3c9e1a7d5b2f8e0c4a6d9b1f"
 WRONG_KEY = "sk-wrong-" + "9f8e7d6c5b4a39281706f5e4"

@@ -3,13 +3,13 @@ cause, and what the one line says."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from entrypoint.exits import HISTORY_LINES, MAX_LINE, TAIL_LINES, tell_exit, telling_line
 
-DATA = Path(__file__).resolve().parent / "data" / "exits"
+from repo_paths import DATA
+
+RECORDED = DATA / "exits"
 
 
 def test_the_last_exception_line_is_the_telling_one() -> None:
@@ -125,7 +125,7 @@ def test_the_choice_reads_further_back_than_the_lines_printed() -> None:
 
 def recorded(name: str) -> list[str]:
     """The lines as llm-entry keeps them: blank lines dropped, the last HISTORY_LINES."""
-    text = (DATA / name).read_text()
+    text = (RECORDED / name).read_text()
     return [line for line in text.splitlines() if line.strip()][-HISTORY_LINES:]
 
 

@@ -11,8 +11,6 @@ from entrypoint.shutdown_plan import shutdown_plan
 
 from fakes import make_config, model_folder
 
-pytestmark = pytest.mark.e2e
-
 KEY = "sk-test-" + "a1b2c3d4e5f60718293a4b5c"
 
 

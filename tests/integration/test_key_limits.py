@@ -19,8 +19,6 @@ from bench.procs import wait_for
 
 from harness import MASTER_KEY, Entry
 
-pytestmark = pytest.mark.integration
-
 KEYS = {name: "sk-" + secrets.token_hex(16) for name in
         ("team-a", "team-b", "team-c", "team-s", "team-d", "team-m", "team-r", "team-x")}
 LINES = {

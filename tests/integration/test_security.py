@@ -14,13 +14,10 @@ import requests
 
 from bench.procs import descendants, environment_of, wait_for
 
-from harness import MASTER_KEY, Entry
-
-pytestmark = pytest.mark.integration
+from harness import MASTER_KEY, WRONG_KEY, Entry
 
 FILE_KEY_A = "team-a-" + "5d1c9e7b3a8f2c6e4b0d9a7c"
 FILE_KEY_B = "team-b-" + "8e2f6a0c4d9b1e7a3c5f2d8b"
-WRONG_KEY = "sk-wrong-" + "0123456789abcdef01234567"
 ROTATED_KEY = "team-c-" + "1a7e4c9b2d6f0a3e8c5b7d9f"
 
 

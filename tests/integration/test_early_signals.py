@@ -20,8 +20,6 @@ from bench.procs import alive, cmdline, descendants, wait_for
 
 from harness import Entry
 
-pytestmark = pytest.mark.integration
-
 SLOW_NVIDIA_SMI = "#!/bin/sh\nsleep 1.5\necho 'No devices were found'\nexit 6\n"
 AFTER_SUPERVISORD = (0.1, 0.3, 0.6, 1.0)   # seconds: the programs are starting
 

@@ -16,8 +16,6 @@ from bench.procs import descendants, environment_of, free_ports, wait_for
 
 from harness import start_redis, stop_redis
 
-pytestmark = pytest.mark.integration
-
 EXIT_BAD_CONFIG = 2
 FAST_CHECKS = ["--check-interval", "0.5", "--check-timeout", "1", "--unready-after", "2"]
 REDIS_PASSWORD = "r3d1s-Pa55w0rd-kQ8zX4vN"

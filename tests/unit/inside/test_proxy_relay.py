@@ -1,6 +1,6 @@
 """Unit tests of the front and the model relay that run inside the proxy: which
 requests they take, the headers each side gets, refusals and errors, driven
-as an ASGI app in this process (the integration tier, tests/test_relay.py, runs it
+as an ASGI app in this process (the integration tier, tests/integration/test_relay.py, runs it
 inside the real LiteLLM proxy)."""
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ usually hides a second idea, or wants one object instead of many arguments."""
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "entrypoint"
+from repo_paths import REPO
+
+PACKAGE = REPO / "entrypoint"
 MAX_LINES = 40
 MAX_PARAMETERS = 6
 

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from entrypoint.own_metrics import CHECK_BUCKETS, WRITE_EVERY, OwnMetrics
 
 from fakes import FakeClock
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = ("engine", "proxy")
 
 

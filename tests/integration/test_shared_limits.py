@@ -15,8 +15,6 @@ from bench.procs import free_port, wait_for
 
 from harness import Entry, start_redis, stop_redis
 
-pytestmark = pytest.mark.integration
-
 KEY = "sk-" + secrets.token_hex(16)
 OTHER = "sk-" + secrets.token_hex(16)
 

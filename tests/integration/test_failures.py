@@ -13,9 +13,7 @@ import requests
 
 from bench.procs import alive, descendants, pgid_of, wait_for
 
-from harness import REPO
-
-pytestmark = pytest.mark.integration
+from repo_paths import REPO
 
 EXIT_ENGINE_FAILED, EXIT_PROXY_FAILED, EXIT_STARTUP_TIMEOUT, EXIT_HUNG, EXIT_SUPERVISOR_FAILED = 3, 4, 5, 6, 7
 FAST_CHECKS = ["--check-interval", "0.5", "--check-timeout", "1", "--unready-after", "2"]

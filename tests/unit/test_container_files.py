@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from repo_paths import REPO
+
 START = REPO / "start.sh"
 KEY = "sk-7Hq2mVx9LpR4sKd8Wn3Tz6Yb"
 

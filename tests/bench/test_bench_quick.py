@@ -12,13 +12,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-
-pytestmark = pytest.mark.bench
+from repo_paths import REPO
 
 
 def _failures(results: dict) -> list[str]:

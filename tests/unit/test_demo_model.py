@@ -21,7 +21,8 @@ from entrypoint.demo.model import (
 )
 from entrypoint.errors import EntryError
 
-REPO = Path(__file__).resolve().parent.parent
+from repo_paths import REPO
+
 FILES = {
     "config.json",
     "generation_config.json",

@@ -9,13 +9,9 @@ import shutil
 import stat
 import subprocess
 
-import pytest
-
 from bench.procs import wait_for
 
-from harness import REPO
-
-pytestmark = pytest.mark.integration
+from repo_paths import REPO
 
 EXIT_BAD_CONFIG = 2
 

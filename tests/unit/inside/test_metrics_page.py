@@ -29,8 +29,9 @@ from entrypoint.inside.metrics_page import (
 )
 from entrypoint.own_metrics import OwnMetrics
 
-REPO = Path(__file__).resolve().parent.parent
-VLLM_PAGE = Path(__file__).parent / "data" / "vllm_metrics.txt"
+from repo_paths import DATA, REPO
+
+VLLM_PAGE = DATA / "vllm_metrics.txt"
 ENGINE_KEY = "internal-engine-key-0123456789"
 
 # One proxy worker: what LiteLLM's prometheus callback does, in miniature.

@@ -16,8 +16,6 @@ from bench.procs import wait_for
 
 from harness import MASTER_KEY, Entry
 
-pytestmark = pytest.mark.integration
-
 LONG_STREAM_TOKENS = 2100
 
 

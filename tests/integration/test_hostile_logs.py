@@ -16,14 +16,11 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 import requests
 
 from bench.procs import wait_for
 
 from harness import MASTER_KEY, Entry
-
-pytestmark = pytest.mark.integration
 
 KEY_A = "team-a-5d1c9e7b3a8f2c6e4b0d"
 KEY_B = "team-b-8e2f6a0c4d9b1e7a3c5f"   # as long as KEY_A: the file keeps its size

@@ -18,7 +18,9 @@ import requests
 
 from bench.procs import free_port
 
-DOUBLE = Path(__file__).with_name("engine_double.py")
+from repo_paths import ENGINE_DOUBLE
+
+DOUBLE = ENGINE_DOUBLE
 DEADLINE_S = 10.0
 SERVED_NAME = "demo"
 KEY = "engine-secret"

@@ -8,15 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from entrypoint.environment import loopback_exempt
-
 from harness import Entry
-
-
-def test_loopback_is_added_to_the_no_proxy_list_once():
-    assert loopback_exempt(None, None) == "127.0.0.1,localhost,::1"
-    assert loopback_exempt("corp.example, localhost", "10.0.0.0/8") == \
-        "corp.example,localhost,10.0.0.0/8,127.0.0.1,::1"
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -47,7 +39,6 @@ def outbound_proxy():
         server.server_close()
 
 
-@pytest.mark.integration
 def test_proxy_variables_do_not_capture_the_checks_or_the_engine_traffic(tmp_path, outbound_proxy):
     proxy_env = {name: outbound_proxy for name in
                  ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")}

@@ -20,13 +20,11 @@ import openai
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from test_security import WRONG_KEY
 
 from bench.procs import alive, descendants, pgid_of, wait_for
 
-from harness import MASTER_KEY, REPO, Entry
-
-pytestmark = pytest.mark.e2e
+from harness import MASTER_KEY, WRONG_KEY, Entry
+from repo_paths import REPO
 
 VLLM_START_DEADLINE = 600.0   # cold start on 2 busy cores, compile included
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}   # 127.0.0.1, ::1 as /proc/net writes them

@@ -11,8 +11,6 @@ from bench.procs import wait_for
 
 from harness import MASTER_KEY
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from repo_paths import REPO
+
 INSIDE = REPO / "entrypoint" / "inside"
 STANDARD_LIBRARY_ONLY = ("launch", "engine_guard", "names", "client_limits", "log_lines")
 # llm-entry's own modules that code inside may use: the keys file format and the error type.

@@ -8,9 +8,8 @@ import sys
 import pytest
 from last_words_engine import LAST_WORDS
 
-from harness import REPO, Entry
-
-pytestmark = pytest.mark.integration
+from harness import Entry
+from repo_paths import REPO
 
 WRAPPED_ENGINE = f"{sys.executable} {REPO / 'tests' / 'last_words_engine.py'}"
 

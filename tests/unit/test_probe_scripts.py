@@ -13,7 +13,9 @@ import pytest
 
 from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles
 
-PROBES = Path(__file__).resolve().parent.parent / "probes"
+from repo_paths import REPO
+
+PROBES = REPO / "probes"
 PROBE_NAMES = ("readiness", "liveness", "startup")
 BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
 
