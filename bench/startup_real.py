@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from entrypoint.demo import model as demo_model
+from entrypoint.engine_options import VLLM_SERVER_MODULE
 
 from . import alone, runner
 from .procs import Timeout
 from .startup import poll_chat
 
-REAL_ENGINE = [runner.PYTHON, "-m", "vllm.entrypoints.openai.api_server"]
+REAL_ENGINE = [runner.PYTHON, "-m", VLLM_SERVER_MODULE]
 SIDES = ("llm-entry", "baseline", "engine alone")
 DEADLINE = 600.0
 # A real engine writes until max_tokens: a readiness poll asks for a few.

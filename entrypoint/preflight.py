@@ -10,6 +10,7 @@ import sys
 
 from . import limiter_store, ports
 from .config import Config
+from .engine_options import VLLM_SERVER_MODULE
 from .errors import EntryError
 
 
@@ -22,7 +23,7 @@ def preflight(config: Config) -> None:
             f"engine command {config.engine_cmd[0]!r} was not found: install vLLM "
             "(pip install 'llm-entry[gpu]' or scripts/install-cpu-engine.sh) or fix --engine-cmd."
         )
-    runs_vllm = config.engine_cmd[1:3] == ("-m", "vllm.entrypoints.openai.api_server")
+    runs_vllm = config.engine_cmd[1:3] == ("-m", VLLM_SERVER_MODULE)
     if runs_vllm and not _has_module(config.engine_cmd[0], "vllm"):
         raise EntryError(
             "vLLM is not installed for " + config.engine_cmd[0] + ": install it with "
