@@ -27,11 +27,10 @@ from .outcome import Failure, Outcome
 from .processes import describe_wait_status
 from .readiness import Readiness
 from .restarts import Exits
-from .supervision import ProgramState, SupervisorError
+from .supervision import EXITED_STATES, ProgramState, SupervisorError
 
 TICK = 0.2
 SERVES_WITHOUT = frozenset({LIMITER})   # programs the container serves without, once it was ready
-EXITED_STATES = frozenset({"EXITED", "FATAL", "BACKOFF"})
 
 
 def crash_failure(error: Exception) -> Failure:

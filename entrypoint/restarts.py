@@ -21,7 +21,7 @@ from .host import Host
 from .inside.names import ENGINE, LIMITER
 from .logs import LogForwarder
 from .outcome import Failure, exit_code_for
-from .supervision import ProgramState, SupervisorError
+from .supervision import EXITED, ProgramState, SupervisorError
 
 # A group that outlives its SIGKILL this long (stuck in the GPU driver) will
 # not go away: give up rather than start a second engine beside it.
@@ -37,7 +37,7 @@ RESTART_NOTES = {LIMITER: " (the keys' limit counters start again from zero)"}
 def how_it_ended(reason: str, state: ProgramState) -> str:
     """supervisord's words for an exit, with what they may mean."""
     how = reason or f"exit status {state.exit_status}"
-    if state.spawn_error and state.state != "EXITED":
+    if state.spawn_error and state.state != EXITED:
         how += f"; {state.spawn_error}"
     if how.startswith("terminated by SIGKILL"):
         how += " (perhaps out of memory: check the container's memory limit and dmesg)"

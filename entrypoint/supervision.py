@@ -18,12 +18,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+# supervisor ships no type information; its states module imports nothing else.
+from supervisor.states import ProcessStates, getProcessStateDescription  # type: ignore[import-untyped]
+
 PR_SET_PDEATHSIG = 1
 # A local supervisord answers in milliseconds. The monitor blocks on each call,
 # and its tick refreshes the heartbeat, so a silent supervisord may delay the
 # heartbeat by this much at most.
 RPC_TIMEOUT = 1.0   # each XML-RPC call while the programs run (shutdown_plan.SHUTDOWN_RPC_TIMEOUT after)
-RUNNING_STATES = frozenset({"STARTING", "RUNNING", "STOPPING"})
+
+
+def state_names(*codes: int) -> frozenset[str]:
+    """The names supervisord gives its process states in getAllProcessInfo's
+    "statename": taken from supervisor itself, so they cannot drift from it."""
+    return frozenset(getProcessStateDescription(code) for code in codes)
+
+
+# A process that is there (its pid leads the program's process group).
+RUNNING_STATES = state_names(ProcessStates.STARTING, ProcessStates.RUNNING, ProcessStates.STOPPING)
+# A program that has ended, or could not start: llm-entry decides what follows
+# (supervisord never restarts on its own here).
+EXITED_STATES = state_names(ProcessStates.EXITED, ProcessStates.FATAL, ProcessStates.BACKOFF)
+EXITED = getProcessStateDescription(ProcessStates.EXITED)
 
 
 @dataclass(frozen=True)
@@ -31,7 +47,7 @@ class ProgramState:
     """One program as supervisord sees it."""
 
     name: str
-    state: str          # STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN
+    state: str          # supervisord's name for it (supervisor.states.ProcessStates): RUNNING, EXITED, ...
     pid: int            # 0 when not running
     exit_status: int    # -1 when killed by a signal (supervisord's convention)
     spawn_error: str
