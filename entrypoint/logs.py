@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from .console import Console
 
-KEPT_LINES = 200   # enough for exits.HISTORY_LINES: vLLM ends with dozens of lines of noise
+KEPT_LINES = 200   # enough for last_words.HISTORY_LINES: vLLM ends with dozens of lines of noise
 CHUNK = 1 << 16    # bytes of each log per round: a few hundred lines
 STOP_FLUSH = 2.0   # seconds for the last flush when the caller gives no deadline
 # Terminal control sequences (colours, cursor moves): LiteLLM colours its start-up

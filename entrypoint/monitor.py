@@ -26,7 +26,7 @@ from .inside.names import LIMITER
 from .outcome import Failure, Outcome
 from .processes import describe_wait_status
 from .readiness import Readiness
-from .restarts import Exits
+from .restarts import RestartPolicy
 from .supervision import EXITED_STATES, ProgramState, SupervisorError
 
 TICK = 0.2
@@ -45,12 +45,12 @@ def crash_failure(error: Exception) -> Failure:
 
 class Monitor:
     def __init__(self, config: Config, board: ProgramBoard, host: Host, readiness: Readiness,
-                 exits: Exits, checkers: Mapping[str, Checker]):
+                 restart_policy: RestartPolicy, checkers: Mapping[str, Checker]):
         self.config = config
         self.board = board
         self.host = host
         self.readiness = readiness
-        self.exits = exits
+        self.restart_policy = restart_policy
         self.checkers = checkers
         self._signals_seen_at = board.started
         self._rpc_answered = False
@@ -98,13 +98,13 @@ class Monitor:
 
     def _follow(self, program: Program, state: ProgramState | None) -> Failure | None:
         if program.restart_pending_since is not None:
-            return self.exits.restarts.advance(program)
+            return self.restart_policy.restarts.advance(program)
         if state is None:
             return None
         if state.alive:
             program.pgids.add(state.pid)
         elif state.state in EXITED_STATES:
-            return self.exits.after(program, state)
+            return self.restart_policy.decide(program, state)
         checker = self.checkers.get(program.name)
         if checker is not None:
             checker.follow(program.generation, state.alive)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from .board import Program, ProgramBoard
 from .config import Config
 from .console import Console
-from .exits import HISTORY_LINES, tell_exit
 from .host import Host
 from .inside.names import ENGINE, LIMITER
+from .last_words import HISTORY_LINES, tell_exit
 from .logs import LogForwarder
 from .outcome import Failure, exit_code_for
 from .supervision import EXITED, ProgramState, SupervisorError
@@ -91,8 +91,9 @@ class Restarts:
 
 
 @dataclass
-class Exits:
-    """A program has exited: restart it, or tell the failure that ends the run."""
+class RestartPolicy:
+    """A program has exited: decide whether to restart it, or tell the failure
+    that ends the run."""
 
     config: Config
     host: Host
@@ -104,7 +105,7 @@ class Exits:
     def __post_init__(self) -> None:
         self.restarts = Restarts(self.config, self.host, self.console, self.board)
 
-    def after(self, program: Program, state: ProgramState) -> Failure | None:
+    def decide(self, program: Program, state: ProgramState) -> Failure | None:
         how = how_it_ended(self.host.supervisor.exit_reason(program.name), state)
         # What the program wrote last tells why it stopped; under a log backlog the
         # monitor (and the heartbeat) waits for it at most EXIT_LOG_FLUSH.

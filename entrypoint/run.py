@@ -38,7 +38,7 @@ from .probe_files import ProbeFiles, on_the_way_out
 from .processes import Reaper, become_subreaper
 from .readiness import Readiness
 from .render import render_run_files, supervised_programs
-from .restarts import Exits
+from .restarts import RestartPolicy
 from .shutdown import Shutdown
 from .signals import SignalQueue
 from .supervision import Supervisor
@@ -194,8 +194,8 @@ class Run:
             self._checking.callback(checker.stop)
             checker.start()
         readiness = Readiness(config, self.probes, self.console, metrics, self.board.started)
-        exits = Exits(config, self.host, self.board, self.forwarder, self.console)
-        self.monitor = Monitor(config, self.board, self.host, readiness, exits, checkers)
+        restart_policy = RestartPolicy(config, self.host, self.board, self.forwarder, self.console)
+        self.monitor = Monitor(config, self.board, self.host, readiness, restart_policy, checkers)
         self.started = True
 
     def watch(self) -> Outcome:

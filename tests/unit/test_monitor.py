@@ -22,7 +22,7 @@ from entrypoint.host import Host
 from entrypoint.monitor import TICK, Monitor
 from entrypoint.probe_files import HEARTBEAT, NOT_HEALTHY, NOT_READY, ProbeFiles
 from entrypoint.readiness import Readiness, ready_line
-from entrypoint.restarts import RESTART_KILL_WAIT, Exits
+from entrypoint.restarts import RESTART_KILL_WAIT, RestartPolicy
 
 from fakes import (
     FakeClock,
@@ -60,8 +60,8 @@ class World:
                     processes=self.processes, clock=self.clock)
         self.board = ProgramBoard(programs, self.clock())
         readiness = Readiness(config, self.probes, self.console, self.board.metrics, self.board.started)
-        exits = Exits(config, host, self.board, self.forwarder, self.console)
-        self.monitor = Monitor(config, self.board, host, readiness, exits, checkers={})
+        restart_policy = RestartPolicy(config, host, self.board, self.forwarder, self.console)
+        self.monitor = Monitor(config, self.board, host, readiness, restart_policy, checkers={})
         for name in programs:
             self.processes.add(PIDS[name])
             self.supervisor.run(name, PIDS[name])

@@ -1,5 +1,6 @@
-"""How a program's exit is told: one line that names the most telling line of
-its output, and its last lines to print below it.
+"""A program's last words: what it wrote before it exited, told as one line
+that names the most telling line of its output, and its last lines to print
+below it.
 
 The line is chosen by what it says, never by a word that happens to be in it
 (LiteLLM's uvicorn logger is named `uvicorn.error`, and logs "Uvicorn running"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from entrypoint.exits import HISTORY_LINES, MAX_LINE, TAIL_LINES, tell_exit, telling_line
+from entrypoint.last_words import HISTORY_LINES, MAX_LINE, TAIL_LINES, tell_exit, telling_line
 
 from repo_paths import DATA
 
