@@ -13,7 +13,6 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .config import Timing
 from .health import Verdict, Vitals, assess
@@ -32,17 +31,12 @@ class Program:
     restart_pending_since: float | None = None       # old group killed, new start not asked yet
 
 
-def unwritten_metrics(names: tuple[str, ...]) -> OwnMetrics:
-    """Metrics nobody reads (unit tests of the monitor and the shutdown)."""
-    return OwnMetrics(Path("unwritten"), names, write=lambda path, text: None)
-
-
 class ProgramBoard:
-    def __init__(self, names: tuple[str, ...], started: float, metrics: OwnMetrics | None = None):
+    def __init__(self, names: tuple[str, ...], started: float, metrics: OwnMetrics):
         self.started = started
         self.programs = {name: Program(name, Vitals(name, started)) for name in names}
         # What /metrics shows of llm-entry itself (entrypoint.own_metrics).
-        self.metrics = metrics or unwritten_metrics(names)
+        self.metrics = metrics
         self._lock = threading.Lock()
 
     def __getitem__(self, name: str) -> Program:

@@ -151,10 +151,6 @@ def telling(lines: list[str]) -> tuple[int, str]:
     return best_rank, (best if len(best) <= MAX_LINE else best[:MAX_LINE - 3] + "...")
 
 
-def telling_line(lines: list[str]) -> str:
-    return telling(lines)[1]
-
-
 LABELS = {EXCEPTION_RANK: "its error", CONSEQUENCE_RANK: "its error", ERROR_RANK: "its error",
           PLAIN_RANK: "last output"}
 

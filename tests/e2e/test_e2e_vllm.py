@@ -34,7 +34,7 @@ TCP_LISTEN = "0A"
 def demo_entry(tmp) -> Entry:
     import vllm  # noqa: F401  (fails loudly, never skips)
 
-    from entrypoint.config import default_engine_cmd
+    from entrypoint.engine_options import default_engine_cmd
     return Entry(tmp, model="demo", engine_cmd=" ".join(default_engine_cmd()),
                  args=["--cache-dir", str(tmp / "cache")], env={"HF_HUB_OFFLINE": "1"})
 

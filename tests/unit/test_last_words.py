@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from entrypoint.last_words import HISTORY_LINES, MAX_LINE, TAIL_LINES, tell_exit, telling_line
+from entrypoint.last_words import HISTORY_LINES, MAX_LINE, TAIL_LINES, tell_exit, telling
 
 from repo_paths import DATA
 
 RECORDED = DATA / "exits"
+
+
+def telling_line(lines: list[str]) -> str:
+    """The line an exit's summary quotes, without its rank."""
+    return telling(lines)[1]
 
 
 def test_the_last_exception_line_is_the_telling_one() -> None:

@@ -25,6 +25,7 @@ from fakes import (
     FakeSupervisor,
     quiet_console,
     timing,
+    unwritten_metrics,
 )
 
 LINE = "INFO entrypoint.inside.proxy_auth: refused POST /v1/chat/completions from 10.0.0.7: wrong key\n"
@@ -80,7 +81,7 @@ def test_the_last_flush_is_over_before_the_grace_period_ends(grace: float) -> No
     processes = FakeProcesses(clock)
     host = Host(FakeSupervisor(clock, processes), FakeSignals(clock), FakeReaper(processes), processes=processes,
                 clock=clock)
-    board = ProgramBoard(("engine", "proxy"), started=0.0)
+    board = ProgramBoard(("engine", "proxy"), started=0.0, metrics=unwritten_metrics(("engine", "proxy")))
     shutdown = Shutdown(FakeConfig(timing=timing(grace_period=grace)), host, board, FakeProbes(clock),
                         quiet_console().console)
     signalled = clock()

@@ -34,6 +34,7 @@ from fakes import (
     FakeSupervisor,
     FakeTail,
     quiet_console,
+    unwritten_metrics,
 )
 
 ENGINE, PROXY, LIMITER = 200, 300, 400
@@ -58,7 +59,7 @@ class World:
         self.forwarder.tails.setdefault("limiter", FakeTail())
         host = Host(self.supervisor, FakeSignals(self.clock, signal_at), FakeReaper(self.processes),
                     processes=self.processes, clock=self.clock)
-        self.board = ProgramBoard(programs, self.clock())
+        self.board = ProgramBoard(programs, self.clock(), unwritten_metrics(programs))
         readiness = Readiness(config, self.probes, self.console, self.board.metrics, self.board.started)
         restart_policy = RestartPolicy(config, host, self.board, self.forwarder, self.console)
         self.monitor = Monitor(config, self.board, host, readiness, restart_policy, checkers={})

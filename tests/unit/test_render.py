@@ -18,6 +18,7 @@ from supervisor.options import ServerOptions
 
 from entrypoint import render
 from entrypoint.config import Config, Timing
+from entrypoint.engine_options import default_engine_cmd
 from entrypoint.gpus import NodeGpus
 from entrypoint.keys import Secret
 from entrypoint.limiter_store import check_redis_url
@@ -221,7 +222,6 @@ def test_the_gpu_engine_command_has_every_setting() -> None:
 
 
 def test_the_engine_in_this_interpreter_gets_the_guard_for_every_model_route() -> None:
-    from entrypoint.config import default_engine_cmd
     command = render.engine_command(dataclasses.replace(CONFIG, engine_cmd=default_engine_cmd(), engine_args=()))
     assert command[command.index("--middleware") + 1] == "entrypoint.inside.engine_guard.RequireInternalKey"
 

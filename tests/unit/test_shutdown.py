@@ -29,6 +29,7 @@ from fakes import (
     FakeSupervisor,
     quiet_console,
     timing,
+    unwritten_metrics,
 )
 
 ENGINE, PROXY, SUPERVISORD, LEFTOVER = 200, 300, 100, 400
@@ -54,7 +55,8 @@ class World:
              **outcome) -> None:
         """The shutdown after an outcome (drain: a signal asked for it), with
         the process groups the monitor saw of each program."""
-        board = ProgramBoard(("engine", "proxy", "limiter"), started=0.0)
+        programs = ("engine", "proxy", "limiter")
+        board = ProgramBoard(programs, started=0.0, metrics=unwritten_metrics(programs))
         for name, pgids in (("proxy", proxy), ("engine", engine), ("limiter", limiter)):
             board[name].pgids.update(pgids)
         host = Host(self.supervisor, self.signals, self.reaper, processes=self.processes, clock=self.clock)
