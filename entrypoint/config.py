@@ -16,7 +16,7 @@ from .demo import model as demo_model
 from .demo import recipe as demo_recipe
 from .engine_options import (
     check_pass_through,
-    default_engine_cmd,  # noqa: F401 (imported from here by the e2e tests)
+    default_engine_cmd,
     demo_args,
     engine_cmd,
     engine_env,
