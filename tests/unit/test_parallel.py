@@ -63,7 +63,7 @@ def test_14_heads_with_2_kv_heads_use_all_fourteen_gpus_when_there_are_fourteen(
 
 
 def test_more_gpus_than_kv_heads_is_valid_when_the_size_is_a_multiple_of_them() -> None:
-    # The README's example: 4 GPUs for 2 KV heads copies each KV head to two GPUs.
+    # The example in docs/options.md: 4 GPUs for 2 KV heads copies each KV head to two GPUs.
     assert choose_tensor_parallel(4, HeadCounts(32, 2), None).tensor_parallel_size == 4
     assert choose_tensor_parallel(4, HeadCounts(32, 2), 4).tensor_parallel_size == 4
     assert choose_tensor_parallel(6, HeadCounts(32, 8), None).tensor_parallel_size == 4
