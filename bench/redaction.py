@@ -25,7 +25,7 @@ def sample_lines(key: str) -> list[str]:
     return [
         "INFO entrypoint.access: access 2026-12-02T01:46:40.250Z key=team-a model=demo "
         "route=/v1/chat/completions status=200 prompt_tokens=12 completion_tokens=30 ms=153.2",
-        "WARNING entrypoint.inside.proxy_auth: refused POST /v1/chat/completions from 10.0.0.7: wrong key",
+        "WARNING entrypoint.inside.refusals: refused POST /v1/chat/completions from 10.0.0.7: wrong key",
         'INFO:     127.0.0.1:53312 - "POST /v1/chat/completions HTTP/1.1" 200 OK',
         '{"id":"chatcmpl-8f2e","object":"chat.completion","created":1764639999,"model":"demo",'
         '"choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}]}',

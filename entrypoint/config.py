@@ -27,7 +27,8 @@ from .errors import EntryError
 from .gpus import NodeGpus, describe_gpus, visible_gpu_count
 from .inside import names
 from .inside.client_limits import KIB, ClientLimits, spell_size
-from .keys import KeyEntry, Secret, check_keys_file, resolve_master_key
+from .inside.keys_file import KeyEntry
+from .keys import Secret, check_keys_file, resolve_master_key
 from .limiter_store import LimitsPlan, RedisUrl, check_redis_url, plan_limits
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
 from .workers import choose_proxy_workers, read_usable_cpus

@@ -2,7 +2,7 @@
 SIGHUP makes every proxy worker read the file again before its next answer,
 and a file that gives no keys is said once and shown in llm-entry's metrics.
 
-The keys are checked in the proxy's workers (proxy_auth.KeyRing), which look
+The keys are checked in the proxy's workers (inside.key_ring.KeyRing), which look
 at the file at most once a second. SIGHUP reaches llm-entry only and is not
 passed on: uvicorn's supervisor takes SIGHUP as "restart the workers", and a
 lone worker dies of it. llm-entry replaces a marker file in the private run
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .config import Config
 from .console import Console
-from .keys import KeysFile
+from .inside.keys_file_changes import KeysFile
 from .own_metrics import OwnMetrics
 
 RELOAD_MARKER = "keys-reload"

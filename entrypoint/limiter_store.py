@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from .errors import EntryError
 from .inside import names
 
-MEMORY = "memory://"
 PING_TIMEOUT = 2.0   # seconds the start waits for --redis-url's PONG
 
 ACCEPTED = "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///absolute/path.sock[?db=N]"
@@ -128,7 +127,7 @@ class LimitsPlan:
             return self.redis_url.storage_uri
         if self.private:
             return "async+redis+unix://" + str(private_socket(run_dir))
-        return MEMORY
+        return names.MEMORY_STORAGE
 
 
 REDIS_URL, PRIVATE_REDIS, MEMORY_HOLDER = "redis-url", "private", "memory"

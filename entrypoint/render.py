@@ -96,7 +96,7 @@ def proxy_launch(config: Config, python: str, run_dir: Path) -> LaunchSpec:
     --redis-url reaches the proxy this way and no other program sees it."""
     return LaunchSpec(proxy_command(config, python, run_dir), set=(
         (names.ENGINE_URL_VARIABLE, engine_base_url(config)),
-        (names.REQUEST_TIMEOUT_VARIABLE, str(REQUEST_TIMEOUT)),
+        (names.REQUEST_TIMEOUT_VARIABLE, str(names.DEFAULT_REQUEST_TIMEOUT)),
         # LiteLLM's own switch for the box of links it prints at every start.
         ("LITELLM_DONT_SHOW_FEEDBACK_BOX", "true"),
         (names.LIMITS_STORAGE_VARIABLE, config.limits.storage_uri(run_dir)),
@@ -142,9 +142,6 @@ def launcher_command(python: str, spec_path: Path) -> list[str]:
     return [python, "-m", "entrypoint.inside.launch", str(spec_path)]
 
 
-REQUEST_TIMEOUT = 600   # seconds the proxy waits for the engine's answer (or its next chunk)
-
-
 def proxy_command(config: Config, python: str, run_dir: Path) -> list[str]:
     # LiteLLM's own launcher with the model relay in front of its app.
     return [
@@ -170,7 +167,7 @@ def render_litellm_config(config: Config) -> str:
         served_model_name=json.dumps(config.served_model_name, ensure_ascii=False),
         backend_model=json.dumps("hosted_vllm/" + config.served_model_name, ensure_ascii=False),
         engine_url=json.dumps(engine_base_url(config) + "/v1"),
-        request_timeout=REQUEST_TIMEOUT,
+        request_timeout=names.DEFAULT_REQUEST_TIMEOUT,
     )
 
 

@@ -14,9 +14,9 @@ connection, entrypoint.inside.proxy_protocol) read one definition:
 - an idle keep-alive connection closed after `keep_alive_timeout` seconds
   (uvicorn's own setting).
 
-A refused request's answer says `connection: close`: the rest of its body
-is never read (uvicorn would otherwise read and drop it to keep the
-connection).
+A refused request's answer says `connection: close` (asgi.closing): the
+rest of its body is never read (uvicorn would otherwise read and drop it to
+keep the connection).
 
 Import rules: standard library only (the supervising side imports it too).
 """
@@ -92,9 +92,6 @@ _VARIABLES = {
     "body_timeout": names.BODY_TIMEOUT_VARIABLE,
     "keep_alive_timeout": names.KEEP_ALIVE_TIMEOUT_VARIABLE,
 }
-
-CLOSE = (b"connection", b"close")
-
 
 class BodyRefused(Exception):
     """The body breaks a bound: the status and the message for the client."""

@@ -1,6 +1,8 @@
 """Names that cross a process boundary: environment variables llm-entry sets
-for a program it starts, files it leaves in the private run folder, and the
-names of the programs. Both sides import them from here, so they cannot drift.
+for a program it starts, files it leaves in the private run folder, the
+names of the programs, and the few values both sides must read alike (the
+request timeout, the limiter's in-memory storage). Both sides import them
+from here, so they cannot drift.
 
 Standard library only (nothing here imports anything): every side imports it.
 """
@@ -24,6 +26,9 @@ KEYS_RELOAD_MARKER_VARIABLE = "LLM_ENTRY_KEYS_RELOAD_MARKER"
 ENGINE_URL_VARIABLE = "LLM_ENTRY_ENGINE_URL"
 ENGINE_KEY_VARIABLE = "LLM_ENTRY_ENGINE_KEY"
 REQUEST_TIMEOUT_VARIABLE = "LLM_ENTRY_REQUEST_TIMEOUT"
+# Seconds the proxy waits for the engine's answer (or its next chunk): what
+# llm-entry sets, and what the proxy's relay takes when it is not set.
+DEFAULT_REQUEST_TIMEOUT = 600
 # vLLM's own variable for its --api-key: the internal key, read by entrypoint.inside.engine_guard.
 ENGINE_API_KEY_VARIABLE = "VLLM_API_KEY"
 
@@ -43,9 +48,10 @@ PROXY_DRAIN_VARIABLE = "GRACEFUL_SHUTDOWN_TIMEOUT"
 REDIS_URL_VARIABLE = "LLM_ENTRY_REDIS_URL"
 
 # Where the proxy's limiter keeps its counters: a `limits` storage URI
-# ("memory://", "async+redis+unix:///run/llm-entry-x/redis.sock",
+# (MEMORY_STORAGE, "async+redis+unix:///run/llm-entry-x/redis.sock",
 # "async+redis://host:6379/0").
 LIMITS_STORAGE_VARIABLE = "LLM_ENTRY_LIMITS_STORAGE"
+MEMORY_STORAGE = "memory://"   # each proxy worker's own memory
 
 # What the proxy's limiter puts before every counter's name in its storage:
 # replicas of one deployment share it (and so their keys' limits); another

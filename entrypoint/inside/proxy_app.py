@@ -16,8 +16,8 @@ from litellm.proxy.auth.route_checks import RouteChecks
 from litellm.proxy.proxy_server import app as litellm_app
 from starlette.middleware.cors import CORSMiddleware
 
+from entrypoint.inside.key_ring import shared_key_ring
 from entrypoint.inside.log_lines import keep_on_one_line
-from entrypoint.inside.proxy_auth import shared_key_ring
 from entrypoint.inside.proxy_front import front_app
 
 # LiteLLM's own loggers print through handlers of their own: the same one-line rule

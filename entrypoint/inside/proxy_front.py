@@ -29,36 +29,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from entrypoint.inside import names
-from entrypoint.inside.client_limits import CLOSE, BodyRefused, ClientLimits, has_body, read_body
-from entrypoint.inside.proxy_auth import (
-    MODEL_ROUTES_ONLY,
-    NOT_ALLOWED_REASON,
-    WRONG_KEY,
-    WRONG_KEY_REASON,
-    CredentialError,
-    Holder,
-    KeyRing,
-    KeySource,
-    log_refusal,
-    presented_key,
-)
-from entrypoint.inside.proxy_limits import Limiter, Refusal
-from entrypoint.inside.proxy_relay import (
-    RELAYED_ROUTES,
+from entrypoint.inside.asgi import (
     ASGIApp,
-    EngineRelay,
     Message,
-    RelaySettings,
+    PreparedAnswer,
+    Response,
+    client_address,
+    closing,
     error_response,
+    never_received,
     respond,
 )
+from entrypoint.inside.client_limits import BodyRefused, ClientLimits, has_body, read_body
+from entrypoint.inside.key_ring import Holder, KeyRing, KeySource, holder_in, key_headers
+from entrypoint.inside.proxy_limits import Limiter, Refusal
+from entrypoint.inside.proxy_relay import RELAYED_ROUTES, EngineRelay, RelaySettings
 from entrypoint.inside.proxy_usage import AnsweredRequest, Meter, Usage, UsageBook, ask_for_usage, requested_model
+from entrypoint.inside.refusals import MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON, Refused, log_refusal
 
 METRICS_ROUTE = "/metrics"
 # What answers without a key: the health routes (no model call, no body read).
@@ -72,12 +65,13 @@ OTHER_ROUTE = "other"          # the route label of a request to a path nothing 
 NAMED_ROUTES = frozenset(RELAYED_ROUTES) | {prefix + route for route in ("/responses", "/messages")
                                             for prefix in ("", "/v1")}
 _METRICS_ONLY_MASTER = "The metrics are for the master key: other keys open only the routes that reach the model."
+LIMITS_PREFIX = "llm-entry"    # before every counter's name, when llm-entry names no other
 
 
 @dataclass(frozen=True)
 class FrontSettings:
-    limits_storage: str = "memory://"
-    limits_prefix: str = "llm-entry"
+    limits_storage: str = names.MEMORY_STORAGE
+    limits_prefix: str = LIMITS_PREFIX
     metrics_dir: Path | None = None
     own_metrics: Path | None = None
     client: ClientLimits = ClientLimits()
@@ -89,41 +83,14 @@ class FrontSettings:
     def from_environment(cls, environ: Mapping[str, str]) -> FrontSettings:
         def path(name: str) -> Path | None:
             return Path(environ[name]) if environ.get(name) else None
-        return cls(environ.get(names.LIMITS_STORAGE_VARIABLE) or "memory://",
-                   environ.get(names.LIMITS_PREFIX_VARIABLE) or "llm-entry",
+        return cls(environ.get(names.LIMITS_STORAGE_VARIABLE) or names.MEMORY_STORAGE,
+                   environ.get(names.LIMITS_PREFIX_VARIABLE) or LIMITS_PREFIX,
                    path(names.METRICS_DIR_VARIABLE), path(names.OWN_METRICS_VARIABLE),
                    ClientLimits.from_environment(environ))
 
 
-def refusal(message: str) -> tuple[int, list, bytes]:
-    return error_response(401, message, "auth_error", ((b"www-authenticate", b"Bearer"),))
-
-
-def too_many(refused: Refusal) -> tuple[int, list, bytes]:
-    return error_response(429, refused.message, "rate_limit_error",
-                          ((b"retry-after", str(refused.retry_after).encode()),))
-
-
-# The headers a key may come in (presented_key's); ASGI servers give names in lower case.
-_KEY_HEADER_NAMES = frozenset({b"authorization", b"x-api-key", b"api-key"})
-
-
-def key_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """Only the headers that may carry a key, decoded: the others are most of
-    a request's headers, and decoding them all cost 8% of the proxy's CPU."""
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
-            if name.lower() in _KEY_HEADER_NAMES]
-
-
-def check_holder(key_ring: KeyRing, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Holder | None, str, str]:
-    """(who holds the key, or None; the client's message; the log's reason):
-    the same rules as LiteLLM's custom auth."""
-    try:
-        key = presented_key(key_headers(headers))
-    except CredentialError as error:
-        return None, str(error), error.reason
-    holder = key_ring.holder_of(key)
-    return (holder, "", "") if holder else (None, WRONG_KEY, WRONG_KEY_REASON)
+def too_many(refused: Refusal) -> Response:
+    return error_response(429, refused.message, "rate_limit_error", (("retry-after", str(refused.retry_after)),))
 
 
 def series_labels(path: str, model_of: Callable[[], str | None], status: int) -> tuple[str, str]:
@@ -136,30 +103,10 @@ def series_labels(path: str, model_of: Callable[[], str | None], status: int) ->
     return model, route
 
 
-def client_address(scope: Message) -> str:
-    return (scope.get("client") or ("unknown",))[0]
-
-
 def is_preflight(scope: Message) -> bool:
     """A browser's CORS preflight: OPTIONS with Access-Control-Request-Method, never a key."""
     return scope["method"] == "OPTIONS" and any(name == b"access-control-request-method"
                                                 for name, _ in scope["headers"])
-
-
-def closing(response: tuple[int, list, bytes]) -> tuple[int, list, bytes]:
-    """The answer with `connection: close`: the rest of the request's body is never read."""
-    status, headers, body = response
-    return status, [*headers, CLOSE], body
-
-
-class _Answer:
-    """An ASGI app that gives one prepared answer (wrapped for browsers in LiteLLM's CORS)."""
-
-    def __init__(self, response: tuple[int, list, bytes]) -> None:
-        self.response = response
-
-    async def __call__(self, scope: Message, receive: Callable, send: Callable) -> None:
-        await respond(send, *self.response)
 
 
 # The scope key under which the front hands the caller to the model route (through CORS's wrapper).
@@ -210,10 +157,9 @@ class ProxyFront:
             await self._serve_with_key(scope, receive, send)
 
     async def _serve_with_key(self, scope: Message, receive: Callable, send: Callable) -> None:
-        holder, message, reason = check_holder(self._key_ring(), scope["headers"])
-        if holder is None:
-            log_refusal(scope["method"], scope["path"], client_address(scope), reason)
-            await self._refuse(scope, send, refusal(message))
+        holder = holder_in(self._key_ring(), key_headers(scope["headers"]))
+        if isinstance(holder, Refused):
+            await self._refuse_key(scope, send, holder)
         elif scope["method"] == "POST" and scope["path"] in RELAYED_ROUTES:
             scope[HOLDER] = holder
             browser = any(name == b"origin" for name, _ in scope["headers"])
@@ -222,12 +168,15 @@ class ProxyFront:
             await self._serve_metrics(scope, send, holder)
         elif (holder.source is not KeySource.MASTER and self._reaches_model is not None
               and not self._reaches_model(scope["path"])):
-            log_refusal(scope["method"], scope["path"], client_address(scope), NOT_ALLOWED_REASON)
-            await self._refuse(scope, send, error_response(403, MODEL_ROUTES_ONLY, "auth_error"))
+            await self._refuse_key(scope, send, Refused(403, MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON))
         else:
             await self._serve_through_litellm(scope, receive, send, holder)
 
-    async def _refuse(self, scope: Message, send: Callable, response: tuple[int, list, bytes]) -> None:
+    async def _refuse_key(self, scope: Message, send: Callable, refused: Refused) -> None:
+        log_refusal(scope["method"], scope["path"], client_address(scope), refused.reason)
+        await self._refuse(scope, send, refused.answer().response())
+
+    async def _refuse(self, scope: Message, send: Callable, response: Response) -> None:
         """An answer before the body was read: it closes the connection when a
         body follows, and carries LiteLLM's CORS headers for a browser."""
         if has_body(scope["headers"]):
@@ -235,7 +184,7 @@ class ProxyFront:
         browser = self._wrap is not None and any(name == b"origin" for name, _ in scope["headers"])
         if browser:
             assert self._wrap is not None
-            await self._wrap(_Answer(response))(scope, _never_called, send)
+            await self._wrap(PreparedAnswer(response))(scope, never_received, send)
         else:
             await respond(send, *response)
 
@@ -251,9 +200,9 @@ class ProxyFront:
             return None
 
     async def _serve_websocket(self, scope: Message, receive: Callable, send: Callable) -> None:
-        holder, _, reason = check_holder(self._key_ring(), scope["headers"])
-        if holder is None:
-            log_refusal("WEBSOCKET", scope["path"], client_address(scope), reason)
+        holder = holder_in(self._key_ring(), key_headers(scope["headers"]))
+        if isinstance(holder, Refused):
+            log_refusal("WEBSOCKET", scope["path"], client_address(scope), holder.reason)
             await send({"type": "websocket.close", "code": 1008})   # before accept: the server answers 403
             return
         await self.app(scope, receive, send)
@@ -318,16 +267,15 @@ class ProxyFront:
 
     async def _serve_metrics(self, scope: Message, send: Callable, holder: Holder) -> None:
         if holder.source is not KeySource.MASTER:
-            log_refusal(scope["method"], scope["path"], client_address(scope), NOT_ALLOWED_REASON)
-            await self._refuse(scope, send, error_response(403, _METRICS_ONLY_MASTER, "auth_error"))
+            await self._refuse_key(scope, send, Refused(403, _METRICS_ONLY_MASTER, NOT_ALLOWED_REASON))
             return
-        from entrypoint.inside.metrics_page import metrics_page
+        from entrypoint.inside.metrics_page import CONTENT_TYPE, metrics_page
 
         nothing = Path(os.devnull)    # an empty file, no folder: that part of the page is empty
         page = await metrics_page(self.relay.client(), self.relay.settings.engine_url,
                                   self.relay.settings.engine_key, self.settings.metrics_dir or nothing,
                                   self.settings.own_metrics or nothing, METRICS_TIMEOUT)
-        await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+        await respond(send, 200, [(b"content-type", CONTENT_TYPE.encode()),
                                   (b"content-length", str(len(page)).encode())], page)
 
     def _closing_at_shutdown(self, send: Callable) -> Callable:
@@ -339,10 +287,6 @@ class ProxyFront:
 
     async def close(self) -> None:
         await self.relay.close()
-
-
-async def _never_called() -> Message:
-    raise RuntimeError("a prepared answer reads no body")
 
 
 def front_app(app: ASGIApp, environ: Mapping[str, str], key_ring: Callable[[], KeyRing],

@@ -39,15 +39,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from limits import RateLimitItemPerMinute
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.limits import safe_string
 from limits.storage import storage_from_string
 
-if TYPE_CHECKING:
-    from entrypoint.keys import KeyLimits
+from entrypoint.inside.keys_file import KeyLimits
+from entrypoint.inside.names import MEMORY_STORAGE
 
 LOCAL = "async+memory://"
 RETRY_SHARED_AFTER = 1.0        # seconds of memory-only counting after Redis failed
@@ -112,8 +112,8 @@ return renewed
 
 
 def storage_uri(value: str) -> str:
-    """The `limits` URI for the storage llm-entry named; "memory://" is this worker's memory."""
-    return LOCAL if value in ("", "memory://", LOCAL) else value
+    """The `limits` URI for the storage llm-entry named; MEMORY_STORAGE is this worker's memory."""
+    return LOCAL if value in ("", MEMORY_STORAGE, LOCAL) else value
 
 
 def redis_client_url(uri: str) -> str:

@@ -23,17 +23,21 @@ LiteLLM is never imported here.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
-from entrypoint.inside.names import ENGINE_KEY_VARIABLE, ENGINE_URL_VARIABLE, REQUEST_TIMEOUT_VARIABLE
+from entrypoint.inside.asgi import Message, error_response, respond
+from entrypoint.inside.key_ring import KEY_HEADER_NAMES
+from entrypoint.inside.names import (
+    DEFAULT_REQUEST_TIMEOUT,
+    ENGINE_KEY_VARIABLE,
+    ENGINE_URL_VARIABLE,
+    REQUEST_TIMEOUT_VARIABLE,
+)
 
-DEFAULT_REQUEST_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 10.0
 
 # Public path -> the engine's path. vLLM serves these under /v1 only.
@@ -46,14 +50,10 @@ RELAYED_ROUTES = {
 # Never passed on: hop-by-hop headers (RFC 9110 7.6.1), the client's
 # credentials (the engine gets the internal key instead), and what the HTTP
 # client or server sets itself.
-_CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"api-key", b"cookie", b"proxy-authorization"})
+_CREDENTIALS = KEY_HEADER_NAMES | {b"cookie", b"proxy-authorization"}
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
                          b"proxy-connection", b"host", b"content-length"})
 _NOT_RELAYED_BACK = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server"})
-
-# ASGI's types, as starlette spells them: a scope and messages are mutable mappings.
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +87,6 @@ def client_response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[by
     """The engine's response headers as the client gets them (the server adds
     its own date and framing)."""
     return [(name.lower(), value) for name, value in raw if name.lower() not in _NOT_RELAYED_BACK]
-
-
-def error_response(status: int, message: str, kind: str,
-                   extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[int, list, bytes]:
-    """An OpenAI-shaped error, as LiteLLM's ProxyException handler writes one."""
-    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": str(status)}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               *extra_headers]
-    return status, headers, body
 
 
 class EngineRelay:
@@ -205,7 +196,3 @@ async def _relay_response(response: aiohttp.ClientResponse, send: Callable) -> N
         return
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-
-async def respond(send: Callable, status: int, headers: list, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

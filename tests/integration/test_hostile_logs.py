@@ -24,7 +24,7 @@ from harness import MASTER_KEY, Entry
 
 KEY_A = "team-a-5d1c9e7b3a8f2c6e4b0d"
 KEY_B = "team-b-8e2f6a0c4d9b1e7a3c5f"   # as long as KEY_A: the file keeps its size
-FLOOD_LINE = b"WARNING entrypoint.inside.proxy_auth: refused POST /v1/chat/completions from 10.0.0.7: wrong key\n"
+FLOOD_LINE = b"WARNING entrypoint.inside.refusals: refused POST /v1/chat/completions from 10.0.0.7: wrong key\n"
 FLOOD_LINES = 600_000   # ~60 MB: many seconds of forwarding
 SIGHUP_DEADLINE = 3.0   # seconds from SIGHUP to the new key's first answer
 

@@ -318,7 +318,7 @@ def test_twenty_rejected_requests_make_twenty_warning_lines_and_no_error(guarded
             if method == "POST" else None
         assert requests.request(method, guarded.url(path), json=body, headers=headers,
                                 timeout=30).status_code in (401, 403)
-    expected = [f"proxy     | WARNING entrypoint.inside.proxy_auth: refused {method} {path} from 127.0.0.1: {reason}"
+    expected = [f"proxy     | WARNING entrypoint.inside.refusals: refused {method} {path} from 127.0.0.1: {reason}"
                 for method, path, _, reason in REJECTIONS]
     wait_for(lambda: len([line for line in proxy_lines_since(guarded, mark) if "refused" in line]) >= 20, 30,
              "twenty refusals in the log", poll=0.2)

@@ -11,7 +11,7 @@ import pytest
 from entrypoint.config import Options
 from entrypoint.errors import EXIT_BAD_CONFIG, EntryError
 from entrypoint.gpus import NodeGpus
-from entrypoint.keys import default_key_name
+from entrypoint.inside.keys_file import default_key_name
 from entrypoint.render import engine_command
 
 from fakes import GIB, MASTER_KEY, make_config, model_folder

@@ -113,7 +113,7 @@ def test_sighup_is_taken_within_a_second_while_the_forwarder_works_through_a_bac
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     log = run_dir / "proxy.log"
-    log.write_text("WARNING entrypoint.inside.proxy_auth: refused POST /v1/chat/completions: wrong key\n" * 100_000)
+    log.write_text("WARNING entrypoint.inside.refusals: refused POST /v1/chat/completions: wrong key\n" * 100_000)
     screen, requests = quiet_console(), ReloadRequests()
     marker = run_dir / RELOAD_MARKER
     watch = KeyWatch(config_for(tmp_path, keys_file), screen.console, marker, requests).start()

@@ -9,7 +9,7 @@ from bench.__main__ import STEP_NAMES, parse
 from bench.chart import render as render_chart
 from bench.keys import KeyCountCell, KeysResults, Printed, keys_file
 from bench.settings import Settings
-from entrypoint.keys import screen_keys
+from entrypoint.inside.keys_file import screen_keys
 
 
 def test_a_generated_keys_file_has_every_key_accepted_with_its_name(tmp_path):

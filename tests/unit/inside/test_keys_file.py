@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import EntryError
-from entrypoint.keys import (
-    KeyEntry,
-    KeyLimits,
-    KeysFile,
-    LineProblem,
-    check_keys_file,
-    default_key_name,
-    screen_keys,
-)
+from entrypoint.inside.keys_file import KeyEntry, KeyLimits, LineProblem, default_key_name, screen_keys
+from entrypoint.inside.keys_file_changes import KeysFile
+from entrypoint.keys import check_keys_file
 
 from fakes import FakeStatus
 

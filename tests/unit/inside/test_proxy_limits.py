@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from entrypoint.inside.keys_file import KeyLimits
 from entrypoint.inside.proxy_limits import Limiter, Pass, Refusal
-from entrypoint.keys import KeyLimits
 
 from harness import start_redis, stop_redis
 

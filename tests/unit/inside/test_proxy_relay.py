@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bench.procs import free_port
-from entrypoint.inside.proxy_auth import KeyRing
+from entrypoint.inside.key_ring import KeyRing
 from entrypoint.inside.proxy_front import ProxyFront
 from entrypoint.inside.proxy_relay import (
     ENGINE_KEY_VARIABLE,
@@ -188,10 +188,3 @@ def test_metric_labels_name_only_what_was_served() -> None:
     assert series_labels("/v1/responses", lambda: "tiny", 429) == ("-", "/v1/responses")
     assert series_labels("/v1/threads/abc/runs", lambda: "tiny", 429) == ("-", "other")
 
-
-def test_only_the_headers_that_may_carry_a_key_are_read() -> None:
-    from entrypoint.inside.proxy_front import key_headers
-
-    headers = [(b"host", b"x"), (b"Authorization", b"Bearer k"), (b"user-agent", b"\xff"), (b"x-api-key", b"k"),
-               (b"api-key", b"k"), (b"x-api-key-2", b"other")]
-    assert key_headers(headers) == [("Authorization", "Bearer k"), ("x-api-key", "k"), ("api-key", "k")]

@@ -1,34 +1,34 @@
-"""Unit tests of the proxy's key check: the key ring (holders, reloads, lines
-set aside, the SIGHUP marker), header parsing, and what the coroutine LiteLLM
-calls (proxy_authenticator) hands to LiteLLM.
+"""Unit tests of the proxy's key ring: holders, reloads, lines set aside, the
+SIGHUP marker, the key in a request's headers, and a refusal's answer.
 
-The keys file's lines are tested in test_keys_file.py. proxy_authenticator
-needs litellm, which takes seconds to import: only its own tests import it.
+The keys file's lines are tested in test_keys_file.py, what LiteLLM's custom
+auth hands to LiteLLM in test_litellm_auth.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
+import json
 import logging
 from pathlib import Path
 
 import pytest
 
-from entrypoint.inside.proxy_auth import (
+from entrypoint.inside.key_ring import (
     KEYS_FILE_VARIABLE,
     MASTER_HOLDER,
-    MASTER_KEY_LABEL,
     MASTER_KEY_VARIABLE,
     RELOAD_MARKER_VARIABLE,
     CredentialError,
     Holder,
     KeyRing,
     KeySource,
+    holder_in,
+    key_headers,
     presented_key,
-    proxy_authenticator,
 )
-from entrypoint.keys import KeyLimits, default_key_name
+from entrypoint.inside.keys_file import KeyLimits, default_key_name
+from entrypoint.inside.refusals import WRONG_KEY, Refused
 
 from fakes import FakeClock, FakeStatus
 
@@ -39,7 +39,7 @@ KEY_C = "key-charlie-4b8e1d7f"
 KEYS_FILE = Path("/run/secrets/api-keys")
 MARKER = Path("/tmp/llm-entry-run/keys-reload")
 START = 1000.0   # the fake clock's time when a test begins
-AUTH_LOGGER = "entrypoint.inside.proxy_auth"
+AUTH_LOGGER = "entrypoint.inside.key_ring"
 
 
 class FakeFiles:
@@ -94,6 +94,15 @@ def files() -> FakeFiles:
     return fake
 
 
+def opens(ring: KeyRing, key: str) -> bool:
+    return ring.holder_of(key) is not None
+
+
+def source_of(ring: KeyRing, key: str) -> KeySource | None:
+    holder = ring.holder_of(key)
+    return holder.source if holder is not None else None
+
+
 def ring_with_file(clock: FakeClock, files: FakeFiles, recheck_interval: float = 1.0) -> KeyRing:
     return KeyRing(MASTER, KEYS_FILE, clock=clock, files=files, recheck_interval=recheck_interval)
 
@@ -102,7 +111,7 @@ def ask_once_a_second(ring: KeyRing, clock: FakeClock, times: int) -> None:
     """KEY_A presented `times` times, a recheck interval apart."""
     for _ in range(times):
         clock.advance(1.0)
-        ring.allows(KEY_A)
+        opens(ring, KEY_A)
 
 
 def ring_with_edit(clock: FakeClock, files: FakeFiles, text: str | bytes, **how) -> KeyRing:
@@ -124,16 +133,16 @@ def ring_after_edit(clock: FakeClock, files: FakeFiles, text: str | bytes, **how
 
 def test_master_key_is_allowed_without_keys_file() -> None:
     ring = KeyRing(MASTER)
-    assert ring.allows(MASTER)
-    assert ring.source_of(MASTER) is KeySource.MASTER
+    assert opens(ring, MASTER)
+    assert source_of(ring, MASTER) is KeySource.MASTER
 
 
 def test_wrong_and_empty_keys_are_refused() -> None:
     ring = KeyRing(MASTER)
-    assert not ring.allows("sk-wrong")
-    assert not ring.allows("")
-    assert not ring.allows(MASTER + "x")
-    assert not ring.allows(MASTER[:-1])
+    assert not opens(ring, "sk-wrong")
+    assert not opens(ring, "")
+    assert not opens(ring, MASTER + "x")
+    assert not opens(ring, MASTER[:-1])
 
 
 def test_empty_master_key_is_rejected() -> None:
@@ -143,42 +152,42 @@ def test_empty_master_key_is_rejected() -> None:
 
 def test_keys_from_the_file_are_allowed(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_with_file(clock, files)
-    assert ring.source_of(KEY_A) is KeySource.KEYS_FILE
-    assert ring.source_of(KEY_B) is KeySource.KEYS_FILE
-    assert ring.source_of(MASTER) is KeySource.MASTER
-    assert not ring.allows("sk-wrong")
+    assert source_of(ring, KEY_A) is KeySource.KEYS_FILE
+    assert source_of(ring, KEY_B) is KeySource.KEYS_FILE
+    assert source_of(ring, MASTER) is KeySource.MASTER
+    assert not opens(ring, "sk-wrong")
 
 
 def test_master_key_listed_in_the_file_counts_as_master(clock: FakeClock, files: FakeFiles) -> None:
     files.write(KEYS_FILE, f"{MASTER}\n")
-    assert ring_with_file(clock, files).source_of(MASTER) is KeySource.MASTER
+    assert source_of(ring_with_file(clock, files), MASTER) is KeySource.MASTER
 
 
 def test_key_removed_from_file_stops_working_after_the_recheck_interval(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_with_file(clock, files)
-    assert ring.allows(KEY_A)
+    assert opens(ring, KEY_A)
     files.write(KEYS_FILE, f"{KEY_B}\n")
     clock.advance(0.5)
-    assert ring.allows(KEY_A), "the file is not looked at again within the interval"
+    assert opens(ring, KEY_A), "the file is not looked at again within the interval"
     clock.advance(0.5)
-    assert not ring.allows(KEY_A)
-    assert ring.allows(KEY_B)
+    assert not opens(ring, KEY_A)
+    assert opens(ring, KEY_B)
 
 
 def test_key_added_to_file_starts_working_after_the_recheck_interval(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_after_edit(clock, files, f"{KEY_A}\n{KEY_B}\n{KEY_C}\n")
-    assert ring.allows(KEY_C)
+    assert opens(ring, KEY_C)
 
 
 def test_file_is_stat_at_most_once_per_interval(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_with_file(clock, files)
     stats_after_start = files.stats
     for _ in range(100):
-        ring.allows(KEY_A)
+        opens(ring, KEY_A)
         clock.advance(0.001)
     assert files.stats == stats_after_start
     clock.advance(1.0)
-    ring.allows(KEY_A)
+    opens(ring, KEY_A)
     assert files.stats == stats_after_start + 1
 
 
@@ -192,22 +201,22 @@ def test_unchanged_file_is_not_read_again(clock: FakeClock, files: FakeFiles) ->
 def test_replaced_file_with_same_size_and_mtime_is_read_again(clock: FakeClock, files: FakeFiles) -> None:
     # An atomic rename (as a Kubernetes Secret update does) changes the inode.
     ring = ring_after_edit(clock, files, f"{KEY_A.upper()}\n{KEY_B}\n", new_inode=True, keep_mtime=True)
-    assert not ring.allows(KEY_A)
-    assert ring.allows(KEY_A.upper())
+    assert not opens(ring, KEY_A)
+    assert opens(ring, KEY_A.upper())
 
 
 def test_every_request_checks_the_file_with_a_zero_interval(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_with_file(clock, files, recheck_interval=0.0)
     files.write(KEYS_FILE, f"{KEY_B}\n")
-    assert not ring.allows(KEY_A)
+    assert not opens(ring, KEY_A)
 
 
 def test_missing_file_keeps_the_master_key_and_refuses_file_keys(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_with_file(clock, files)
     files.remove(KEYS_FILE)
     clock.advance(1.0)
-    assert not ring.allows(KEY_A)
-    assert ring.allows(MASTER)
+    assert not opens(ring, KEY_A)
+    assert opens(ring, MASTER)
 
 
 def test_missing_file_logs_one_warning_without_keys(
@@ -229,11 +238,11 @@ def test_file_keys_work_again_when_the_file_comes_back(
     ring = ring_with_file(clock, files)
     files.remove(KEYS_FILE)
     clock.advance(1.0)
-    assert not ring.allows(KEY_B)
+    assert not opens(ring, KEY_B)
     files.write(KEYS_FILE, f"{KEY_B}\n")
     clock.advance(1.0)
     with caplog.at_level(logging.WARNING, logger=AUTH_LOGGER):
-        assert ring.allows(KEY_B)
+        assert opens(ring, KEY_B)
     assert "readable again" in caplog.text
 
 
@@ -243,33 +252,33 @@ def test_unreadable_file_refuses_file_keys(
     files.unreadable.add(KEYS_FILE)
     clock.advance(1.0)
     with caplog.at_level(logging.WARNING, logger=AUTH_LOGGER):
-        assert not ring.allows(KEY_A)
-    assert ring.allows(MASTER)
+        assert not opens(ring, KEY_A)
+    assert opens(ring, MASTER)
     assert "Permission denied" in caplog.text
     assert KEY_A not in caplog.text
 
 
 def test_keys_file_that_is_not_utf8_refuses_file_keys(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_after_edit(clock, files, KEY_A.encode() + b"\n\xff\xfe\n")
-    assert not ring.allows(KEY_A)
-    assert ring.allows(MASTER)
+    assert not opens(ring, KEY_A)
+    assert opens(ring, MASTER)
 
 
 def test_keys_file_missing_at_start_refuses_file_keys(clock: FakeClock) -> None:
     empty = FakeFiles()
     ring = KeyRing(MASTER, KEYS_FILE, clock=clock, files=empty)
-    assert not ring.allows(KEY_A)
-    assert ring.allows(MASTER)
+    assert not opens(ring, KEY_A)
+    assert opens(ring, MASTER)
 
 
 def test_key_ring_reads_a_real_keys_file(tmp_path: Path) -> None:
     keys_file = tmp_path / "api-keys"
     keys_file.write_text(f"# keys\r\n{KEY_A}\r\n")
     ring = KeyRing(MASTER, keys_file, recheck_interval=0.0)
-    assert ring.allows(KEY_A)
+    assert opens(ring, KEY_A)
     keys_file.write_text(f"{KEY_B}\n")
-    assert not ring.allows(KEY_A)
-    assert ring.allows(KEY_B)
+    assert not opens(ring, KEY_A)
+    assert opens(ring, KEY_B)
 
 
 # weak keys on reload
@@ -277,10 +286,10 @@ def test_key_ring_reads_a_real_keys_file(tmp_path: Path) -> None:
 
 def test_a_weak_key_added_later_is_refused_and_the_good_ones_kept(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_after_edit(clock, files, f"{KEY_A}\n# new\nsk-1234\nshort-key\n{KEY_C}\n")
-    assert not ring.allows("sk-1234")
-    assert not ring.allows("short-key")
-    assert ring.allows(KEY_A) and ring.allows(KEY_C)
-    assert not ring.allows(KEY_B), "a key removed in the same edit stops working"
+    assert not opens(ring, "sk-1234")
+    assert not opens(ring, "short-key")
+    assert opens(ring, KEY_A) and opens(ring, KEY_C)
+    assert not opens(ring, KEY_B), "a key removed in the same edit stops working"
 
 
 def test_a_weak_key_is_named_by_its_line_never_shown(
@@ -298,8 +307,8 @@ def test_a_weak_key_is_named_by_its_line_never_shown(
 
 def test_a_file_of_only_weak_keys_leaves_the_master_key(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_after_edit(clock, files, "changeme\n")
-    assert not ring.allows("changeme") and not ring.allows(KEY_A)
-    assert ring.allows(MASTER)
+    assert not opens(ring, "changeme") and not opens(ring, KEY_A)
+    assert opens(ring, MASTER)
 
 
 # holders: names and limits
@@ -316,14 +325,14 @@ def test_a_file_key_is_held_under_its_lines_name_and_limits(clock: FakeClock, fi
     ring = ring_with_file(clock, files)
     assert ring.holder_of(KEY_A) == Holder(KeySource.KEYS_FILE, "team-a", KeyLimits(rpm=5, max_parallel=2))
     assert ring.holder_of(KEY_B) == Holder(KeySource.KEYS_FILE, default_key_name(KEY_B), KeyLimits())
-    assert ring.source_of(KEY_A) is KeySource.KEYS_FILE
+    assert source_of(ring, KEY_A) is KeySource.KEYS_FILE
 
 
 @pytest.mark.parametrize("key", ["", "sk-wrong-0123456789", MASTER + "x", KEY_A[:-1]])
 def test_a_key_that_opens_nothing_has_no_holder(clock: FakeClock, files: FakeFiles, key: str) -> None:
     ring = ring_with_file(clock, files)
     assert ring.holder_of(key) is None
-    assert ring.source_of(key) is None
+    assert source_of(ring, key) is None
 
 
 def test_the_master_key_listed_in_the_file_is_still_held_by_master(clock: FakeClock, files: FakeFiles) -> None:
@@ -379,23 +388,23 @@ def test_a_new_marker_makes_the_next_request_read_the_file_at_once(clock: FakeCl
     # the same length): the status alone cannot see it.
     files.write(KEYS_FILE, f"{KEY_A.upper()}\n{KEY_B}\n", keep_mtime=True)
     clock.advance(5.0)
-    assert ring.allows(KEY_A), "the status did not change: the file is not read"
+    assert opens(ring, KEY_A), "the status did not change: the file is not read"
     files.write(MARKER, "2\n", new_inode=True)
-    assert not ring.allows(KEY_A)
-    assert ring.allows(KEY_A.upper())
+    assert not opens(ring, KEY_A)
+    assert opens(ring, KEY_A.upper())
 
 
 def test_an_unchanged_marker_costs_one_stat_and_no_read(clock: FakeClock, files: FakeFiles) -> None:
     ring = ring_with_marker(clock, files)
     stats, reads = files.stats, files.reads
-    ring.allows(KEY_A)
+    opens(ring, KEY_A)
     assert (files.stats, files.reads) == (stats + 1, reads)
 
 
 def test_a_missing_marker_changes_nothing(clock: FakeClock, files: FakeFiles) -> None:
     ring = KeyRing(MASTER, KEYS_FILE, reload_marker=MARKER, clock=clock, files=files)
     reads = files.reads
-    assert ring.allows(KEY_A)
+    assert opens(ring, KEY_A)
     assert files.reads == reads
 
 
@@ -408,13 +417,13 @@ def test_environment_names_the_reload_marker(tmp_path: Path) -> None:
     keys_file.write_text(f"{KEY_B}\n")
     (tmp_path / "new-marker").write_text("2\n")
     (tmp_path / "new-marker").replace(marker)
-    assert ring.allows(KEY_B) and not ring.allows(KEY_A)
+    assert opens(ring, KEY_B) and not opens(ring, KEY_A)
 
 
 def test_environment_with_empty_keys_file_variable_gives_master_key_only() -> None:
     ring = KeyRing.from_environment({MASTER_KEY_VARIABLE: MASTER, KEYS_FILE_VARIABLE: ""})
-    assert ring.allows(MASTER)
-    assert not ring.allows(KEY_A)
+    assert opens(ring, MASTER)
+    assert not opens(ring, KEY_A)
 
 
 def test_environment_without_master_key_is_an_error() -> None:
@@ -426,7 +435,7 @@ def test_environment_keys_file_is_read(tmp_path: Path) -> None:
     keys_file = tmp_path / "api-keys"
     keys_file.write_text(f"{KEY_A}\n")
     ring = KeyRing.from_environment({MASTER_KEY_VARIABLE: MASTER, KEYS_FILE_VARIABLE: str(keys_file)})
-    assert ring.source_of(KEY_A) is KeySource.KEYS_FILE
+    assert source_of(ring, KEY_A) is KeySource.KEYS_FILE
 
 
 # presented_key
@@ -509,69 +518,33 @@ def test_repeated_authorization_headers_must_agree() -> None:
         presented_key([("authorization", f"Bearer {KEY_A}"), ("authorization", f"Bearer {KEY_B}")])
 
 
-# proxy_authenticator: what LiteLLM is given
+def test_only_the_headers_that_may_carry_a_key_are_read() -> None:
+    headers = [(b"host", b"x"), (b"Authorization", b"Bearer k"), (b"user-agent", b"\xff"), (b"x-api-key", b"k"),
+               (b"api-key", b"k"), (b"x-api-key-2", b"other")]
+    assert key_headers(headers) == [("Authorization", "Bearer k"), ("x-api-key", "k"), ("api-key", "k")]
 
 
-@pytest.fixture(scope="module")
-def authenticate():
-    with pytest.MonkeyPatch.context() as patch:
-        # What llm-entry sets for the proxy: nothing fetched from the internet at import.
-        patch.setenv("LITELLM_OFFLINE_MODE", "true")
-        patch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        pytest.importorskip("litellm")
-        files = FakeFiles()
-        files.write(KEYS_FILE, f"{KEY_A} name=team-a rpm=5 tpm=1000 max_parallel=2\n{KEY_B}\n")
-        ring = KeyRing(MASTER, KEYS_FILE, clock=FakeClock(START), files=files)
-        yield proxy_authenticator(ring, reaches_model=lambda route: route.startswith("/v1/"))
+# holder_in: who holds the key a request presents, or its refusal
 
 
-def request_with(key: str, path: str = "/v1/chat/completions"):
-    from starlette.requests import Request
-
-    return Request({"type": "http", "method": "POST", "path": path, "root_path": "", "query_string": b"",
-                    "headers": [(b"authorization", f"Bearer {key}".encode())], "client": ("10.0.0.7", 50000)})
+def test_a_request_with_the_master_key_is_held_by_master() -> None:
+    assert holder_in(KeyRing(MASTER), [("authorization", f"Bearer {MASTER}")]) is MASTER_HOLDER
 
 
-def authenticated(authenticate, key: str, path: str = "/v1/chat/completions"):
-    return asyncio.run(authenticate(request_with(key, path), key))
+def test_a_request_with_a_key_that_opens_nothing_is_refused_with_401() -> None:
+    assert holder_in(KeyRing(MASTER), [("x-api-key", KEY_A)]) == Refused(401, WRONG_KEY, "wrong key")
 
 
-def test_a_file_key_reaches_litellm_under_its_name_and_never_as_the_key(authenticate) -> None:
-    auth = authenticated(authenticate, KEY_A)
-    assert (auth.api_key, auth.key_alias, auth.user_role.value) == (
-        "llm-entry-key-team-a", "team-a", "internal_user")
-    assert KEY_A not in auth.model_dump_json() and KEY_A not in repr(auth)
+def test_a_request_without_a_key_is_refused_with_401_and_the_reason_for_the_log() -> None:
+    refused = holder_in(KeyRing(MASTER), [("host", "proxy")])
+    assert isinstance(refused, Refused) and (refused.status, refused.reason) == (401, "no key")
+    assert refused.message.startswith("No API key")
 
 
-def test_a_file_keys_limits_are_not_handed_to_litellms_own_limiter(authenticate) -> None:
-    auth = authenticated(authenticate, KEY_A)
-    assert (auth.rpm_limit, auth.tpm_limit, auth.max_parallel_requests) == (None, None, None)
-
-
-def test_a_bare_file_key_reaches_litellm_under_its_default_name(authenticate) -> None:
-    auth = authenticated(authenticate, KEY_B)
-    assert (auth.api_key, auth.key_alias) == ("llm-entry-key-" + default_key_name(KEY_B), default_key_name(KEY_B))
-    assert KEY_B not in auth.model_dump_json()
-
-
-def test_the_master_key_reaches_litellm_as_the_master_label(authenticate) -> None:
-    auth = authenticated(authenticate, MASTER, "/key/generate")
-    assert (auth.api_key, auth.key_alias, auth.user_role.value) == (MASTER_KEY_LABEL, "master", "proxy_admin")
-    assert MASTER not in auth.model_dump_json()
-
-
-def test_a_file_key_on_a_route_for_the_master_key_only_gets_403(authenticate) -> None:
-    from litellm.proxy._types import ProxyException
-
-    with pytest.raises(ProxyException) as caught:
-        authenticated(authenticate, KEY_A, "/key/generate")
-    assert caught.value.code == "403"
-
-
-def test_a_wrong_key_gets_401_without_the_key_in_the_answer(authenticate) -> None:
-    from litellm.proxy._types import ProxyException
-
-    with pytest.raises(ProxyException) as caught:
-        authenticated(authenticate, "sk-wrong-0123456789abcdef")
-    assert caught.value.code == "401"
-    assert "sk-wrong-0123456789abcdef" not in str(caught.value.message)
+def test_a_refusal_for_a_key_is_an_auth_error_and_only_a_401_asks_for_a_bearer_key() -> None:
+    status, headers, body = Refused(401, WRONG_KEY, "wrong key").answer().response()
+    assert status == 401 and (b"www-authenticate", b"Bearer") in headers
+    assert json.loads(body) == {"error": {"message": WRONG_KEY, "type": "auth_error", "param": None, "code": "401"}}
+    status, headers, body = Refused(403, "Not this route.", "why").answer().response()
+    assert status == 403 and not any(name == b"www-authenticate" for name, _ in headers)
+    assert json.loads(body)["error"]["type"] == "auth_error"

@@ -1,4 +1,4 @@
-"""API key check run inside the LiteLLM proxy (``general_settings.custom_auth``).
+"""Who holds the key a request presents, in every proxy worker.
 
 Owns which keys open the proxy, who holds them and what they open: the
 master key opens everything; the keys listed in an optional keys file open
@@ -10,9 +10,13 @@ that names their line, never the key. LiteLLM alone cannot do this without a
 database: it knows one master key and answers any other key with 400 "No
 connected db".
 
-The proxy process gets its inputs from llm-entry through environment
-variables, read once when LiteLLM looks up ``user_api_key_auth``. Everything
-else here is pure and takes its inputs as arguments.
+The key is taken from the request's headers alone (KEY_HEADERS), before a
+byte of the body is read. The front (entrypoint.inside.proxy_front) and
+LiteLLM's custom auth (entrypoint.inside.litellm_auth) ask the one ring of
+their worker (shared_key_ring), made from the environment llm-entry gives
+the proxy; everything else here takes its inputs as arguments.
+
+Standard library only.
 """
 
 from __future__ import annotations
@@ -23,16 +27,16 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
-from entrypoint.inside.log_lines import field
+from entrypoint.inside.keys_file import MASTER_NAME, KeyLimits
+from entrypoint.inside.keys_file_changes import LOCAL_FILES, Files, KeysChange, KeysFile
 from entrypoint.inside.names import API_KEYS_FILE_VARIABLE as KEYS_FILE_VARIABLE
 from entrypoint.inside.names import KEYS_RELOAD_MARKER_VARIABLE as RELOAD_MARKER_VARIABLE
 from entrypoint.inside.names import MASTER_KEY_VARIABLE
-from entrypoint.keys import MASTER_NAME, FileStatus, KeyLimits, KeysChange, KeysFile
+from entrypoint.inside.refusals import WRONG_KEY, WRONG_KEY_REASON, Refused
 
 RECHECK_INTERVAL_SECONDS = 1.0
 
@@ -41,13 +45,13 @@ RECHECK_INTERVAL_SECONDS = 1.0
 MASTER_KEY_LABEL = "llm-entry-master-key"
 KEY_LABEL_PREFIX = "llm-entry-key-"   # + the key's name in the keys file
 
-_KEY_HEADERS = ("x-api-key", "api-key")
+# The headers a key may come in: 'Authorization: Bearer <key>', or the bare key in one of KEY_HEADERS.
+AUTHORIZATION = "authorization"
+KEY_HEADERS = ("x-api-key", "api-key")
+# The same names as ASGI servers give them (bytes, lower case).
+KEY_HEADER_NAMES = frozenset(name.encode("latin-1") for name in (AUTHORIZATION, *KEY_HEADERS))
 _MISSING_KEY = (
     "No API key: send it as 'Authorization: Bearer <key>' (or in an 'x-api-key' or 'api-key' header)."
-)
-MODEL_ROUTES_ONLY = (
-    "This key opens only the routes that reach the model (/v1/chat/completions, /v1/completions, "
-    "/v1/embeddings, /v1/models, ...): other routes need the master key."
 )
 
 logger = logging.getLogger(__name__)
@@ -75,22 +79,6 @@ class Holder:
 MASTER_HOLDER = Holder(KeySource.MASTER, MASTER_NAME, KeyLimits())   # the master key has no limits
 
 
-class Files(Protocol):
-    """How the keys file and the reload marker are looked at (tests give fakes)."""
-
-    def stat(self, path: Path) -> FileStatus: ...
-
-    def read(self, path: Path) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class LocalFiles:
-    """The files themselves: what a KeyRing looks at outside the tests."""
-
-    stat: Callable[[Path], FileStatus] = os.stat
-    read: Callable[[Path], bytes] = Path.read_bytes
-
-
 def _digest(key: str) -> bytes:
     # Comparing fixed-length digests keeps the length of the keys out of the timing.
     return hashlib.sha256(key.encode("utf-8")).digest()
@@ -113,7 +101,7 @@ class KeyRing:
         *,
         reload_marker: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
-        files: Files = LocalFiles(),
+        files: Files = LOCAL_FILES,
         recheck_interval: float = RECHECK_INTERVAL_SECONDS,
     ) -> None:
         if not master_key:
@@ -141,14 +129,6 @@ class KeyRing:
         marker = environ.get(RELOAD_MARKER_VARIABLE, "")
         return cls(master_key, Path(keys_file) if keys_file else None,
                    reload_marker=Path(marker) if marker else None)
-
-    def allows(self, presented_key: str) -> bool:
-        return self.source_of(presented_key) is not None
-
-    def source_of(self, presented_key: str) -> KeySource | None:
-        """Where the key comes from, or None when it opens nothing."""
-        holder = self.holder_of(presented_key)
-        return holder.source if holder is not None else None
 
     def holder_of(self, presented_key: str) -> Holder | None:
         """Who holds the key, or None when it opens nothing.
@@ -214,22 +194,6 @@ class CredentialError(Exception):
         self.reason = reason
 
 
-WRONG_KEY = "Invalid API key: it is not a key this server accepts."
-WRONG_KEY_REASON = "wrong key"
-NOT_ALLOWED_REASON = "a keys-file key on a route for the master key only"
-
-
-def refusal_line(method: str, route: str, client: str, reason: str) -> str:
-    """The one log line a refused request makes: who, where, why; never the key.
-    The method and the path are the client's: each stays one token (log_lines.field)."""
-    return f"refused {field(method)} {field(route)} from {field(client)}: {reason}"
-
-
-def log_refusal(method: str, route: str, client: str, reason: str) -> None:
-    # WARNING, not ERROR: a scanner hitting the port is the world, not a fault here.
-    logger.warning(refusal_line(method, route, client, reason))
-
-
 def presented_key(headers: Iterable[tuple[str, str]]) -> str:
     """The one key a request presents in its headers.
 
@@ -240,14 +204,14 @@ def presented_key(headers: Iterable[tuple[str, str]]) -> str:
     found: set[str] = set()
     for name, value in headers:
         name = name.lower()
-        if name == "authorization":
+        if name == AUTHORIZATION:
             scheme, _, key = value.strip().partition(" ")
             key = key.strip()
             if scheme.lower() != "bearer" or not key or any(c.isspace() for c in key):
                 raise CredentialError("Malformed Authorization header: expected 'Authorization: Bearer <key>'.",
                                       "malformed Authorization header")
             found.add(key)
-        elif name in _KEY_HEADERS:
+        elif name in KEY_HEADERS:
             key = value.strip()
             if not key or any(c.isspace() for c in key):
                 raise CredentialError(f"Malformed {name} header: expected '{name}: <key>'.",
@@ -261,78 +225,21 @@ def presented_key(headers: Iterable[tuple[str, str]]) -> str:
     return found.pop()
 
 
-def proxy_authenticator(key_ring: KeyRing,
-                        reaches_model: Callable[[str], bool] | None = None) -> Callable[[Any, str], Awaitable[Any]]:
-    """The coroutine function LiteLLM calls as custom auth for every authenticated route.
-
-    LiteLLM passes ``api_key`` already stripped of any 'Bearer '/'Basic ' prefix,
-    so the headers are read again from the request to reject malformed ones.
-    Keys from the file open only the routes ``reaches_model`` accepts (LiteLLM's
-    LLM API routes): with custom auth LiteLLM checks no routes itself, and some
-    management routes (/model/new) took such a key and failed only for want of
-    a database.
-    """
-    # Imported here, not at module top: importing litellm takes seconds, and the
-    # pure parts above are used (and tested) without it.
-    from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
-    from litellm.proxy.auth.auth_utils import get_request_route
-    from litellm.proxy.auth.route_checks import RouteChecks
-
-    reaches_model = reaches_model or RouteChecks.is_llm_api_route
-    refusal = _litellm_refusal()
-
-    async def user_api_key_auth(request: Any, api_key: str) -> UserAPIKeyAuth:
-        try:
-            key = presented_key(request.headers.items())
-        except CredentialError as error:
-            raise refusal(request, str(error), error.reason) from None
-        holder = key_ring.holder_of(key)
-        if holder is None:
-            raise refusal(request, WRONG_KEY, WRONG_KEY_REASON)
-        if holder.source is KeySource.MASTER:
-            return UserAPIKeyAuth(api_key=holder.label, key_alias=holder.name,
-                                  user_role=LitellmUserRoles.PROXY_ADMIN)
-        if not reaches_model(get_request_route(request)):
-            raise refusal(request, MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON, code=403)
-        # No rpm_limit, tpm_limit or max_parallel_requests here: llm-entry's own
-        # limiter counts every request in front of LiteLLM; LiteLLM's would
-        # count the same requests a second time.
-        return UserAPIKeyAuth(api_key=holder.label, key_alias=holder.name,
-                              user_role=LitellmUserRoles.INTERNAL_USER)
-
-    return user_api_key_auth
+def key_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Only the headers that may carry a key, decoded: the others are most of
+    a request's headers, and decoding them all cost 8% of the proxy's CPU."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
+            if name.lower() in KEY_HEADER_NAMES]
 
 
-# The flag on a refusal's ProxyException (LiteLLM's own class) that llm-entry has logged it.
-LOGGED_BY_LLM_ENTRY = "logged_by_llm_entry"
-
-
-def _litellm_refusal() -> Callable[..., Exception]:
-    """What custom auth raises to refuse a request: LiteLLM's auth error, after
-    llm-entry's one log line for it; LiteLLM's own lines for it are left out
-    of its log from now on."""
-    from litellm.proxy._types import ProxyErrorTypes, ProxyException
-    from litellm.proxy.auth.auth_utils import get_request_route
-
-    logging.getLogger("LiteLLM Proxy").addFilter(_without_logged_refusals)
-
-    def refusal(request: Any, message: str, reason: str, code: int = 401) -> ProxyException:
-        client = request.client.host if request.client else "unknown"
-        log_refusal(request.method, get_request_route(request), client, reason)
-        refused = ProxyException(message=message, type=ProxyErrorTypes.auth_error.value, param=None, code=code,
-                                 headers={"WWW-Authenticate": "Bearer"} if code == 401 else None)
-        setattr(refused, LOGGED_BY_LLM_ENTRY, True)   # LiteLLM's own ERROR lines for it are dropped
-        return refused
-
-    return refusal
-
-
-def _without_logged_refusals(record: logging.LogRecord) -> bool:
-    """A logging filter for LiteLLM's proxy logger: LiteLLM logs every refused
-    request at ERROR, over two lines (the exception, then the client's address);
-    llm-entry has written its own one line for the refusals it made."""
-    args = record.args if isinstance(record.args, tuple) else ()
-    return not any(getattr(arg, LOGGED_BY_LLM_ENTRY, False) for arg in args)
+def holder_in(key_ring: KeyRing, headers: Iterable[tuple[str, str]]) -> Holder | Refused:
+    """Who holds the key the headers present, or why the request gets 401."""
+    try:
+        key = presented_key(headers)
+    except CredentialError as error:
+        return Refused(401, str(error), error.reason)
+    holder = key_ring.holder_of(key)
+    return holder if holder is not None else Refused(401, WRONG_KEY, WRONG_KEY_REASON)
 
 
 _shared_ring: KeyRing | None = None
@@ -340,21 +247,9 @@ _shared_ring: KeyRing | None = None
 
 def shared_key_ring() -> KeyRing:
     """The one key ring of this proxy worker, made from its environment on first
-    use: LiteLLM's custom auth and the model relay (entrypoint.inside.proxy_relay) both
+    use: LiteLLM's custom auth and the front (entrypoint.inside.proxy_front) both
     ask it, so both follow the same file reloads."""
     global _shared_ring
     if _shared_ring is None:
         _shared_ring = KeyRing.from_environment(os.environ)
     return _shared_ring
-
-
-def __getattr__(name: str) -> Any:
-    # LiteLLM resolves `custom_auth` with getattr on this module (or on the shim that
-    # re-exports it), once, while it loads its config: the environment is read then,
-    # and a missing master key stops the proxy from booting. Importing the module
-    # alone (tests, llm-entry itself) reads nothing.
-    if name == "user_api_key_auth":
-        authenticate = proxy_authenticator(shared_key_ring())
-        globals()[name] = authenticate
-        return authenticate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
