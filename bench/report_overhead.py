@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from entrypoint.workers import MAX_AUTO_WORKERS
+
 from .markdown import per_round, s, table
 from .overhead import OverheadResults
 from .settings import Settings
@@ -88,7 +90,8 @@ def workers_section(o: OverheadResults) -> str:
     memory = [[label, str(u.count), f"{u.rss_mb:.0f}", f"{u.pss_mb:.0f}"] for label, u in o.proxy_memory.items()]
     text = [
         "### Proxy workers: `--proxy-workers 1` vs `2` (= CPU count)\n",
-        "`--proxy-workers auto` (the default) gives a GPU node one worker per usable CPU, up to 4, and "
+        "`--proxy-workers auto` (the default) gives a GPU node one worker per usable CPU, up to "
+        f"{MAX_AUTO_WORKERS}, and "
         "keeps 1 beside a CPU engine (which needs the cores); these cells are why.\n",
         "\"1 worker\" and \"2 workers\" are two llm-entry instances (`--proxy-workers 1` and `2`; LiteLLM "
         "runs uvicorn with `workers=N`, which spawns N fresh interpreters beside a supervising one), both "

@@ -6,7 +6,7 @@ and, as a second net for keys it does not know (a wrong key, one added to the
 keys file a moment ago), the value of any key header a line shows.
 
 Redaction costs the same with ten keys as with a hundred thousand: every key
-is at least MIN_KEY_LENGTH characters long and has no white space (keys.weakness
+is at least MIN_KEY_LENGTH characters long and has no white space (weak_keys.weakness
 refuses anything else), so the secrets are indexed by their first
 MIN_KEY_LENGTH characters and a line costs one dict lookup per window of its
 runs of non-space characters. `python -m bench.redaction` measures it: about
@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from .keys import MIN_KEY_LENGTH
+from .inside.weak_keys import MIN_KEY_LENGTH
 
 # `Authorization: Bearer <key>`, `x-api-key: <key>`, `api-key=<key>`, and the
 # same inside a Python dict, JSON or an ASGI header tuple (b'api-key', b'<key>').

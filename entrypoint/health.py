@@ -1,7 +1,7 @@
 """What the check results mean: ready, still starting, hung, timed out.
 
 Pure functions over the results and a clock reading, so every threshold in
-the README is a unit test. One `Vitals` per program per start: a restart
+docs/probes.md is a unit test. One `Vitals` per program per start: a restart
 begins a new one, so results from before it can never make it look ready.
 """
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # supervisor ships no type information; its states module imports nothing else.
-from supervisor.states import ProcessStates, getProcessStateDescription  # type: ignore[import-untyped]
+from supervisor.states import ProcessStates, getProcessStateDescription
 
 PR_SET_PDEATHSIG = 1
 # A local supervisord answers in milliseconds. The monitor blocks on each call,

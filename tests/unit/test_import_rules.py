@@ -62,7 +62,7 @@ def test_the_modules_litellm_loads_while_it_starts_import_it_only_lazily(module)
 
 # The planning modules turn the command line, the environment and the machine
 # into one frozen Config and the text of every file and command line; they
-# never act, so they never import the modules that do (entrypoint/README map).
+# never act, so they never import the modules that do (the module map in docs/architecture.md).
 PACKAGE = REPO / "entrypoint"
 PLANNING = {"config", "engine_options", "gpus", "parallel", "workers", "ports", "keys", "limiter_store",
             "render", "shutdown_plan", "environment"}

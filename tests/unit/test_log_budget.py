@@ -28,7 +28,7 @@ from fakes import (
     unwritten_metrics,
 )
 
-LINE = "INFO entrypoint.inside.proxy_auth: refused POST /v1/chat/completions from 10.0.0.7: wrong key\n"
+LINE = "INFO entrypoint.inside.refusals: refused POST /v1/chat/completions from 10.0.0.7: wrong key\n"
 
 
 def backlog(path: Path, lines: int) -> None:
