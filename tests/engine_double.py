@@ -2,8 +2,10 @@
 
 It is started exactly like `python -m vllm.entrypoints.openai.api_server` and
 reproduces the behaviour llm-entry depends on: the port stays closed while the
-model "loads", `--api-key` protects /v1, the answers are OpenAI-shaped
-(streams included), worker processes share the process group and outlive a
+model "loads", `--api-key` protects /v1, the answers are in vLLM's shapes
+(streams included): chat, completions, embeddings, Responses (a response by
+its id is never found), Anthropic's Messages and count_tokens, tokenize and
+detokenize, worker processes share the process group and outlive a
 SIGKILL of the server, and `--shutdown-timeout` drains in-flight requests.
 Standard library only, so that it starts in a fraction of a second.
 
@@ -81,7 +83,14 @@ ROUTES = {
     "/v1/chat/completions": {"POST": "_chat"},
     "/v1/completions": {"POST": "_completions"},
     "/v1/embeddings": {"POST": "_embeddings"},
+    "/v1/responses": {"POST": "_responses"},
+    "/v1/messages": {"POST": "_messages"},
+    "/v1/messages/count_tokens": {"POST": "_count_tokens"},
+    "/tokenize": {"POST": "_tokenize"},
+    "/detokenize": {"POST": "_detokenize"},
 }
+# Responses by id: the double keeps none (as vLLM without its store), so each is not found.
+RESPONSE_BY_ID = re.compile(r"/v1/responses/([^/]+)(/cancel)?")
 # Workers only sleep; they never look at their parent, like vLLM's EngineCore
 # and Worker processes that a SIGKILL of the API server leaves behind.
 WORKER_CODE = (
@@ -268,6 +277,12 @@ def last_user_text(messages: list) -> str:
     return ""
 
 
+def messages_text(request: dict) -> str:
+    """The last user message of a request's messages, if it has any."""
+    messages = request.get("messages")
+    return last_user_text(messages) if isinstance(messages, list) else ""
+
+
 def as_texts(value) -> list[str]:
     """A prompt or embedding input (text, texts, token ids) as a list of texts."""
     if isinstance(value, str):
@@ -358,6 +373,58 @@ def completion_chunks(reply: Reply, plans: list, use: dict | None):
         yield False, {**base, "choices": [], "usage": use}
 
 
+def responses_response(reply: Reply, text: str, finish: str, use: dict) -> dict:
+    """vLLM's Responses answer (its main keys)."""
+    message = {"id": f"msg_{reply.id}", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": None}]}
+    return {"id": reply.id, "created_at": reply.created, "incomplete_details":
+            None if finish == "stop" else {"reason": "max_output_tokens"},
+            "instructions": None, "metadata": None, "model": reply.model, "object": "response",
+            "output": [message], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "status": "completed" if finish == "stop" else "incomplete",
+            "usage": {"input_tokens": use["prompt_tokens"], "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": use["completion_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": use["total_tokens"]}}
+
+
+def responses_events(reply: Reply, tokens: list[str], finish: str, use: dict):
+    """(is_token, event) pairs of a Responses stream: usage only in response.completed."""
+    done = responses_response(reply, "".join(tokens), finish, use)
+    yield False, {"type": "response.created", "sequence_number": 0,
+                  "response": {**done, "status": "in_progress", "output": [], "usage": None}}
+    for number, token in enumerate(tokens, 1):
+        yield True, {"type": "response.output_text.delta", "sequence_number": number, "item_id": f"msg_{reply.id}",
+                     "output_index": 0, "content_index": 0, "delta": token, "logprobs": []}
+    yield False, {"type": "response.completed", "sequence_number": len(tokens) + 1, "response": done}
+
+
+def anthropic_usage(use: dict) -> dict:
+    return {"input_tokens": use["prompt_tokens"], "output_tokens": use["completion_tokens"]}
+
+
+def messages_response(reply: Reply, text: str, finish: str, use: dict) -> dict:
+    """vLLM's Anthropic Messages answer (None values left out, as vLLM does)."""
+    return {"id": reply.id, "type": "message", "role": "assistant", "content": [{"type": "text", "text": text}],
+            "model": reply.model, "stop_reason": "end_turn" if finish == "stop" else "max_tokens",
+            "usage": anthropic_usage(use)}
+
+
+def messages_events(reply: Reply, tokens: list[str], finish: str, use: dict):
+    """(is_token, event) pairs of an Anthropic stream: the input tokens in
+    message_start, both counts in message_delta."""
+    start = {"id": reply.id, "type": "message", "role": "assistant", "content": [], "model": reply.model,
+             "stop_reason": None, "stop_sequence": None, "usage": {**anthropic_usage(use), "output_tokens": 0}}
+    yield False, {"type": "message_start", "message": start}
+    yield False, {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    for token in tokens:
+        yield True, {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": token}}
+    yield False, {"type": "content_block_stop", "index": 0}
+    stop = "end_turn" if finish == "stop" else "max_tokens"
+    yield False, {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                  "usage": anthropic_usage(use)}
+    yield False, {"type": "message_stop"}
+
+
 def dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -445,6 +512,9 @@ class EngineHandler(BaseHTTPRequestHandler):
         if path.startswith(PROTECTED_PREFIXES) and not self._authorized(state.config.api_keys):
             return self._json(401, {"error": "Unauthorized"})
         methods = ROUTES.get(path)
+        if methods is None and RESPONSE_BY_ID.fullmatch(path):
+            methods = {"POST" if path.endswith("/cancel") else "GET": "_response_by_id"}
+            self._response_id = path.split("/")[3]
         if methods is None:
             return self._json(404, {"detail": "Not Found"})
         if method not in methods:
@@ -491,8 +561,10 @@ class EngineHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj) -> None:
         self._respond(status, dumps(obj), "application/json")
 
-    def _stream(self, events, hold: bool = False) -> None:
-        """Server-sent events, one chunk of the HTTP response per event."""
+    def _stream(self, events, hold: bool = False, named: bool = False) -> None:
+        """Server-sent events, one chunk of the HTTP response per event. Named:
+        each event says its type first and the stream ends without [DONE]
+        (the Responses and Anthropic APIs)."""
         self._status = 200
         chunked = self.request_version != "HTTP/1.0"
         head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
@@ -500,7 +572,8 @@ class EngineHandler(BaseHTTPRequestHandler):
         self.close_connection = self.close_connection or not chunked
         self.wfile.write(head.encode())
         interval = self.server.state.config.token_interval
-        payloads = ((is_token, b"data: " + dumps(chunk) + b"\n\n") for is_token, chunk in events)
+        payloads = ((is_token, (b"event: %s\n" % chunk["type"].encode() if named else b"")
+                     + b"data: " + dumps(chunk) + b"\n\n") for is_token, chunk in events)
         for is_token, payload in payloads:
             if is_token and interval > 0:
                 time.sleep(interval)
@@ -511,7 +584,8 @@ class EngineHandler(BaseHTTPRequestHandler):
                 deadline = time.monotonic() + 120
                 while os.path.exists(self.server.state.config.hold_file) and time.monotonic() < deadline:
                     time.sleep(0.02)
-        self._write_event(b"data: [DONE]\n\n", chunked)
+        if not named:
+            self._write_event(b"data: [DONE]\n\n", chunked)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
 
@@ -651,6 +725,64 @@ class EngineHandler(BaseHTTPRequestHandler):
         self._json(200, {"id": f"embd-{uuid.uuid4().hex}", "object": "list",
                          "created": int(time.time()), "model": request["model"],
                          "data": data, "usage": usage(words, 0)})
+
+    def _generation(self, request: dict, text: str, max_tokens) -> tuple[Reply, list[str], str, dict]:
+        """One answer to `text`: its reply, tokens, finish reason and usage."""
+        tokens, finish = plan_tokens(ANSWER_PREFIX + text, self.server.state.config.tokens, max_tokens)
+        return self._reply(request, "resp"), tokens, finish, usage(max(len(text.split()), 1), len(tokens))
+
+    def _responses(self, body: bytes) -> None:
+        request = self._request(body)
+        if request is None:
+            return
+        given = request.get("input")
+        text = given if isinstance(given, str) else last_user_text(given if isinstance(given, list) else [])
+        reply, tokens, finish, use = self._generation(request, text, request.get("max_output_tokens"))
+        if request.get("stream"):
+            self._stream(responses_events(reply, tokens, finish, use), named=True)
+        else:
+            self._json(200, responses_response(reply, "".join(tokens), finish, use))
+
+    def _response_by_id(self, body: bytes) -> None:
+        self._json(404, error_body(f"Response with id '{self._response_id}' not found.",
+                                   "invalid_request_error", 404, "response_id"))
+
+    def _messages(self, body: bytes) -> None:
+        request = self._request(body)
+        if request is None:
+            return
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not isinstance(request.get("max_tokens"), int):
+            return self._json(400, error_body("'messages' and 'max_tokens' are required.", "BadRequestError", 400))
+        reply, tokens, finish, use = self._generation(request, last_user_text(messages), request["max_tokens"])
+        reply = Reply(id=reply.id.replace("resp-", "msg-"), model=reply.model)
+        if request.get("stream"):
+            self._stream(messages_events(reply, tokens, finish, use), named=True)
+        else:
+            self._json(200, messages_response(reply, "".join(tokens), finish, use))
+
+    def _count_tokens(self, body: bytes) -> None:
+        request = self._request(body)
+        if request is None:
+            return
+        self._json(200, {"input_tokens": max(len(messages_text(request).split()), 1)})
+
+    def _tokenize(self, body: bytes) -> None:
+        request = self._request(body)
+        if request is None:
+            return
+        text = request.get("prompt")
+        text = text if isinstance(text, str) else messages_text(request)
+        tokens = [len(word) for word in split_words(text)] if text else []
+        self._json(200, {"count": len(tokens), "max_model_len": self.server.state.config.max_model_len,
+                         "tokens": tokens, "token_strs": None})
+
+    def _detokenize(self, body: bytes) -> None:
+        request = self._request(body)
+        if request is None:
+            return
+        tokens = request.get("tokens") if isinstance(request.get("tokens"), list) else []
+        self._json(200, {"prompt": " ".join(f"t{token}" for token in tokens)})
 
 
 def _stream_usage(request: dict, use: dict) -> dict | None:

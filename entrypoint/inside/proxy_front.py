@@ -11,15 +11,17 @@ is never read (the answer closes the connection). Then:
 - A body larger than --max-body-size gets 413 (on Content-Length, or as a
   chunked body streams in), one that stalls gets 408
   (entrypoint.inside.client_limits).
-- A POST to a model route (entrypoint.inside.proxy_relay.RELAYED_ROUTES) is
-  admitted by the key's limits (429 otherwise), relayed to the engine, and
-  metered.
+- A request to one of the engine's client routes
+  (entrypoint.inside.relayed_routes: chat, completions, Responses, Anthropic's
+  Messages, tokenize, pooling, audio, ...) is admitted by the key's limits
+  (429 otherwise), relayed to the engine, and metered.
 - GET /metrics answers the master key with the whole container's metrics
   (entrypoint.inside.metrics_page): 403 for a key from the file.
 - A key from the file opens only the routes that reach the model
   (`reaches_model`, LiteLLM's list of its LLM API routes): 403 elsewhere.
 - Everything else is served by LiteLLM, which checks the key again; a POST
-  there (/v1/responses, /v1/messages, ...) is admitted and metered the same way.
+  there (its own model routes: images, speech, moderations, ...) is admitted
+  and metered the same way.
 
 Import rules: standard library, aiohttp, `limits`, redis-py and
 prometheus_client (LiteLLM's dependencies); LiteLLM is never imported here.
@@ -49,9 +51,10 @@ from entrypoint.inside.asgi import (
 from entrypoint.inside.client_limits import BodyRefused, ClientLimits, has_body, read_body
 from entrypoint.inside.key_ring import Holder, KeyRing, KeySource, holder_in, key_headers
 from entrypoint.inside.proxy_limits import Limiter, Refusal
-from entrypoint.inside.proxy_relay import RELAYED_ROUTES, EngineRelay, RelaySettings
+from entrypoint.inside.proxy_relay import EngineRelay, RelaySettings
 from entrypoint.inside.proxy_usage import AnsweredRequest, Meter, Usage, UsageBook, ask_for_usage, requested_model
 from entrypoint.inside.refusals import MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON, Refused, log_refusal
+from entrypoint.inside.relayed_routes import RELAYED_LABELS, relayed_route
 
 METRICS_ROUTE = "/metrics"
 # What answers without a key: the health routes (no model call, no body read).
@@ -60,10 +63,8 @@ OPEN_METHODS = frozenset({"GET", "HEAD"})
 METRICS_TIMEOUT = 5.0          # seconds the engine's /metrics may take
 NO_MODEL = "-"                 # the model label of a request the engine did not take
 OTHER_ROUTE = "other"          # the route label of a request to a path nothing served
-# Routes named in the labels whatever the answer: the relay's, and LiteLLM's
-# model routes a client of a vLLM model uses.
-NAMED_ROUTES = frozenset(RELAYED_ROUTES) | {prefix + route for route in ("/responses", "/messages")
-                                            for prefix in ("", "/v1")}
+# Routes named in the labels whatever the answer: the relay's.
+NAMED_ROUTES = RELAYED_LABELS
 _METRICS_ONLY_MASTER = "The metrics are for the master key: other keys open only the routes that reach the model."
 LIMITS_PREFIX = "llm-entry"    # before every counter's name, when llm-entry names no other
 
@@ -109,8 +110,10 @@ def is_preflight(scope: Message) -> bool:
                                                 for name, _ in scope["headers"])
 
 
-# The scope key under which the front hands the caller to the model route (through CORS's wrapper).
+# The scope keys under which the front hands the caller and the route to the
+# model route (through CORS's wrapper).
 HOLDER = "llm_entry.holder"
+ROUTE = "llm_entry.route"
 
 
 class ProxyFront:
@@ -160,8 +163,8 @@ class ProxyFront:
         holder = holder_in(self._key_ring(), key_headers(scope["headers"]))
         if isinstance(holder, Refused):
             await self._refuse_key(scope, send, holder)
-        elif scope["method"] == "POST" and scope["path"] in RELAYED_ROUTES:
-            scope[HOLDER] = holder
+        elif (route := relayed_route(scope["method"], scope["path"])) is not None:
+            scope[HOLDER], scope[ROUTE] = holder, route
             browser = any(name == b"origin" for name, _ in scope["headers"])
             await (self._for_browsers if browser else self._serve_model_route)(scope, receive, send)
         elif scope["method"] == "GET" and scope["path"] == METRICS_ROUTE:
@@ -209,15 +212,16 @@ class ProxyFront:
 
     async def _serve_model_route(self, scope: Message, receive: Callable, send: Callable) -> None:
         holder: Holder = scope[HOLDER]
+        route, label, engine_path = scope[ROUTE]
         body = await self._read_body(scope, receive, send)
         if body is None:
             return                       # answered, or the client went away before its request was read
-        with_usage = ask_for_usage(body)
+        with_usage = ask_for_usage(body) if route.asks_for_usage else None
         meter = Meter(send, strip_usage=with_usage is not None)
 
         async def relay() -> None:
-            await self.relay.forward(scope, with_usage or body, receive, meter.send, RELAYED_ROUTES[scope["path"]])
-        await self._metered(scope, holder, meter, relay, lambda: requested_model(body))
+            await self.relay.forward(scope, with_usage or body, receive, meter.send, engine_path)
+        await self._metered(scope, holder, meter, relay, lambda: requested_model(body), label)
 
     async def _serve_through_litellm(self, scope: Message, receive: Callable, send: Callable,
                                      holder: Holder) -> None:
@@ -241,10 +245,10 @@ class ProxyFront:
 
         async def litellm() -> None:
             await self.app(scope, receive_read_body, meter.send)
-        await self._metered(scope, holder, meter, litellm, lambda: requested_model(whole))
+        await self._metered(scope, holder, meter, litellm, lambda: requested_model(whole), scope["path"])
 
     async def _metered(self, scope: Message, holder: Holder, meter: Meter, serve: Callable[[], Any],
-                       model_of: Callable[[], str | None]) -> None:
+                       model_of: Callable[[], str | None], label: str) -> None:
         """Admit by the holder's limits, serve, then count what it used."""
         started = self._clock()
         admitted = await self.limiter.admit(holder.name, holder.limits)
@@ -260,7 +264,7 @@ class ProxyFront:
             finally:
                 await admitted.release()
         status = meter.status or 499      # the client went away before an answer began
-        model, route = series_labels(scope["path"], model_of, status)
+        model, route = series_labels(label, model_of, status)
         self.book.record(AnsweredRequest(holder.name, model, route, status, meter.usage, self._clock() - started,
                                          scope["path"]))
         await meter.charge_once()          # a usage the answer held but never sent on

@@ -1,18 +1,20 @@
 """The model routes, relayed to the engine byte for byte inside the proxy process.
 
 Runs inside each LiteLLM proxy worker, behind the front (entrypoint.inside.proxy_front,
-which checks the key and the key's limits). A POST to a model route (chat,
-completions, embeddings, with or without /v1) is sent to the engine with the
-internal key in place of the client's, and the engine's status, headers and
-body come back as the engine sent them, stream chunk by chunk. Everything
-else goes to LiteLLM.
+which checks the key and the key's limits). A request to one of the engine's
+client routes (entrypoint.inside.relayed_routes) is sent to the engine with
+the internal key in place of the client's, and the engine's status, headers
+and body come back as the engine sent them, stream chunk by chunk.
+Everything else goes to LiteLLM.
 
 Why not LiteLLM's own routes: measured here on 1.103 (BENCHMARKS.md, "The
 request path"), its chat route spends 0.85-1.1 ms of CPU per streamed chunk
 (every chunk parsed into pydantic objects and serialised again) and 10-14 ms
 per request (a dozen middlewares, route matching, the router's retry and
 fallback wrappers), and it changes answers: a stream of 100 equal chunks is
-cut, token-id prompts and some malformed bodies get 500. Its vLLM
+cut, token-id prompts and some malformed bodies get 500. Its Responses and
+Messages routes translate (about 15 ms of CPU a request) and answer in
+LiteLLM's shape, not vLLM's, and it has no /tokenize. Its vLLM
 pass-through route relays bytes but still costs about 10 ms per request in
 the same middleware stack. A single local engine needs none of that.
 
@@ -39,13 +41,6 @@ from entrypoint.inside.names import (
 )
 
 CONNECT_TIMEOUT = 10.0
-
-# Public path -> the engine's path. vLLM serves these under /v1 only.
-RELAYED_ROUTES = {
-    prefix + route: "/v1" + route
-    for route in ("/chat/completions", "/completions", "/embeddings")
-    for prefix in ("", "/v1")
-}
 
 # Never passed on: hop-by-hop headers (RFC 9110 7.6.1), the client's
 # credentials (the engine gets the internal key instead), and what the HTTP
@@ -144,7 +139,8 @@ class EngineRelay:
             url += "?" + scope["query_string"].decode("latin-1")
         headers = engine_request_headers(scope["headers"], self.settings.engine_key)
         try:
-            response = await self.client().post(url, data=body, headers=headers, allow_redirects=False)
+            response = await self.client().request(scope["method"], url, data=body if body else None,
+                                                   headers=headers, allow_redirects=False)
         except asyncio.TimeoutError:
             await respond(send, *error_response(504, "The engine did not answer in time.", "timeout"))
             return

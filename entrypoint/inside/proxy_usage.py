@@ -3,11 +3,15 @@ as one access-log line per model request, whichever path served it.
 
 Runs inside each proxy worker. The tokens come from the answer itself: the
 `usage` object the engine (or LiteLLM) puts in a JSON answer, or in the last
-events of a stream. A stream carries usage only when the client asked for it
+events of a stream, in OpenAI's shape (prompt_tokens, completion_tokens) or
+in the Responses and Anthropic APIs' (input_tokens, output_tokens). A chat or
+completions stream carries usage only when the client asked for it
 (`stream_options.include_usage`), so when a client did not, the relay asks
 the engine for it (`ask_for_usage`) and takes that one event out of the
 stream again (`Meter(strip_usage=True)`): the client gets the stream it asked
 for, and every token is counted, also for a client that would rather not be.
+Responses and Messages streams always end with their usage (in
+`response.completed`, in `message_delta`): nothing is asked or taken out.
 
 Finding the usage costs little per chunk: a chunk is only looked into when
 it holds the bytes `"usage"`, which, outside a JSON string (where quotes are
@@ -52,6 +56,10 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+# Anthropic's input_tokens leave out the prompt tokens read from or written to its cache.
+_ANTHROPIC_CACHE = ("cache_read_input_tokens", "cache_creation_input_tokens")
+
+
 def usage_from(found: Any) -> Usage | None:
     """A usage object in any of the shapes the routes answer: OpenAI's
     (prompt/completion tokens), the Responses and Anthropic APIs' (input/output)."""
@@ -61,6 +69,9 @@ def usage_from(found: Any) -> Usage | None:
     completion = found.get("completion_tokens", found.get("output_tokens", 0))
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
+    for cached in _ANTHROPIC_CACHE:
+        if isinstance(found.get(cached), int):
+            prompt += found[cached]
     return Usage(prompt, completion)
 
 
@@ -212,7 +223,9 @@ class Meter:
         usage event when it is to be stripped."""
         kept = []
         for event in body.split(_EVENT_END):
-            if USAGE in event and event.startswith(b"data:"):
+            # OpenAI's events are one data line; the Responses and Anthropic
+            # APIs' start with an `event:` line.
+            if USAGE in event and (event.startswith(b"data:") or b"\ndata:" in event):
                 usage = usage_in_json(event)
                 if usage is not None:
                     self.usage = usage

@@ -398,6 +398,70 @@ def test_the_metrics_page_holds_the_engines_metrics_renamed_apart(live):
     assert not [name for name in families if name.startswith(("process_", "python_"))]
 
 
+# -- the engine's other client routes, relayed ------------------------------------
+
+SAY_HI = [{"role": "user", "content": "hi"}]
+ENGINE_ROUTE_REQUESTS = {
+    "responses": ("/v1/responses", {"model": "demo", "input": "hi", "max_output_tokens": 4}),
+    "responses-stream": ("/v1/responses", {"model": "demo", "input": "hi", "max_output_tokens": 4, "stream": True}),
+    "messages": ("/v1/messages", {"model": "demo", "messages": SAY_HI, "max_tokens": 4}),
+    "messages-stream": ("/v1/messages", {"model": "demo", "messages": SAY_HI, "max_tokens": 4, "stream": True}),
+    "count_tokens": ("/v1/messages/count_tokens", {"model": "demo", "messages": SAY_HI}),
+    "tokenize": ("/tokenize", {"model": "demo", "prompt": "hello there"}),
+    "detokenize": ("/detokenize", {"model": "demo", "tokens": [5, 6, 7]}),
+}
+
+
+def top_level_keys(response: requests.Response) -> object:
+    """A JSON answer's keys; a stream's event names and its last event's keys."""
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        return sorted(response.json())
+    events = [part.split("\n", 1) for part in response.text.split("\n\n") if part.strip()]
+    return sorted({name for name, _ in events}), sorted(json.loads(events[-1][1].removeprefix("data: ")))
+
+
+@pytest.mark.parametrize("name", sorted(ENGINE_ROUTE_REQUESTS))
+def test_the_engines_other_routes_answer_through_the_proxy_as_directly(live, engine_key, name):
+    path, body = ENGINE_ROUTE_REQUESTS[name]
+    # Anthropic's clients send their key in x-api-key.
+    key = {"x-api-key": MASTER_KEY} if path.startswith("/v1/messages") else live.headers()
+    direct = requests.post(f"http://127.0.0.1:{live.engine_port}{path}", json=body, timeout=120,
+                           headers={"Authorization": f"Bearer {engine_key}"})
+    proxied = requests.post(live.url(path), json=body, timeout=120, headers=key)
+    assert proxied.status_code == direct.status_code == 200, (proxied.text[:300], direct.text[:300])
+    assert proxied.headers["content-type"] == direct.headers["content-type"]
+    assert top_level_keys(proxied) == top_level_keys(direct)
+    assert requests.post(live.url(path), json=body, timeout=120).status_code == 401
+
+
+def test_a_response_by_id_gets_the_engines_answer_through_the_proxy(live, engine_key):
+    for method, path in (("GET", "/v1/responses/resp_0a1b2c"), ("POST", "/v1/responses/resp_0a1b2c/cancel")):
+        direct = requests.request(method, f"http://127.0.0.1:{live.engine_port}{path}", timeout=120,
+                                  headers={"Authorization": f"Bearer {engine_key}"})
+        proxied = requests.request(method, live.url(path), headers=live.headers(), timeout=120)
+        assert proxied.status_code == direct.status_code and proxied.json() == direct.json()
+        assert requests.request(method, live.url(path), timeout=120).status_code == 401
+
+
+def test_tokens_of_responses_and_messages_are_counted_as_the_engine_reported(live):
+    prompt_before, completion_before = token_counters(live)
+    used = [0, 0]
+    for name in ("responses", "responses-stream", "messages", "messages-stream"):
+        path, body = ENGINE_ROUTE_REQUESTS[name]
+        answer = requests.post(live.url(path), json=body, headers=live.headers(), timeout=120)
+        assert answer.status_code == 200, answer.text[:300]
+        if body.get("stream"):
+            payloads = [json.loads(part.split("data: ", 1)[1]) for part in answer.text.split("\n\n") if part.strip()]
+            usage = (payloads[-1]["response"]["usage"] if name.startswith("responses")
+                     else next(p for p in payloads if p["type"] == "message_delta")["usage"])
+        else:
+            usage = answer.json()["usage"]
+        used[0] += usage["input_tokens"] + usage.get("cache_read_input_tokens", 0)
+        used[1] += usage["output_tokens"]
+    prompt_after, completion_after = token_counters(live)
+    assert (prompt_after - prompt_before, completion_after - completion_before) == tuple(used)
+
+
 # -- shutdown (stops the shared instance: keep it last among the `live` tests) ----
 
 STREAM_TOKENS = 600   # 4-6 s through the proxy on 2 busy cores; the proxy may drain for about 11 s

@@ -74,7 +74,8 @@ def make_leak(entry: Entry, leak: Leak, key: str) -> None:
     else:
         # No such model on a route LiteLLM serves itself (the model routes go
         # to the engine): LiteLLM refuses it and logs the name it was given.
-        response = requests.post(entry.url("/v1/responses"), json={"model": leak.marker + key, "input": "hi"},
+        response = requests.post(entry.url("/v1/images/generations"),
+                                 json={"model": leak.marker + key, "prompt": "hi"},
                                  headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
         assert 400 <= response.status_code < 500, response.text
     wait_for(lambda: any(leak.marker in line for line in forwarded(entry.output(), leak.source)), LINE_DEADLINE,

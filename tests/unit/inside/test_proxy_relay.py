@@ -16,7 +16,6 @@ from entrypoint.inside.proxy_front import ProxyFront
 from entrypoint.inside.proxy_relay import (
     ENGINE_KEY_VARIABLE,
     ENGINE_URL_VARIABLE,
-    RELAYED_ROUTES,
     EngineRelay,
     RelaySettings,
     client_response_headers,
@@ -26,14 +25,6 @@ from entrypoint.inside.proxy_server import LITELLM_APP, RELAY_APP, serving_the_r
 
 MASTER = "sk-master-0123456789abcdef"
 ENGINE_KEY = "sk-internal-0123456789abcdef"
-
-
-def test_the_model_routes_map_to_the_engines_v1_routes() -> None:
-    assert RELAYED_ROUTES == {
-        "/chat/completions": "/v1/chat/completions", "/v1/chat/completions": "/v1/chat/completions",
-        "/completions": "/v1/completions", "/v1/completions": "/v1/completions",
-        "/embeddings": "/v1/embeddings", "/v1/embeddings": "/v1/embeddings",
-    }
 
 
 def test_the_engine_gets_the_clients_headers_less_credentials_and_hop_by_hop_ones() -> None:
@@ -109,7 +100,7 @@ def relay_to_nowhere() -> tuple[ProxyFront, Inner]:
                       lambda: ring), inner
 
 
-OTHER_ROUTES = [("GET", "/v1/models"), ("POST", "/v1/responses"), ("GET", "/v1/chat/completions"),
+OTHER_ROUTES = [("GET", "/v1/models"), ("POST", "/v1/images/generations"), ("GET", "/v1/chat/completions"),
                 ("POST", "/v1/chat/completions/"), ("POST", "/key/generate"), ("GET", "/"), ("GET", "/openapi.json"),
                 ("GET", "/ui/"), ("GET", "/public/litellm_model_cost_map"), ("DELETE", "/v1/files/x"),
                 ("PUT", "/config/update"), ("GET", "/health")]
@@ -187,4 +178,17 @@ def test_metric_labels_name_only_what_was_served() -> None:
     assert series_labels("/v1/responses", lambda: None, 200) == ("-", "/v1/responses")
     assert series_labels("/v1/responses", lambda: "tiny", 429) == ("-", "/v1/responses")
     assert series_labels("/v1/threads/abc/runs", lambda: "tiny", 429) == ("-", "other")
+    assert series_labels("/v1/responses/{response_id}", lambda: None, 404) == ("-", "/v1/responses/{response_id}")
 
+
+
+def test_the_engines_other_client_routes_are_relayed_not_sent_to_litellm(relay_to_nowhere) -> None:
+    relay, inner = relay_to_nowhere
+    bearer = [(b"authorization", f"Bearer {MASTER}".encode())]
+    for method, path, headers in [("POST", "/v1/responses", bearer), ("GET", "/v1/responses/resp_1", bearer),
+                                  ("POST", "/v1/responses/resp_1/cancel", bearer), ("POST", "/tokenize", bearer),
+                                  ("POST", "/v1/messages", [(b"x-api-key", MASTER.encode())]),
+                                  ("POST", "/v1/messages/count_tokens", [(b"x-api-key", MASTER.encode())])]:
+        assert call(relay, method, path, headers)[0] == 502, path    # the engine (down here) was asked
+        assert call(relay, method, path, [])[0] == 401
+    assert inner.paths == []

@@ -82,6 +82,46 @@ def test_events_split_across_reads_are_passed_on_whole_and_still_counted() -> No
     assert relayed == whole and meter.usage == Usage(7, 3)
 
 
+def named_event(name: str, payload: dict) -> bytes:
+    return f"event: {name}\n".encode() + event(payload)
+
+
+# vLLM's Responses stream: usage null at the start, whole in response.completed.
+RESPONSES_STREAM = [
+    named_event("response.created", {"type": "response.created", "response": {"id": "resp_1", "usage": None}}),
+    named_event("response.output_text.delta", {"type": "response.output_text.delta", "delta": "hi"}),
+    named_event("response.completed", {"type": "response.completed", "response": {
+        "id": "resp_1", "usage": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 0},
+                                  "output_tokens": 5, "total_tokens": 17}}}),
+]
+# vLLM's Anthropic stream: the input in message_start, both counts in message_delta.
+MESSAGES_STREAM = [
+    named_event("message_start", {"type": "message_start", "message": {
+        "id": "msg_1", "usage": {"input_tokens": 9, "output_tokens": 0}}}),
+    named_event("content_block_delta", {"type": "content_block_delta", "delta": {"text": "hi"}}),
+    named_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                  "usage": {"input_tokens": 9, "output_tokens": 4}}),
+    named_event("message_stop", {"type": "message_stop"}),
+]
+
+
+def test_responses_and_messages_streams_pass_unchanged_and_their_usage_is_counted() -> None:
+    for stream, used in ((RESPONSES_STREAM, Usage(12, 5)), (MESSAGES_STREAM, Usage(9, 4))):
+        whole = b"".join(stream)
+        for pieces in (stream, [whole[i:i + 29] for i in range(0, len(whole), 29)]):
+            meter, relayed = run_meter(pieces, strip=False)
+            assert relayed == whole and meter.usage == used
+
+
+def test_anthropics_cached_prompt_tokens_count_as_prompt_tokens() -> None:
+    assert usage_in_json(b'{"usage":{"input_tokens":4,"cache_read_input_tokens":10,'
+                         b'"cache_creation_input_tokens":2,"output_tokens":9}}') == Usage(16, 9)
+
+
+def test_count_tokens_answers_carry_no_usage() -> None:
+    assert usage_in_json(b'{"input_tokens":9,"context_management":null}') is None
+
+
 def test_a_stream_that_never_mentions_usage_is_relayed_as_it_came() -> None:
     meter, relayed = run_meter(CHUNKS + [DONE], strip=True)
     assert relayed == b"".join(CHUNKS + [DONE]) and meter.usage is None
