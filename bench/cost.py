@@ -13,6 +13,10 @@ goes first alternating: first non-streaming chat completions (CPU per
 request), then streams (CPU per chunk, after taking off the per-request CPU
 of the same round once per stream). Nothing else runs meanwhile. Counting
 includes warm-up: every request started is counted, and every one finishes.
+
+The relayed routes beside chat: in each round llm-entry's first side also
+answers non-streaming Responses and Anthropic Messages requests (ROUTE_BODIES),
+and their proxy CPU per request is set against the same round's chat.
 """
 
 from __future__ import annotations
@@ -48,11 +52,22 @@ class CostCell(load.Errors):
     error_sample: str = ""
 
 
+# The relayed routes measured beside chat, on llm-entry's first side: path -> body.
+ROUTE_BODIES = {
+    "/v1/chat/completions": runner.chat_body(),
+    "/v1/responses": {"model": runner.MODEL_NAME, "input": "hello"},
+    "/v1/messages": {"model": runner.MODEL_NAME, "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]},
+}
+
+
 @dataclass
 class CostResults:
     concurrency: int
     tokens_per_stream: int
     cells: dict[str, CostCell] = field(default_factory=lambda: {side: CostCell() for side in SIDES})
+    # path -> proxy CPU ms per request, one value per round (llm-entry's first side)
+    routes: dict[str, list[float]] = field(default_factory=lambda: {path: [] for path in ROUTE_BODIES})
+    route_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,20 @@ def one_round(side: Side, settings: Settings, cell: CostCell) -> str:
     cell.add_errors_of(streamed)
     return (f"{requests} requests, proxy {per_request['proxy']:.2f} ms/request; {chunks} chunks, "
             f"proxy {per_chunk['proxy'] * 1000:.1f} µs/chunk")
+
+
+def route_round(side: Side, settings: Settings, results: CostResults) -> str:
+    """Proxy CPU per request of each relayed route in ROUTE_BODIES, one after the other."""
+    said = []
+    for path, body in ROUTE_BODIES.items():
+        meter = footprint.Meter(side.groups).start()
+        plain = load.run_load(side.port, side.key, body, CONCURRENCY, settings.load_duration, 0.0, path=path)
+        used = meter.stop()
+        per_request = 1000 * used["proxy"].cpu_s / max(len(plain.latencies), 1)
+        results.routes[path].append(per_request)
+        results.route_errors += plain.errors
+        said.append(f"{path} {per_request:.2f}")
+    return "proxy ms/request: " + ", ".join(said)
 
 
 def start_redis(runs: runner.Runs) -> tuple[subprocess.Popen, str]:
@@ -133,6 +162,7 @@ def measure(runs: runner.Runs, settings: Settings, say) -> CostResults:
             for side in order:
                 said = one_round(side, settings, results.cells[side.label])
                 say(f"  cost round {round_number + 1} {side.label}: {said}")
+            say(f"  cost round {round_number + 1} relayed routes: {route_round(sides[0], settings, results)}")
     finally:
         entry.stop()
         limited.stop()

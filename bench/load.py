@@ -132,9 +132,12 @@ class Connection:
         return headers.get("connection", "").lower() != "close"
 
 
-def request_bytes(port: int, key: str, body: dict) -> tuple[bytes, bytes]:
+CHAT_PATH = "/v1/chat/completions"
+
+
+def request_bytes(port: int, key: str, body: dict, path: str = CHAT_PATH) -> tuple[bytes, bytes]:
     payload = json.dumps(body).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n").encode()
     return head, payload
@@ -170,8 +173,9 @@ async def _clients(port: int, concurrency: int, client: Callable[[Connection], A
     await asyncio.gather(*(one() for _ in range(concurrency)))
 
 
-async def _load(port: int, key: str, body: dict, concurrency: int, warmup: float, duration: float) -> LoadResult:
-    head, payload = request_bytes(port, key, body)
+async def _load(port: int, key: str, body: dict, concurrency: int, warmup: float, duration: float,
+                path: str = CHAT_PATH) -> LoadResult:
+    head, payload = request_bytes(port, key, body, path)
     window_start, window_end = _window(warmup, duration)
     result = LoadResult(concurrency, duration)
 
@@ -274,8 +278,9 @@ def _run(coroutine):
     return asyncio.run(coroutine)
 
 
-def run_load(port: int, key: str, body: dict, concurrency: int, duration: float, warmup: float = 0.5) -> LoadResult:
-    return _run(_load(port, key, body, concurrency, warmup, duration))
+def run_load(port: int, key: str, body: dict, concurrency: int, duration: float, warmup: float = 0.5,
+             path: str = CHAT_PATH) -> LoadResult:
+    return _run(_load(port, key, body, concurrency, warmup, duration, path))
 
 
 def run_streams(port: int, key: str, body: dict, concurrency: int, duration: float,

@@ -5,6 +5,7 @@ direct under vLLM's own benchmark client (bench/vllm_client.py)."""
 from __future__ import annotations
 
 from .cost import CostResults
+from .load import CHAT_PATH
 from .markdown import per_round, s, table
 from .stats import Summary, ratio
 from .vllm_client import ClientResults
@@ -42,7 +43,30 @@ def cost_section(c: CostResults) -> str:
                "engine CPU ms/chunk", "requests / streams / chunks", "errors"], rows),
         *gains,
         ("Errors: " + "; ".join(errors) + "\n") if errors else "",
+        routes_part(c),
         TRIED,
+    ])
+
+
+ROUTE_GOAL = 2.0     # a relayed route costs the proxy at most twice the relayed chat route
+
+
+def route_ratios(c: CostResults) -> dict[str, Summary]:
+    """Each relayed route's proxy CPU per request over the same round's chat."""
+    chat = c.routes.get(CHAT_PATH, [])
+    return {path: Summary.of(per_round(values, chat, ratio)) for path, values in c.routes.items() if path != CHAT_PATH}
+
+
+def routes_part(c: CostResults) -> str:
+    """The relayed routes beside chat: proxy CPU per request and its ratio to chat, per round."""
+    ratios = route_ratios(c)
+    rows = [[f"`{path}`", s(values, 2), ratios[path].text(1, 2) if path in ratios and ratios[path].runs else "-"]
+            for path, values in c.routes.items()]
+    return "\n".join([
+        "Relayed routes, non-streaming, the same clients, llm-entry with the master key, one after the other "
+        f"in each round; goal: at most {ROUTE_GOAL:g}× the relayed chat route's proxy CPU per request "
+        f"(median of the rounds). Errors: {c.route_errors}.\n",
+        table(["route", "proxy CPU ms/request", "× chat (per round)"], rows),
     ])
 
 
@@ -108,6 +132,10 @@ def request_path_goals(c: CostResults | None, v: ClientResults | None, goal) -> 
                           request.text(1, 2, " ms"),
                           None if request.runs == 0 else request.median <= REQUEST_GOAL_MS,
                           by=f"{request.median - REQUEST_GOAL_MS:.2f} ms"))
+        for path, times in route_ratios(c).items():
+            found.append(goal(f"proxy CPU per request, {path} / relayed chat", f"≤ {ROUTE_GOAL:g}×",
+                              times.text(1, 2), None if times.runs == 0 else times.median <= ROUTE_GOAL,
+                              by=f"{times.median - ROUTE_GOAL:.2f}×"))
     if v is not None:
         share = Summary.of(per_round(v.throughput["proxy"], v.throughput["direct"], ratio))
         added = Summary.of(per_round(v.ttft_median_ms["proxy"], v.ttft_median_ms["direct"], lambda p, d: p - d))

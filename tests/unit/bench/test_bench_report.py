@@ -48,7 +48,7 @@ def test_the_request_path_sections_and_goals_render_from_results():
     cost = CostResults(concurrency=16, tokens_per_stream=200, cells={
         "llm-entry": CostCell([0.3, 0.4], [0.004, 0.006], [0.5, 0.5], [0.02, 0.02], 100, 10, 2000),
         "LiteLLM's chat route": CostCell([11.0, 12.0], [0.9, 1.0], [0.5, 0.5], [0.02, 0.02], 50, 5, 1000),
-    })
+    }, routes={"/v1/chat/completions": [0.5, 0.6], "/v1/responses": [0.6, 0.9], "/v1/messages": [1.5, 1.8]})
     client = ClientResults(load=Load(), rounds=2, throughput={"proxy": [1.9, 2.0], "direct": [2.0, 2.0]},
                            ttft_median_ms={"proxy": [110.0, 104.0], "direct": [100.0, 100.0]},
                            tpot_median_ms={"proxy": [30.0, 31.0], "direct": [30.0, 30.0]},
@@ -64,6 +64,9 @@ def test_the_request_path_sections_and_goals_render_from_results():
     assert goals["proxy CPU per non-streamed request (llm-entry)"].measured == "0.35 (0.30–0.40) ms"
     assert goals["real engine, vLLM's client, c=8: throughput proxy / direct"].measured == "0.975 (0.950–1.000)"
     assert goals["real engine, vLLM's client, c=8: added median TTFT"].ok is True
+    assert "| `/v1/responses` | 0.75 (0.60–0.90) | 1.35 (1.20–1.50) |" in text
+    assert goals["proxy CPU per request, /v1/responses / relayed chat"].ok is True
+    assert goals["proxy CPU per request, /v1/messages / relayed chat"].ok is False
 
 
 def test_profile_frames_of_llm_entrys_own_modules_are_named_from_the_repo_root():
