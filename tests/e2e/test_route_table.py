@@ -7,6 +7,7 @@ route fails this until the table says what to do with it."""
 
 from __future__ import annotations
 
+import logging
 import types
 
 import pytest
@@ -45,10 +46,16 @@ def vllm_routes() -> dict[str, set[tuple[str, str]]]:
 
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(["--model", "demo"])
     found = {}
-    for task, pooling in TASKS.items():
-        app = build_app(args, (task,), PoolingModel(pooling) if pooling else None)
-        found[task] = {(method, route.path) for route in app.routes
-                       for method in (getattr(route, "methods", None) or ()) if method != "HEAD"}
+    # Building vLLM's app sets the root logger to ERROR: put it back, or every
+    # later test that captures a warning in this session would see nothing.
+    root_level = logging.getLogger().level
+    try:
+        for task, pooling in TASKS.items():
+            app = build_app(args, (task,), PoolingModel(pooling) if pooling else None)
+            found[task] = {(method, route.path) for route in app.routes
+                           for method in (getattr(route, "methods", None) or ()) if method != "HEAD"}
+    finally:
+        logging.getLogger().setLevel(root_level)
     return found
 
 
