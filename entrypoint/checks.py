@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from .engine_proof import GenerationProof
 from .keys import Secret
 
 # While a program has not passed a check yet, poll this often: "ready" should
@@ -35,15 +36,18 @@ def time_left(deadline: float, clock: Callable[[], float] = time.monotonic) -> f
     return left
 
 
-def engine_check(port: int) -> Check:
-    """vLLM's /health: 200 while the engine core lives, 503 once it died."""
-    url = f"http://127.0.0.1:{port}/health"
+def engine_check(port: int, internal_key: Secret, served_model_name: str) -> Check:
+    """vLLM's /health (200 while the engine core lives, 503 once it died),
+    then the proof that it still generates (engine_proof), within the one
+    deadline."""
+    base = f"http://127.0.0.1:{port}"
+    proof = GenerationProof(base, internal_key, served_model_name, time_left)
 
     def check(session: requests.Session, deadline: float) -> tuple[bool, str]:
-        response = session.get(url, timeout=time_left(deadline))
-        if response.status_code == 200:
-            return True, "/health 200"
-        return False, f"/health answered {response.status_code}"
+        response = session.get(base + "/health", timeout=time_left(deadline))
+        if response.status_code != 200:
+            return False, f"/health answered {response.status_code}"
+        return proof.prove(session, deadline)
 
     return check
 

@@ -28,7 +28,7 @@ from .host import Host
 from .inside import names
 from .inside.names import ENGINE, LIMITER, PROXY
 from .key_watch import RELOAD_MARKER, KeyWatch
-from .keys import new_internal_key
+from .keys import Secret, new_internal_key
 from .logs import LogForwarder, LogTail
 from .monitor import Monitor
 from .outcome import Outcome
@@ -64,17 +64,17 @@ def announce(config: Config, console: Console) -> None:
         console.say(f"demo model: {config.model} (tiny, random weights: it answers gibberish)")
 
 
-def program_check(config: Config, name: str, run_dir: Path) -> Check:
+def program_check(config: Config, name: str, run_dir: Path, internal_key: Secret) -> Check:
     if name == ENGINE:
-        return engine_check(config.engine_port)
+        return engine_check(config.engine_port, internal_key, config.served_model_name)
     if name == PROXY:
         return proxy_check(config.local_url, config.master_key, config.served_model_name)
     return redis_check(limiter_store.private_socket(run_dir))
 
 
-def make_checkers(config: Config, board: ProgramBoard, run_dir: Path) -> dict[str, Checker]:
+def make_checkers(config: Config, board: ProgramBoard, run_dir: Path, internal_key: Secret) -> dict[str, Checker]:
     timing = config.timing
-    return {name: Checker(name, program_check(config, name, run_dir), timing.check_interval,
+    return {name: Checker(name, program_check(config, name, run_dir, internal_key), timing.check_interval,
                           timing.check_timeout, board.report, board.began)
             for name in board.names}
 
@@ -183,13 +183,13 @@ class Run:
         key_watch.take_signals()
         console.say(starting_line(config))
         self.host = Host(supervisor, self.signals, reaper)
-        self._watch_programs(run_dir, programs)
+        self._watch_programs(run_dir, programs, internal_key)
 
-    def _watch_programs(self, run_dir: Path, programs: tuple[str, ...]) -> None:
+    def _watch_programs(self, run_dir: Path, programs: tuple[str, ...], internal_key: Secret) -> None:
         config, clock = self.config, self.host.clock
         metrics = self.metrics
         self.board = ProgramBoard(programs, clock(), metrics)
-        checkers = make_checkers(config, self.board, run_dir)
+        checkers = make_checkers(config, self.board, run_dir, internal_key)
         for checker in checkers.values():
             self._checking.callback(checker.stop)
             checker.start()

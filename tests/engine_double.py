@@ -33,6 +33,9 @@ Environment (all optional):
                                          before it answers, and when its client
                                          closes the connection meanwhile it says
                                          "aborted <id>" (vLLM aborts such a request)
+  ENGINE_DOUBLE_WEDGE_FILE=F           while file F exists no token is generated: answers
+                                         and streams in flight wait, /health stays 200
+                                         (a lost node of a multi-node engine looks so)
   ENGINE_DOUBLE_ECHO=1                 JSON answers of chat and completions carry
                                          "echo": the request's headers (the key shown
                                          only as "the engine's key" or "another key") and
@@ -141,6 +144,7 @@ class Config:
     token_interval: float = 0.0
     echo: bool = False
     hold_file: str = ""
+    wedge_file: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +191,7 @@ def build_config(args: list[str], environ: dict[str, str]) -> Config:
         token_interval=_env_number(environ, "ENGINE_DOUBLE_TOKEN_INTERVAL", 0.0),
         echo=_env_flag(environ, "ENGINE_DOUBLE_ECHO"),
         hold_file=environ.get("ENGINE_DOUBLE_HOLD_FILE", ""),
+        wedge_file=environ.get("ENGINE_DOUBLE_WEDGE_FILE", ""),
     )
 
 
@@ -440,6 +445,18 @@ class EngineState:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.draining = False
+        self.prompt_tokens = 0       # vLLM's token counters, as /metrics shows them
+        self.generation_tokens = 0
+
+    def count(self, prompt: int = 0, generated: int = 0) -> None:
+        with self.lock:
+            self.prompt_tokens += prompt
+            self.generation_tokens += generated
+
+    def wait_while_wedged(self) -> None:
+        deadline = time.monotonic() + 120
+        while self.config.wedge_file and os.path.exists(self.config.wedge_file) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class EngineServer(ThreadingHTTPServer):
@@ -577,7 +594,11 @@ class EngineHandler(BaseHTTPRequestHandler):
         for is_token, payload in payloads:
             if is_token and interval > 0:
                 time.sleep(interval)
+            if is_token:
+                self.server.state.wait_while_wedged()
             self._write_event(payload, chunked)
+            if is_token:
+                self.server.state.count(generated=1)
             if hold and is_token:
                 hold = False
                 self.wfile.flush()
@@ -628,6 +649,9 @@ class EngineHandler(BaseHTTPRequestHandler):
         return {**answer, "echo": {"headers": headers, "body": json.loads(body)}}
 
     def _reply(self, request: dict, prefix: str) -> Reply:
+        """Every generation starts here: its prompt is counted, and it waits while wedged."""
+        self.server.state.count(prompt=1)
+        self.server.state.wait_while_wedged()
         return Reply(id=f"{prefix}-{uuid.uuid4().hex}", model=request["model"])
 
     # -- routes
@@ -644,7 +668,9 @@ class EngineHandler(BaseHTTPRequestHandler):
     def _metrics(self, body: bytes) -> None:
         state = self.server.state
         name = state.config.served_model_names[0]
-        text = f'vllm:num_requests_running{{model_name="{name}"}} {max(state.in_flight - 1, 0)}\n'
+        text = (f'vllm:num_requests_running{{model_name="{name}"}} {max(state.in_flight - 1, 0)}\n'
+                f'vllm:prompt_tokens_total{{model_name="{name}"}} {state.prompt_tokens:.1f}\n'
+                f'vllm:generation_tokens_total{{model_name="{name}"}} {state.generation_tokens:.1f}\n')
         self._respond(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _models(self, body: bytes) -> None:
