@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from entrypoint.demo import model as demo_model
-from entrypoint.engine_options import VLLM_SERVER_MODULE
+from entrypoint.engine_options import default_engine_cmd
 
 from . import alone, runner
 from .procs import Timeout
 from .startup import poll_chat
 
-REAL_ENGINE = [runner.PYTHON, "-m", VLLM_SERVER_MODULE]
+REAL_ENGINE = list(default_engine_cmd())
 SIDES = ("llm-entry", "baseline", "engine alone")
 DEADLINE = 600.0
 # A real engine writes until max_tokens: a readiness poll asks for a few.

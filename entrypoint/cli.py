@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from . import __version__
 from .config import MASTER_KEY_VARIABLES, RESTART_POLICIES, Options, build_config
 from .console import Console
-from .engine_options import VLLM_SERVER_MODULE
+from .engine_options import ENGINE_CLI_MODULE
 from .errors import EXIT_BAD_CONFIG, EntryError
 from .gpus import query_node_gpus
 from .inside.client_limits import parse_size, spell_size
@@ -119,7 +119,7 @@ SIZE = ByteSize()
 @option("--gpu-memory-utilization", type=click.FLOAT, help="Fraction of GPU memory vLLM may use.")
 @option("--engine-cmd",
               help="Command that starts the engine, split like a shell line; llm-entry appends the vLLM "
-                   f"arguments.  [default: this Python -m {VLLM_SERVER_MODULE}]")
+                   f"arguments.  [default: this Python -m {ENGINE_CLI_MODULE} serve, which runs `vllm serve`]")
 @option("--proxy-workers", type=WORKERS, default=WORKERS.spell(default_of("proxy_workers")),
               help="LiteLLM worker processes, or auto: one per usable CPU up to 2 on a GPU node, "
                    "1 when the engine runs on the CPU.")

@@ -17,9 +17,9 @@ from .demo import model as demo_model
 from .errors import EntryError
 
 CPU_KV_CACHE = "VLLM_CPU_KVCACHE_SPACE"
-# vLLM's OpenAI server, run as `python -m` (the default engine command, what
-# preflight checks for, what --help names).
-VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# The default engine command runs vLLM's supported CLI, `vllm serve`, through
+# a launcher of ours that makes it work with the CPU build too (see the module).
+ENGINE_CLI_MODULE = "entrypoint.inside.engine_cli"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # The flags llm-entry puts on the engine's command line (or, for --api-key,
@@ -128,9 +128,8 @@ def hub_id_note(raw: str, env: Mapping[str, str]) -> str:
 
 
 def default_engine_cmd() -> tuple[str, ...]:
-    # The module path works for both the CUDA and the CPU build; the CPU
-    # build's `vllm` console script crashes at start.
-    return (sys.executable, "-m", VLLM_SERVER_MODULE)
+    # Not the `vllm` console script: the CPU build's crashes at start.
+    return (sys.executable, "-m", ENGINE_CLI_MODULE, "serve")
 
 
 def engine_cmd(raw: str | None) -> tuple[str, ...]:

@@ -10,7 +10,6 @@ import sys
 
 from . import limiter_store, ports
 from .config import Config
-from .engine_options import VLLM_SERVER_MODULE
 from .errors import EntryError
 
 
@@ -23,8 +22,7 @@ def preflight(config: Config) -> None:
             f"engine command {config.engine_cmd[0]!r} was not found: install vLLM "
             "(pip install 'llm-entry[gpu]' or scripts/install-cpu-engine.sh) or fix --engine-cmd."
         )
-    runs_vllm = config.engine_cmd[1:3] == ("-m", VLLM_SERVER_MODULE)
-    if runs_vllm and not _has_module(config.engine_cmd[0], "vllm"):
+    if config.engine_guarded and not _has_module(config.engine_cmd[0], "vllm"):
         raise EntryError(
             "vLLM is not installed for " + config.engine_cmd[0] + ": install it with "
             "pip install 'llm-entry[gpu]' (CUDA) or scripts/install-cpu-engine.sh (CPU), "

@@ -2,7 +2,7 @@
 
 Import rules, tested by tests/unit/test_import_rules.py:
 - These import the standard library alone (and each other): `launch`,
-  `engine_guard`, `names`, `client_limits`, `log_lines`, the keys file
+  `engine_cli` (vLLM only inside main()), `engine_guard`, `names`, `client_limits`, `log_lines`, the keys file
   (`weak_keys`, `keys_file`, `keys_file_changes`), the key check
   (`key_ring`, `refusals`) and `asgi`. `launch` runs first in every program
   supervisord starts, `engine_guard` inside vLLM, which has none of

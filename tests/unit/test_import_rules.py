@@ -14,7 +14,7 @@ from repo_paths import REPO
 
 INSIDE = REPO / "entrypoint" / "inside"
 STANDARD_LIBRARY_ONLY = ("launch", "engine_guard", "names", "client_limits", "log_lines", "weak_keys", "keys_file",
-                         "keys_file_changes", "key_ring", "refusals", "asgi")
+                         "keys_file_changes", "key_ring", "refusals", "asgi", "engine_cli")
 # llm-entry's own modules that code inside may use: the error type alone.
 SHARED_WITH_THE_OUTSIDE = {"entrypoint.errors"}
 
