@@ -161,7 +161,7 @@ def environment_of(pid: int) -> dict[str, str]:
 # What tells llm-entry's processes apart on their command lines.
 PROGRAM_MARKERS = {
     "supervisord": (b"supervisor.supervisord",),
-    "engine": (b"engine_double", b"vllm.entrypoints"),
+    "engine": (b"engine_double", b"vllm.entrypoints", b"entrypoint.inside.engine_cli"),
     "proxy": (b"entrypoint.inside.proxy_server",),
 }
 
