@@ -10,10 +10,13 @@ check proves generation, as cheaply as the engine's state allows:
 - while requests are in the engine and its token counters (vLLM's /metrics,
   open without a key) moved since the previous check, tokens are flowing:
   that is the proof, and nothing is sent;
-- otherwise (idle, or busy with nothing moving) it asks the engine itself for
-  one token with the engine's internal key, within the check's deadline. The
-  request never passes the proxy, so no key's usage, limits or metrics count
-  it (vLLM's own request counters do);
+- while requests are in the engine and nothing moved, it asks the engine
+  itself for one token with the engine's internal key, within the check's
+  deadline;
+- while the engine is idle, the same, at most every PROOF_EVERY seconds;
+  between two, /health suffices.
+The token's request never passes the proxy, so no key's usage, limits or
+metrics count it (vLLM's own request counters do);
 - a model that does not generate (vLLM serves no /v1/completions for an
   embedding or scoring model: 404) is checked by /health alone.
 """
@@ -36,6 +39,14 @@ GENERATED = "vllm:generation_tokens_total"
 
 # One token of a prompt every tokenizer can encode; the prefix cache keeps it cheap.
 PROOF_REQUEST = {"prompt": "ping", "max_tokens": 1}
+
+# How long an idle engine's last token counts as proof. Each token costs
+# about 1 s of CPU per engine worker process, whatever its size: vLLM's
+# workers busy-loop on their shared-memory queue for 1 s after every step
+# (shm_broadcast's busy_loop_s; measured 1.0 CPU-s a token on the CPU build).
+# 5 s keeps an idle engine at a fifth of a core per worker and still makes a
+# lost node not ready within 15 s with the default checks (docs/probes.md).
+PROOF_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class GenerationProof:
         self._time_left = time_left
         self._clock = clock
         self._tokens: float | None = None
+        self._proved_at: float | None = None   # the latest token generated on our request
         self.generates = True
 
     def prove(self, session: requests.Session, deadline: float) -> tuple[bool, str]:
@@ -92,9 +104,17 @@ class GenerationProof:
         if load is not None and tokens_flowing(self._tokens, load):
             self._tokens = load.tokens
             return True, f"/health 200; {load.requests:.0f} requests in the engine, tokens flowing"
+        stalled = load is not None and load.requests > 0
+        if not stalled and self._proved_at is not None and self._clock() - self._proved_at < PROOF_EVERY:
+            self._tokens = load.tokens if load is not None else None
+            return True, f"/health 200; idle, a token generated {self._clock() - self._proved_at:.0f} s ago"
         # The proof's own token is not somebody else's progress at the next look.
         self._tokens = load.tokens + 1 if load is not None else None
-        return self._one_token(session, deadline)
+        self._proved_at = None
+        ok, detail = self._one_token(session, deadline)
+        if ok and self.generates:
+            self._proved_at = self._clock()
+        return ok, detail
 
     def _load(self, session: requests.Session, deadline: float) -> EngineLoad | None:
         try:

@@ -4,7 +4,7 @@ import pytest
 import requests
 
 from entrypoint.checks import time_left
-from entrypoint.engine_proof import EngineLoad, GenerationProof, read_load, tokens_flowing
+from entrypoint.engine_proof import PROOF_EVERY, EngineLoad, GenerationProof, read_load, tokens_flowing
 from entrypoint.keys import Secret
 
 from repo_paths import DATA
@@ -69,9 +69,17 @@ class FakeEngine:
         return sum(1 for what, _ in self.asked if what.startswith("POST"))
 
 
-def proof_for(engine: FakeEngine) -> tuple[GenerationProof, float]:
-    clock = [100.0]
-    return GenerationProof("http://127.0.0.1:8000", KEY, "served", time_left, clock=lambda: clock[0]), 1e12
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def proof_for(engine: FakeEngine, clock: FakeClock | None = None) -> tuple[GenerationProof, float]:
+    clock = clock or FakeClock()
+    return GenerationProof("http://127.0.0.1:8000", KEY, "served", time_left, clock=clock), 1e12
 
 
 def test_an_idle_engine_is_asked_for_one_token_with_its_internal_key():
@@ -128,3 +136,35 @@ def test_a_passed_deadline_fails_without_waiting():
     ok, detail = proof.prove(engine, 0.0)   # time.monotonic() is far past 0
     assert not ok and "not generated within the check timeout" in detail
     assert engine.posts() == 0
+
+
+def test_an_idle_engine_is_asked_again_only_after_proof_every_seconds():
+    engine, clock = FakeEngine(), FakeClock()
+    proof, deadline = proof_for(engine, clock)
+    assert proof.prove(engine, deadline)[0] and engine.posts() == 1
+    clock.now += PROOF_EVERY - 0.5
+    ok, detail = proof.prove(engine, deadline)
+    assert ok and "idle, a token generated 4 s ago" in detail and engine.posts() == 1
+    clock.now += 0.5
+    assert proof.prove(engine, deadline)[0] and engine.posts() == 2
+
+
+def test_a_busy_engine_with_nothing_moving_is_asked_at_once_however_recent_the_last_token():
+    engine, clock = FakeEngine(), FakeClock()
+    proof, deadline = proof_for(engine, clock)
+    proof.prove(engine, deadline)
+    engine.requests_in, clock.now = 2, clock.now + 1
+    proof.prove(engine, deadline)
+    assert engine.posts() == 2
+
+
+def test_after_a_failed_token_the_next_check_asks_again():
+    engine, clock = FakeEngine(completion="timeout"), FakeClock()
+    proof, deadline = proof_for(engine, clock)
+    assert not proof.prove(engine, deadline)[0]
+    engine.completion = 200
+    clock.now += 1
+    assert proof.prove(engine, deadline)[0] and engine.posts() == 2
+    clock.now += 1
+    assert "idle, a token generated 1 s ago" in proof.prove(engine, deadline)[1]
+    assert engine.posts() == 2
