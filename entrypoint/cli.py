@@ -150,7 +150,12 @@ SIZE = ByteSize()
 @option("--redis-url",
               help="Redis that keeps the keys' limit counters, shared by every replica that names it: "
                    "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path.sock[?db=N].  "
-                   "[default: a private redis-server when --api-keys-file meets several proxy workers]")
+                   "[default: a private redis-server when --api-keys-file meets several proxy workers "
+                   "or --state-dir]")
+@option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder (a volume) where the private redis-server keeps the keys' counts, so that they "
+                   "survive a restart: needed for quota= in --api-keys-file unless --redis-url is given; "
+                   "at most about a second of counts is lost in a crash.")
 @option("--max-body-size", type=SIZE, default=SIZE.spell(default_of("max_body_size")),
               help="Largest request body the public port accepts, for every route and key (413 beyond it, "
                    "judged on Content-Length before the body is read).")

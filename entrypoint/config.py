@@ -29,7 +29,7 @@ from .inside import names
 from .inside.client_limits import KIB, ClientLimits, spell_size
 from .inside.keys_file import KeyEntry
 from .keys import Secret, check_keys_file, resolve_master_key
-from .limiter_store import LimitsPlan, RedisUrl, check_redis_url, plan_limits
+from .limiter_store import LimitsPlan, RedisUrl, check_redis_url, plan_limits, quota_needs_a_store
 from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
 from .workers import choose_proxy_workers, read_usable_cpus
 
@@ -74,6 +74,7 @@ class Options:
     max_restarts: int = 3
     restart_window: float = 300.0
     redis_url: str | None = field(default=None, repr=False)   # may hold a password
+    state_dir: Path | None = None
     max_body_size: int = ClientLimits.max_body_size
     max_header_size: int = ClientLimits.max_header_size
     header_timeout: float = ClientLimits.header_timeout
@@ -128,11 +129,12 @@ class Config:
     gpus_reason: str = ""             # one line for the log: the GPUs the engine gets, and who said so
     redis_url: RedisUrl | None = None   # --redis-url, checked; its password never shows
     client: ClientLimits = ClientLimits()   # what a client of the public port may send
+    state_dir: Path | None = None     # --state-dir: the private redis-server's files
 
     @property
     def limits(self) -> LimitsPlan:
         """Who keeps the keys' limit counters (entrypoint.limiter_store)."""
-        return plan_limits(self.redis_url, self.api_keys_file, self.proxy_workers)
+        return plan_limits(self.redis_url, self.api_keys_file, self.proxy_workers, self.state_dir)
 
     @property
     def on_cpu(self) -> bool:
@@ -271,6 +273,8 @@ def _warnings(opts: Options, env: Mapping[str, str], model_dir: Path | None, dem
         said.append(hub_id_note(opts.model, env))
     if opts.api_keys_file is not None and not api_keys:
         said.append(keys_file_empty(opts.api_keys_file))
+    if opts.state_dir is not None and opts.api_keys_file is None:
+        said.append(f"--state-dir {opts.state_dir} is not used without --api-keys-file: only keys have counts.")
     return tuple(said)
 
 
@@ -338,7 +342,7 @@ def build_config(
     api_keys = check_keys_file(opts.api_keys_file) if opts.api_keys_file is not None else ()
     port = default_port(env) if opts.port is None else opts.port
     _check_numbers(opts, port)
-    redis_url = check_redis_url(opts.redis_url) if opts.redis_url else None
+    redis_url = _counts_store(opts, api_keys)
     passed_through = check_pass_through(tuple(opts.engine_args))
     timing = _timing(opts, env)
     client = client_limits(opts)
@@ -361,5 +365,19 @@ def build_config(
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
         warnings=_warnings(opts, env, model_dir, demo, api_keys),
-        gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url, client=client,
+        gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url, client=client, state_dir=opts.state_dir,
     )
+
+
+def _counts_store(opts: Options, api_keys: tuple[KeyEntry, ...]) -> RedisUrl | None:
+    """--redis-url, checked. A quota's count must outlive the container:
+    --state-dir or --redis-url, not both."""
+    redis_url = check_redis_url(opts.redis_url) if opts.redis_url else None
+    if opts.state_dir is not None and redis_url is not None:
+        raise EntryError("--state-dir and --redis-url are both set: the counts live in the Redis of --redis-url, "
+                         "so leave --state-dir out.")
+    if opts.state_dir is None and redis_url is None:
+        with_quota = [entry.line for entry in api_keys if entry.limits.quotas]
+        if with_quota and opts.api_keys_file is not None:
+            raise EntryError(quota_needs_a_store(with_quota[0], opts.api_keys_file))
+    return redis_url

@@ -1,17 +1,21 @@
-"""Where the proxy's limiter keeps the keys' counters (rpm, tpm, max_parallel).
+"""Where the proxy's limiter keeps the keys' counters (rpm, tpm, max_parallel, quota).
 
 Three answers, decided by one pure function over the config: a Redis the
 operator names with --redis-url (shared by every replica that names it), a
 private redis-server on a unix socket in the run folder (several proxy
-workers must share one count to be exact), or the one worker's own memory
-(exact for one worker; without --api-keys-file nobody has limits). The
-answer reaches the proxy as a `limits` storage URI (names.LIMITS_STORAGE_VARIABLE).
+workers must share one count to be exact; with --state-dir it keeps its
+append-only file there, so counts survive a restart), or the one worker's
+own memory (exact for one worker; without --api-keys-file nobody has
+limits). The answer reaches the proxy as a `limits` storage URI
+(names.LIMITS_STORAGE_VARIABLE). Only a store that survives a restart
+(--redis-url, --state-dir) may hold quotas.
 
 --redis-url may hold a password: it only ever shows as `***`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +120,12 @@ class LimitsPlan:
     holder: str                     # REDIS_URL, PRIVATE_REDIS or MEMORY_HOLDER
     reason: str
     redis_url: RedisUrl | None = None
+    state_dir: Path | None = None   # where the private redis-server keeps its files
+
+    @property
+    def durable(self) -> bool:
+        """Whether counts survive a restart of this container (quotas need it)."""
+        return self.redis_url is not None or (self.private and self.state_dir is not None)
 
     @property
     def private(self) -> bool:
@@ -133,16 +143,38 @@ class LimitsPlan:
 REDIS_URL, PRIVATE_REDIS, MEMORY_HOLDER = "redis-url", "private", "memory"
 
 
-def plan_limits(redis_url: RedisUrl | None, api_keys_file: Path | None, proxy_workers: int) -> LimitsPlan:
+def plan_limits(redis_url: RedisUrl | None, api_keys_file: Path | None, proxy_workers: int,
+                state_dir: Path | None = None) -> LimitsPlan:
     if redis_url is not None:
         return LimitsPlan(REDIS_URL, f"limits: the Redis at --redis-url {redis_url.shown} holds them, "
                                      "shared by every replica that names it", redis_url)
     if api_keys_file is None:
         return LimitsPlan(MEMORY_HOLDER, "limits: none to keep (no --api-keys-file), so no Redis runs")
+    if state_dir is not None:
+        return LimitsPlan(PRIVATE_REDIS, "limits and quotas: a private redis-server on a unix socket holds them, "
+                                         f"with its append-only file in --state-dir {state_dir} (written every "
+                                         "second), so counts survive a restart", state_dir=state_dir)
     if proxy_workers > 1:
         return LimitsPlan(PRIVATE_REDIS, "limits: a private redis-server on a unix socket holds them, "
                                          f"so {proxy_workers} proxy workers share exact counts")
     return LimitsPlan(MEMORY_HOLDER, "limits: the one proxy worker keeps them in its memory, exact for one worker")
+
+
+def quota_needs_a_store(line: int, api_keys_file: Path) -> str:
+    return (f"the key on line {line} of --api-keys-file {api_keys_file} has a quota, whose count must survive "
+            "a restart: add --state-dir DIR (a volume for the private redis-server's files) "
+            "or --redis-url (a Redis shared by the replicas).")
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """--state-dir is a folder this user may write (made when missing), or an EntryError."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EntryError(f"cannot make --state-dir {state_dir} ({error.strerror}): "
+                         "mount a writable volume there.") from error
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise EntryError(f"--state-dir {state_dir} is not writable by this user: mount a writable volume there.")
 
 
 def private_socket(run_dir: Path) -> Path:

@@ -30,6 +30,8 @@ def preflight(config: Config) -> None:
         )
     if config.limits.private and not shutil.which("redis-server"):
         raise EntryError(limiter_store.missing_redis_server(config.proxy_workers))
+    if config.limits.state_dir is not None:
+        limiter_store.check_state_dir(config.limits.state_dir)
     if config.redis_url is not None:
         why = limiter_store.ping(config.redis_url)
         if why:

@@ -103,6 +103,7 @@ def proxy_launch(config: Config, python: str, run_dir: Path) -> LaunchSpec:
         (names.METRICS_DIR_VARIABLE, str(run_dir / names.METRICS_DIR)),
         (names.OWN_METRICS_VARIABLE, str(run_dir / names.OWN_METRICS_FILE)),
         (names.LIMITS_PREFIX_VARIABLE, limits_prefix(config)),
+        *(((names.QUOTAS_DURABLE_VARIABLE, "1"),) if config.limits.durable else ()),
         *config.client.to_environment(),
     ))
 
@@ -127,10 +128,17 @@ def redis_quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_redis_config(run_dir: Path) -> str:
+# With --state-dir: the append-only file, written to disk every second (so a
+# crash loses at most about a second of counts), and no snapshots besides it.
+PERSISTENCE = "appendonly yes\nappendfsync everysec\nappendfilename \"llm-entry.aof\"\n"
+NO_PERSISTENCE = "appendonly no\n"
+
+
+def render_redis_config(run_dir: Path, state_dir: Path | None = None) -> str:
     return template(REDIS_CONFIG).substitute(
         socket=redis_quoted(str(private_socket(run_dir))),
-        run_dir=redis_quoted(str(run_dir)),
+        dir=redis_quoted(str(state_dir or run_dir)),
+        persistence=PERSISTENCE if state_dir is not None else NO_PERSISTENCE,
     )
 
 
@@ -198,7 +206,7 @@ def render_run_files(config: Config, python: str, run_dir: Path) -> list[Rendere
 def limiter_files(config: Config, run_dir: Path) -> list[RenderedFile]:
     if LIMITER not in supervised_programs(config):
         return []
-    return [RenderedFile(REDIS_CONFIG, render_redis_config(run_dir)),
+    return [RenderedFile(REDIS_CONFIG, render_redis_config(run_dir, config.limits.state_dir)),
             RenderedFile(LIMITER_LAUNCH, limiter_launch(run_dir).to_json())]
 
 

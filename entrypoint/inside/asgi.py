@@ -32,18 +32,19 @@ class ErrorAnswer:
     message: str
     kind: str                                  # the error's "type"
     headers: tuple[tuple[str, str], ...] = ()
+    code: str | None = None                    # the error's "code": the status unless said
 
     def response(self) -> Response:
         body = json.dumps({"error": {"message": self.message, "type": self.kind, "param": None,
-                                     "code": str(self.status)}}).encode()
+                                     "code": self.code or str(self.status)}}).encode()
         extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
         return self.status, [(b"content-type", b"application/json"),
                              (b"content-length", str(len(body)).encode()), *extra], body
 
 
 def error_response(status: int, message: str, kind: str,
-                   extra_headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    return ErrorAnswer(status, message, kind, extra_headers).response()
+                   extra_headers: tuple[tuple[str, str], ...] = (), code: str | None = None) -> Response:
+    return ErrorAnswer(status, message, kind, extra_headers, code).response()
 
 
 def closing(response: Response) -> Response:

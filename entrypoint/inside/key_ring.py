@@ -21,6 +21,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import hmac
@@ -31,11 +32,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from entrypoint.inside.keys_file import MASTER_NAME, KeyLimits
+from entrypoint.inside.keys_file import MASTER_NAME, KeyEntry, KeyLimits, LineProblem
 from entrypoint.inside.keys_file_changes import LOCAL_FILES, Files, KeysChange, KeysFile
 from entrypoint.inside.names import API_KEYS_FILE_VARIABLE as KEYS_FILE_VARIABLE
 from entrypoint.inside.names import KEYS_RELOAD_MARKER_VARIABLE as RELOAD_MARKER_VARIABLE
-from entrypoint.inside.names import MASTER_KEY_VARIABLE
+from entrypoint.inside.names import MASTER_KEY_VARIABLE, QUOTAS_DURABLE_VARIABLE
 from entrypoint.inside.refusals import WRONG_KEY, WRONG_KEY_REASON, Refused
 
 RECHECK_INTERVAL_SECONDS = 1.0
@@ -112,6 +113,7 @@ class KeyRing:
         self._clock = clock
         self._stat = files.stat
         self._recheck_interval = recheck_interval
+        self._quotas_durable = True
         self._file_holders: dict[bytes, Holder] = {}
         self._marker_signature = self._marker_status()
         self._next_check = clock()
@@ -127,8 +129,18 @@ class KeyRing:
             )
         keys_file = environ.get(KEYS_FILE_VARIABLE, "")
         marker = environ.get(RELOAD_MARKER_VARIABLE, "")
-        return cls(master_key, Path(keys_file) if keys_file else None,
+        ring = cls(master_key, Path(keys_file) if keys_file else None,
                    reload_marker=Path(marker) if marker else None)
+        if environ.get(QUOTAS_DURABLE_VARIABLE) != "1":
+            ring.refuse_quotas()
+        return ring
+
+    def refuse_quotas(self) -> None:
+        """Set aside, from now on, every line with a quota: this container keeps
+        no counts across a restart (the start refuses such a line; a reload
+        that brings one sets it aside with a warning)."""
+        self._quotas_durable = False
+        self._refresh(force=True)
 
     def holder_of(self, presented_key: str) -> Holder | None:
         """Who holds the key, or None when it opens nothing.
@@ -146,6 +158,11 @@ class KeyRing:
         if hmac.compare_digest(self._master_digest, presented):
             return MASTER_HOLDER
         return self._file_holders.get(presented)
+
+    def limited_names(self) -> list[tuple[str, KeyLimits]]:
+        """(name, limits) of every key of the file, as it is now."""
+        self._refresh()
+        return [(holder.name, holder.limits) for holder in self._file_holders.values()]
 
     def _marker_status(self) -> tuple[int, int] | None:
         if self._reload_marker is None:
@@ -168,9 +185,21 @@ class KeyRing:
         self._next_check = now + self._recheck_interval
         change = self._file.look(force=force)
         if change is not None:
+            entries, undurable = _durable_only(self._file.entries, self._quotas_durable)
             self._file_holders = {_digest(entry.key): Holder(KeySource.KEYS_FILE, entry.name, entry.limits)
-                                  for entry in self._file.entries}
-            _report(self._file.path, change)
+                                  for entry in entries}
+            _report(self._file.path, dataclasses.replace(change, rejected=(*change.rejected, *undurable)))
+
+
+def _durable_only(entries: tuple[KeyEntry, ...], durable: bool) -> tuple[tuple[KeyEntry, ...], list[LineProblem]]:
+    """The entries, less those with a quota when counts would not survive a
+    restart (the start refuses such a line; a reload sets it aside)."""
+    if durable:
+        return entries, []
+    kept = tuple(entry for entry in entries if not entry.limits.quotas)
+    return kept, [LineProblem(entry.line, "has a quota, but this container keeps no counts across a restart",
+                              "start llm-entry with --state-dir or --redis-url to give keys quotas")
+                  for entry in entries if entry.limits.quotas]
 
 
 def _report(path: Path, change: KeysChange) -> None:

@@ -1,7 +1,9 @@
 """The keys file's grammar: one key a line, then its fields in any order,
 each at most once:
 
-    <key> [name=<name>] [rpm=<n>] [tpm=<n>] [max_parallel=<n>]
+    <key> [name=<name>] [rpm=<n>] [tpm=<n>] [max_parallel=<n>] [quota=<tokens>/<period> ...]
+
+`quota` alone may come several times, once per period (hour, day, week, month).
 
 Read the same way by llm-entry at start (entrypoint.keys.check_keys_file,
 which refuses the first bad line) and by the proxy on every change
@@ -21,17 +23,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from entrypoint.inside.quota_periods import PERIODS, PERIODS_HELP
 from entrypoint.inside.weak_keys import MAKE_ONE, MIN_KEY_LENGTH, weakness
 
 MASTER_NAME = "master"    # the master key's name: no line may take it
 LIMIT_FIELDS = ("rpm", "tpm", "max_parallel")
-FIELDS = ("name", *LIMIT_FIELDS)
-FIELDS_HELP = "name=<name>, rpm=<n>, tpm=<n> and max_parallel=<n>"
+QUOTA_FIELD = "quota"
+FIELDS = ("name", *LIMIT_FIELDS, QUOTA_FIELD)
+REPEATABLE = (QUOTA_FIELD,)
+FIELDS_HELP = "name=<name>, rpm=<n>, tpm=<n>, max_parallel=<n> and quota=<tokens>/<period>"
+QUOTA_RULE = (f"a quota is a whole number of tokens of 1 or more, a slash and a period ({PERIODS_HELP}), "
+              "e.g. quota=2000000/month")
 NAME_RULE = "1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
 LIMIT_RULE = "a limit is a whole number of 1 or more"
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
 _SHOWN_VALUE = re.compile(r"[-+]?[0-9.]{0,12}")   # a mistyped number: short, and never a key
+_QUOTA = re.compile(r"([0-9]+)/([a-z]+)")
+_SHOWN_QUOTA = re.compile(r"[-+]?[0-9.,_]{0,12}/?[a-z]{0,8}")   # a mistyped quota: short, and never a key
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A token quota: this many tokens (prompt + completion) per calendar period."""
+
+    tokens: int
+    period: str        # one of quota_periods.PERIODS
+
+    def __str__(self) -> str:
+        return f"{self.tokens}/{self.period}"
 
 
 @dataclass(frozen=True)
@@ -39,14 +59,16 @@ class KeyLimits:
     rpm: int | None = None            # requests per minute
     tpm: int | None = None            # tokens (prompt + completion) per minute
     max_parallel: int | None = None   # requests in flight at once
+    quotas: tuple[Quota, ...] = ()    # token quotas, at most one per period, in PERIODS' order
 
     @property
     def unlimited(self) -> bool:
-        return self.rpm is None and self.tpm is None and self.max_parallel is None
+        return self.rpm is None and self.tpm is None and self.max_parallel is None and not self.quotas
 
     def describe(self) -> str:
-        """'rpm=5 tpm=1000', or 'no limits'."""
+        """'rpm=5 tpm=1000 quota=2000000/month', or 'no limits'."""
         said = [f"{name}={getattr(self, name)}" for name in LIMIT_FIELDS if getattr(self, name) is not None]
+        said += [f"{QUOTA_FIELD}={quota}" for quota in self.quotas]
         return " ".join(said) or "no limits"
 
 
@@ -78,11 +100,11 @@ def _ordinal(number: int) -> str:
     return f"{number}{suffix}"
 
 
-def _fields(words: list[str]) -> dict[str, str] | tuple[str, str]:
-    """The fields after the key by name, or (why, fix) for the first bad one.
-    A word that is no known field is told by its place: it may be a piece of
-    a key with a space in it."""
-    found: dict[str, str] = {}
+def _fields(words: list[str]) -> dict[str, list[str]] | tuple[str, str]:
+    """The fields after the key by name (each value of a repeatable field),
+    or (why, fix) for the first bad one. A word that is no known field is told
+    by its place: it may be a piece of a key with a space in it."""
+    found: dict[str, list[str]] = {}
     for position, word in enumerate(words, start=1):
         name, equals, value = word.partition("=")
         where = f"(the {_ordinal(position)} word after the key)"
@@ -91,10 +113,25 @@ def _fields(words: list[str]) -> dict[str, str] | tuple[str, str]:
                     f"write fields as {FIELDS_HELP}, and the key in one piece")
         if name not in FIELDS:
             return f"has an unknown field {where}", f"the fields are {FIELDS_HELP}"
-        if name in found:
+        if name in found and name not in REPEATABLE:
             return f"has {name}= twice", "give each field once"
-        found[name] = value
+        found.setdefault(name, []).append(value)
     return found
+
+
+def _quotas(values: list[str]) -> list[Quota] | tuple[str, str]:
+    """The quotas of a line in PERIODS' order, or (why, fix) for the first bad one."""
+    quotas: dict[str, Quota] = {}
+    for value in values:
+        match = _QUOTA.fullmatch(value)
+        if match is None or int(match.group(1)) < 1 or match.group(2) not in PERIODS:
+            shown = f"quota={value}" if _SHOWN_QUOTA.fullmatch(value) else "a quota= that is not a quota"
+            return f"has {shown}", QUOTA_RULE
+        period = match.group(2)
+        if period in quotas:
+            return f"has two quotas per {period}", "give one quota per period"
+        quotas[period] = Quota(int(match.group(1)), period)
+    return [quotas[period] for period in PERIODS if period in quotas]
 
 
 def _limit(field_name: str, value: str) -> int | tuple[str, str]:
@@ -114,19 +151,22 @@ def _entry(number: int, key: str, words: list[str]) -> KeyEntry | tuple[str, str
     fields = _fields(words)
     if isinstance(fields, tuple):
         return fields
-    limits = {}
+    limits: dict[str, int] = {}
     for field_name in LIMIT_FIELDS:
         if field_name in fields:
-            limit = _limit(field_name, fields[field_name])
+            limit = _limit(field_name, fields[field_name][0])
             if isinstance(limit, tuple):
                 return limit
             limits[field_name] = limit
-    name = fields.get("name")
+    quotas = _quotas(fields.get(QUOTA_FIELD, []))
+    if isinstance(quotas, tuple):
+        return quotas
+    name = fields.get("name", [None])[0]
     if name is not None and not _NAME.fullmatch(name):
         return "has a name= that is not a name", f"a name is {NAME_RULE}"
     if name == MASTER_NAME:
         return f"has name={MASTER_NAME}", f"choose another name, since {MASTER_NAME} is the master key's"
-    return KeyEntry(key, name or default_key_name(key), KeyLimits(**limits), number)
+    return KeyEntry(key, name or default_key_name(key), KeyLimits(**limits, quotas=tuple(quotas)), number)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,11 @@ REDIS_URL_VARIABLE = "LLM_ENTRY_REDIS_URL"
 LIMITS_STORAGE_VARIABLE = "LLM_ENTRY_LIMITS_STORAGE"
 MEMORY_STORAGE = "memory://"   # each proxy worker's own memory
 
+# Set (to "1") when the limiter's storage keeps counts across a restart
+# (--redis-url, or the private redis-server with --state-dir): only then may
+# a key carry a quota. Without it a reloaded line with a quota is set aside.
+QUOTAS_DURABLE_VARIABLE = "LLM_ENTRY_QUOTAS_DURABLE"
+
 # What the proxy's limiter puts before every counter's name in its storage:
 # replicas of one deployment share it (and so their keys' limits); another
 # deployment on the same Redis has its own.

@@ -51,6 +51,7 @@ from entrypoint.inside.asgi import (
 from entrypoint.inside.client_limits import BodyRefused, ClientLimits, has_body, read_body
 from entrypoint.inside.key_ring import Holder, KeyRing, KeySource, holder_in, key_headers
 from entrypoint.inside.proxy_limits import Limiter, Refusal
+from entrypoint.inside.proxy_quotas import quota_metrics_text
 from entrypoint.inside.proxy_relay import EngineRelay, RelaySettings
 from entrypoint.inside.proxy_usage import AnsweredRequest, Meter, Usage, UsageBook, ask_for_usage, requested_model
 from entrypoint.inside.refusals import MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON, Refused, log_refusal
@@ -91,7 +92,8 @@ class FrontSettings:
 
 
 def too_many(refused: Refusal) -> Response:
-    return error_response(429, refused.message, "rate_limit_error", (("retry-after", str(refused.retry_after)),))
+    return error_response(429, refused.message, refused.kind,
+                          (("retry-after", str(refused.retry_after)), *refused.headers), refused.code)
 
 
 def series_labels(path: str, model_of: Callable[[], str | None], status: int) -> tuple[str, str]:
@@ -258,7 +260,7 @@ class ProxyFront:
         else:
             async def charge(usage: Usage) -> None:
                 await self.limiter.charge(holder.name, holder.limits, usage.total)
-            meter.on_usage, meter.on_end = charge, admitted.release
+            meter.on_usage, meter.on_end, meter.headers = charge, admitted.release, admitted.headers
             try:
                 await serve()
             finally:
@@ -266,7 +268,7 @@ class ProxyFront:
         status = meter.status or 499      # the client went away before an answer began
         model, route = series_labels(label, model_of, status)
         self.book.record(AnsweredRequest(holder.name, model, route, status, meter.usage, self._clock() - started,
-                                         scope["path"]))
+                                         scope["path"], admitted.label if isinstance(admitted, Refusal) else None))
         await meter.charge_once()          # a usage the answer held but never sent on
 
     async def _serve_metrics(self, scope: Message, send: Callable, holder: Holder) -> None:
@@ -279,6 +281,7 @@ class ProxyFront:
         page = await metrics_page(self.relay.client(), self.relay.settings.engine_url,
                                   self.relay.settings.engine_key, self.settings.metrics_dir or nothing,
                                   self.settings.own_metrics or nothing, METRICS_TIMEOUT)
+        page += quota_metrics_text(await self.limiter.quota_report(self._key_ring().limited_names()))
         await respond(send, 200, [(b"content-type", CONTENT_TYPE.encode()),
                                   (b"content-length", str(len(page)).encode())], page)
 

@@ -23,8 +23,13 @@ path, and its `retry-after` is always the window length.
   stops renewing, and its places come back within LEASE_SECONDS (a lease
   that lasted the request timeout kept a key at 429 for 600 s).
 
+- quota: tokens per calendar period, counted durably in the same Redis
+  (entrypoint.inside.proxy_quotas), tested before a request and charged
+  after it like tpm.
+
 When Redis does not answer, the limiter fails open to this worker's memory
-(limits then hold per worker), says so once in the log and counts it in
+(limits then hold per worker; quotas count from zero there, and the
+tokens used meanwhile are added to Redis's count once it answers again), says so once in the log and counts it in
 `llm_entry_limiter_fallbacks_total`, and asks Redis again after a second.
 
 Import rules: standard library, `limits` and redis-py (LiteLLM needs both).
@@ -46,8 +51,10 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from limits.limits import safe_string
 from limits.storage import storage_from_string
 
+from entrypoint.inside import proxy_quotas
 from entrypoint.inside.keys_file import KeyLimits
 from entrypoint.inside.names import MEMORY_STORAGE
+from entrypoint.inside.proxy_quotas import QUOTA_LIMIT, LocalQuotas, QuotaState, RedisQuotas
 
 LOCAL = "async+memory://"
 RETRY_SHARED_AFTER = 1.0        # seconds of memory-only counting after Redis failed
@@ -70,16 +77,34 @@ class _PerMinute(RateLimitItemPerMinute):
 class Refusal:
     """Why a request waits: the 429 the client gets."""
 
-    limit: str            # "rpm", "tpm" or "max_parallel"
+    limit: str            # "rpm", "tpm", "max_parallel" or "quota"
     retry_after: int      # whole seconds until it may try again
     message: str
+    headers: tuple[tuple[str, str], ...] = ()   # the key's quota headers
+    period: str | None = None                   # the quota's period, for a quota
+
+    @property
+    def kind(self) -> str:
+        """The error's type and code: OpenAI's own for an account out of quota."""
+        return "insufficient_quota" if self.limit == QUOTA_LIMIT else "rate_limit_error"
+
+    @property
+    def code(self) -> str:
+        return "insufficient_quota" if self.limit == QUOTA_LIMIT else "429"
+
+    @property
+    def label(self) -> str:
+        """What the access line says was reached: 'rpm', 'quota-month'."""
+        return f"{self.limit}-{self.period}" if self.period else self.limit
 
 
 class Pass:
     """An admitted request: give it back (`release`) once its answer is sent."""
 
-    def __init__(self, release: Callable[[], Any] | None = None) -> None:
+    def __init__(self, release: Callable[[], Any] | None = None,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         self._release = release
+        self.headers = headers     # the key's quota headers, for its answer
 
     async def release(self) -> None:
         if self._release is not None:
@@ -146,10 +171,10 @@ class RedisLeases:
                  renew_every: float = RENEW_EVERY) -> None:
         import redis.asyncio
 
-        self._client = redis.asyncio.from_url(redis_client_url(url), socket_timeout=REDIS_TIMEOUT,
-                                              socket_connect_timeout=REDIS_TIMEOUT)
-        self._take = self._client.register_script(_TAKE_LEASE)
-        self._renew = self._client.register_script(_RENEW_LEASE)
+        self.client = redis.asyncio.from_url(redis_client_url(url), socket_timeout=REDIS_TIMEOUT,
+                                             socket_connect_timeout=REDIS_TIMEOUT)
+        self._take = self.client.register_script(_TAKE_LEASE)
+        self._renew = self.client.register_script(_RENEW_LEASE)
         self._prefix = prefix
         self._lease_seconds = lease_seconds
         self._renew_every = renew_every
@@ -163,7 +188,7 @@ class RedisLeases:
         async def give_back() -> None:
             renewing.cancel()
             try:
-                await self._client.zrem(key, lease)
+                await self.client.zrem(key, lease)
             except Exception as error:  # noqa: BLE001 - the lease expires on its own
                 logger.warning("could not give back a max_parallel place in Redis (%s): it expires "
                                "within %g s", type(error).__name__, self._lease_seconds)
@@ -179,7 +204,7 @@ class RedisLeases:
 
 
 class Counters:
-    """rpm/tpm windows and max_parallel leases in one storage."""
+    """rpm/tpm windows, max_parallel leases and quota counts in one storage."""
 
     def __init__(self, uri: str, prefix: str) -> None:
         local = uri == LOCAL
@@ -188,6 +213,7 @@ class Counters:
             "socket_connect_timeout": REDIS_TIMEOUT}
         self.windows = FixedWindowRateLimiter(storage_from_string(uri, wrap_exceptions=True, **options))
         self.leases: LocalLeases | RedisLeases = LocalLeases() if local else RedisLeases(uri, prefix)
+        self.quotas = LocalQuotas() if isinstance(self.leases, LocalLeases) else RedisQuotas(self.leases.client)
         self.prefix = prefix
 
 
@@ -195,10 +221,13 @@ class Limiter:
     """Admits or refuses a key's request, and charges its tokens afterwards."""
 
     def __init__(self, uri: str, prefix: str, monotonic: Callable[[], float] = time.monotonic,
-                 on_fallback: Callable[[], None] = lambda: None) -> None:
+                 on_fallback: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time) -> None:
         self._shared = Counters(storage_uri(uri), prefix)
         self._local = self._shared if storage_uri(uri) == LOCAL else Counters(LOCAL, prefix)
         self._monotonic = monotonic
+        self._clock = clock        # the calendar of quota periods (epoch seconds, UTC)
+        # Quota tokens counted in memory while Redis did not answer: added to Redis once it does.
+        self._unsaved: list[tuple[str, KeyLimits, int, float]] = []
         self._on_fallback = on_fallback
         self._shared_down_until: float | None = None
 
@@ -208,36 +237,73 @@ class Limiter:
         return await self._with_fallback(lambda counters: self._admit(counters, name, limits))
 
     async def charge(self, name: str, limits: KeyLimits, tokens: int) -> None:
-        """Count the tokens a request used against its key's tpm."""
-        if limits.tpm is None or tokens <= 0:
+        """Count the tokens a request used against its key's tpm and quotas."""
+        if tokens <= 0 or (limits.tpm is None and not limits.quotas):
             return
-        item = _PerMinute(limits.tpm, namespace=self._shared.prefix + "/tpm")
-        await self._with_fallback(lambda counters: counters.windows.hit(item, name, cost=tokens))
+        now = self._clock()
+
+        async def count(counters: Counters) -> None:
+            if limits.tpm is not None:
+                item = _PerMinute(limits.tpm, namespace=counters.prefix + "/tpm")
+                await counters.windows.hit(item, name, cost=tokens)
+            if limits.quotas:
+                if counters is self._local and self._shared is not self._local:
+                    self._unsaved.append((name, limits, tokens, now))
+                await proxy_quotas.charge(counters.quotas, counters.prefix, name, limits.quotas, tokens, now)
+        await self._with_fallback(count)
+
+    async def quota_states(self, name: str, limits: KeyLimits) -> list[QuotaState]:
+        """A key's quotas as counted now: used, quota and the period's end, one per period."""
+        return [state for _, state in await self.quota_report([(name, limits)])]
+
+    async def quota_report(self, holders: list[tuple[str, KeyLimits]]) -> list[tuple[str, QuotaState]]:
+        """(name, state) of every quota of the keys given, in one read (/metrics)."""
+        keys = [(name, limits.quotas) for name, limits in holders if limits.quotas]
+        if not keys:
+            return []
+        return await self._with_fallback(
+            lambda counters: proxy_quotas.report(counters.quotas, counters.prefix, keys, self._clock()))
 
     async def _admit(self, counters: Counters, name: str, limits: KeyLimits) -> Pass | Refusal:
+        headers: tuple[tuple[str, str], ...] = ()
+        if limits.quotas:
+            now = self._clock()
+            found = await proxy_quotas.states(counters.quotas, counters.prefix, name, limits.quotas, now)
+            headers = proxy_quotas.quota_headers(found, now)
+            refused = proxy_quotas.refused_by(found, now)
+            if refused is not None:
+                state, wait = refused
+                return Refusal(QUOTA_LIMIT, wait, proxy_quotas.refusal_message(state, wait), headers,
+                               state.quota.period)
         if limits.tpm is not None:
             item = _PerMinute(limits.tpm, namespace=counters.prefix + "/tpm")
             if not await counters.windows.test(item, name):
                 return await self._refusal(counters, item, name, "tpm",
-                                           f"This key used its {limits.tpm} tokens per minute")
+                                           f"This key used its {limits.tpm} tokens per minute", headers)
         if limits.rpm is not None:
             item = _PerMinute(limits.rpm, namespace=counters.prefix + "/rpm")
             if not await counters.windows.hit(item, name):
                 return await self._refusal(counters, item, name, "rpm",
-                                           f"This key made its {limits.rpm} requests per minute")
+                                           f"This key made its {limits.rpm} requests per minute", headers)
         if limits.max_parallel is not None:
             give_back = await counters.leases.take(name, limits.max_parallel)
             if give_back is None:
                 return Refusal("max_parallel", 1, f"This key has {limits.max_parallel} requests in flight, "
-                                                  "its max_parallel: try again when one has finished.")
-            return Pass(give_back)
-        return ADMITTED
+                                                  "its max_parallel: try again when one has finished.", headers)
+            return Pass(give_back, headers)
+        return Pass(headers=headers) if headers else ADMITTED
 
     async def _refusal(self, counters: Counters, item: _PerMinute, name: str, limit: str,
-                       what: str) -> Refusal:
+                       what: str, headers: tuple[tuple[str, str], ...]) -> Refusal:
         reset_at = (await counters.windows.get_window_stats(item, name)).reset_time
         wait = max(1, math.ceil(reset_at - time.time()))   # the library's windows are in epoch time
-        return Refusal(limit, wait, f"{what}: try again in {wait} s.")
+        return Refusal(limit, wait, f"{what}: try again in {wait} s.", headers)
+
+    async def _save_unsaved(self) -> None:
+        """Add the quota tokens counted in memory while Redis was away to Redis's count."""
+        unsaved, self._unsaved = self._unsaved, []
+        for name, limits, tokens, at in unsaved:
+            await proxy_quotas.charge(self._shared.quotas, self._shared.prefix, name, limits.quotas, tokens, at)
 
     async def _with_fallback(self, act: Callable[[Counters], Any]) -> Any:
         """Run `act` on the shared counters, or on this worker's while they do not answer."""
@@ -259,6 +325,10 @@ class Limiter:
         if self._shared_down_until is not None:
             self._shared_down_until = None
             logger.warning("the limiter's Redis answers again: limits count there again")
+            try:
+                await self._save_unsaved()
+            except Exception as error:  # noqa: BLE001 - gone again: those tokens stay uncounted there
+                logger.warning("could not add the quota tokens counted in memory to Redis (%s)", _reason(error))
         return result
 
 

@@ -165,6 +165,8 @@ class Meter:
         # Called before the answer's last message goes on (a place in flight
         # given back before the client can send its next request).
         self.on_end: Callable[[], Awaitable[None]] | None = None
+        # Headers added to the answer's (the key's quota headers).
+        self.headers: tuple[tuple[str, str], ...] = ()
 
     async def charge_once(self) -> None:
         if self.usage is not None and not self.charged and self.on_usage is not None:
@@ -180,6 +182,9 @@ class Meter:
     async def send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            if self.headers:
+                message = {**message, "headers": [*message.get("headers", ()), *(
+                    (name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers)]}
             self._stream = any(name == b"content-type" and value.startswith(b"text/event-stream")
                                for name, value in message.get("headers", ()))
             await self._send(message)
@@ -247,6 +252,7 @@ class AnsweredRequest(NamedTuple):
     usage: Usage | None
     seconds: float
     logged_route: str | None = None  # the path as asked, for the log line
+    refused: str | None = None       # the limit that refused it ("rpm", "quota-month")
 
 
 class UsageBook:
@@ -276,7 +282,7 @@ class UsageBook:
                                  "because the limiter's Redis did not answer.", registry=registry)
 
     def record(self, answered: AnsweredRequest) -> None:
-        key, model, route, status, usage, seconds, _ = answered
+        key, model, route, status, usage, seconds, *_ = answered
         self.requests.labels(key, model, route, str(status)).inc()
         self.latency.labels(key, model, route).observe(seconds)
         if usage is not None:
@@ -287,10 +293,10 @@ class UsageBook:
 
 def access_line(at: float, answered: AnsweredRequest) -> str:
     """One model request: when it ended, who (the key's name, never the key), what, how it went."""
-    key, model, route, status, usage, seconds, logged_route = answered
+    key, model, route, status, usage, seconds, logged_route, refused = answered
     when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
     tokens = (f"prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}"
               if usage is not None else "prompt_tokens=- completion_tokens=-")
     return (f"access {when} key={field(key)} model={field(model)} route={field(logged_route or route)} "
             f"status={status} {tokens} "
-            f"ms={seconds * 1000:.1f}")
+            f"ms={seconds * 1000:.1f}" + (f" refused={refused}" if refused else ""))

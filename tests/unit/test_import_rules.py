@@ -14,7 +14,7 @@ from repo_paths import REPO
 
 INSIDE = REPO / "entrypoint" / "inside"
 STANDARD_LIBRARY_ONLY = ("launch", "engine_guard", "names", "client_limits", "log_lines", "weak_keys", "keys_file",
-                         "keys_file_changes", "key_ring", "refusals", "asgi", "engine_cli")
+                         "quota_periods", "keys_file_changes", "key_ring", "refusals", "asgi", "engine_cli")
 # llm-entry's own modules that code inside may use: the error type alone.
 SHARED_WITH_THE_OUTSIDE = {"entrypoint.errors"}
 
@@ -67,7 +67,7 @@ PACKAGE = REPO / "entrypoint"
 PLANNING = {"config", "engine_options", "gpus", "parallel", "workers", "ports", "keys", "limiter_store",
             "render", "shutdown_plan", "environment"}
 PLANNING_MAY_USE = {"errors", "inside.names", "inside.engine_guard", "inside.client_limits",
-                    "inside.weak_keys", "inside.keys_file", "demo.model", "demo.recipe"}
+                    "inside.weak_keys", "inside.keys_file", "inside.quota_periods", "demo.model", "demo.recipe"}
 
 
 def ours_imported_by(path: Path) -> set[str]:

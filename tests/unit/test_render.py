@@ -379,8 +379,10 @@ SHARED_REDIS_CONFIG = dataclasses.replace(
 
 EXPECTED_REDIS_CONF = """\
 # Rendered by llm-entry for one run: the private redis-server that keeps the
-# keys' limit counters for every proxy worker. It lives and dies with the run:
-# no TCP port, a unix socket only its user may open, nothing written to disk.
+# keys' counters for every proxy worker. No TCP port, a unix socket only its
+# user may open. Without --state-dir it lives and dies with the run and
+# writes nothing to disk; with it, its append-only file keeps the counts
+# (quotas' above all) across restarts.
 port 0
 unixsocket "/run/llm-entry-abc/redis.sock"
 unixsocketperm 700
@@ -392,7 +394,7 @@ loglevel warning
 save ""
 appendonly no
 # Counters expire on their own; should they ever fill this, the nearest to
-# expiring go first.
+# expiring go first (a minute's rate windows long before a quota's period).
 maxmemory 64mb
 maxmemory-policy volatile-ttl
 """

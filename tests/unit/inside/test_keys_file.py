@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import EntryError
-from entrypoint.inside.keys_file import KeyEntry, KeyLimits, LineProblem, default_key_name, screen_keys
+from entrypoint.inside.keys_file import KeyEntry, KeyLimits, LineProblem, Quota, default_key_name, screen_keys
 from entrypoint.inside.keys_file_changes import KeysFile
 from entrypoint.keys import check_keys_file
 
@@ -29,6 +29,9 @@ KEYS = (KEY_A, KEY_B, KEY_C, NAME_LIKE_KEY, FIELD_LIKE_KEY)
 KEYS_FILE = Path("/run/secrets/api-keys")
 RANDOM_KEY_FIX = "replace it with a random key of at least 16 characters (openssl rand -hex 24)"
 LIMIT_FIX = "a limit is a whole number of 1 or more"
+FIELDS = "name=<name>, rpm=<n>, tpm=<n>, max_parallel=<n> and quota=<tokens>/<period>"
+QUOTA_FIX = ("a quota is a whole number of tokens of 1 or more, a slash and a period (hour, day, week or month), "
+             "e.g. quota=2000000/month")
 
 
 def entries(text: str) -> tuple[KeyEntry, ...]:
@@ -67,6 +70,13 @@ def test_a_line_gives_its_name_and_every_limit() -> None:
     (entry,) = entries(f"{KEY_A} name=team-a rpm=5 tpm=1000 max_parallel=2\n")
     assert (entry.key, entry.name, entry.line) == (KEY_A, "team-a", 1)
     assert entry.limits == KeyLimits(rpm=5, tpm=1000, max_parallel=2)
+
+
+def test_a_line_may_carry_one_quota_per_period_in_any_order() -> None:
+    (entry,) = entries(f"{KEY_A} quota=2000000/month name=team-a quota=100000/day quota=5000/hour\n")
+    assert entry.limits.quotas == (Quota(5000, "hour"), Quota(100000, "day"), Quota(2000000, "month"))
+    assert entry.limits.describe() == "quota=5000/hour quota=100000/day quota=2000000/month"
+    assert not entry.limits.unlimited
 
 
 def test_fields_come_in_any_order_and_each_may_be_left_out() -> None:
@@ -121,14 +131,22 @@ def test_a_large_limit_and_leading_zeros_are_whole_numbers() -> None:
     (f"{KEY_A} rpm=\u0663", "has rpm= that is not a number", LIMIT_FIX),
     (f"{KEY_A} rpm=5 tpm=0", "has tpm=0", LIMIT_FIX),
     (f"{KEY_A} foo", "has a word that is not a field (the 1st word after the key)",
-     "write fields as name=<name>, rpm=<n>, tpm=<n> and max_parallel=<n>, and the key in one piece"),
+     f"write fields as {FIELDS}, and the key in one piece"),
     (f"{KEY_A} name=a # a comment", "has a word that is not a field (the 2nd word after the key)",
-     "write fields as name=<name>, rpm=<n>, tpm=<n> and max_parallel=<n>, and the key in one piece"),
+     f"write fields as {FIELDS}, and the key in one piece"),
     (f"{KEY_A} name=a rpm=1 foo=1", "has an unknown field (the 3rd word after the key)",
-     "the fields are name=<name>, rpm=<n>, tpm=<n> and max_parallel=<n>"),
+     f"the fields are {FIELDS}"),
     (f"{KEY_A} rpm_limit=5", "has an unknown field (the 1st word after the key)",
-     "the fields are name=<name>, rpm=<n>, tpm=<n> and max_parallel=<n>"),
+     f"the fields are {FIELDS}"),
     (f"{KEY_A} rpm=1 rpm=2", "has rpm= twice", "give each field once"),
+    (f"{KEY_A} quota=100/days", "has quota=100/days", QUOTA_FIX),
+    (f"{KEY_A} quota=0/day", "has quota=0/day", QUOTA_FIX),
+    (f"{KEY_A} quota=100", "has quota=100", QUOTA_FIX),
+    (f"{KEY_A} quota=2M/month", "has a quota= that is not a quota", QUOTA_FIX),
+    (f"{KEY_A} quota=1,000/day", "has quota=1,000/day", QUOTA_FIX),
+    (f"{KEY_A} quota=/month", "has quota=/month", QUOTA_FIX),
+    (f"{KEY_A} quota={KEY_B}", "has a quota= that is not a quota", QUOTA_FIX),
+    (f"{KEY_A} quota=5/day rpm=1 quota=6/day", "has two quotas per day", "give one quota per period"),
     (f"{KEY_A} name=a tpm=1 name=b", "has name= twice", "give each field once"),
     (f"{KEY_A} name=", "has a name= that is not a name",
      "a name is 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"),
