@@ -273,8 +273,8 @@ class Limiter:
             refused = proxy_quotas.refused_by(found, now)
             if refused is not None:
                 state, wait = refused
-                return Refusal(QUOTA_LIMIT, wait, proxy_quotas.refusal_message(state, wait), headers,
-                               state.quota.period)
+                return Refusal(QUOTA_LIMIT, wait, proxy_quotas.refusal_message(state, wait),
+                               (*headers, proxy_quotas.NO_RETRY), state.quota.period)
         if limits.tpm is not None:
             item = _PerMinute(limits.tpm, namespace=counters.prefix + "/tpm")
             if not await counters.windows.test(item, name):

@@ -33,6 +33,9 @@ from entrypoint.inside.quota_periods import PeriodSpan, keep_seconds, span_at
 LIMIT_HEADER = "x-quota-limit-tokens-"          # the quota
 REMAINING_HEADER = "x-quota-remaining-tokens-"  # tokens left when the request was admitted
 RESET_HEADER = "x-quota-reset-tokens-"          # whole seconds until the period ends
+# On a quota's 429: the OpenAI SDKs retry a 429 unless told not to, and a
+# retry seconds later cannot succeed before the period ends.
+NO_RETRY = ("x-should-retry", "false")
 QUOTA_LIMIT = "quota"                           # the limit's name in refusals, access lines and metrics
 
 

@@ -10,8 +10,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-import pytest
-
 from entrypoint.inside.keys_file import KeyLimits
 from entrypoint.inside.proxy_limits import Limiter, Pass, Refusal
 
@@ -28,15 +26,6 @@ def outcomes(limiter: Limiter, limits: KeyLimits, count: int, name: str = "team-
                 await result.release()
         return seen
     return asyncio.run(go())
-
-
-@pytest.fixture
-def redis_socket(tmp_path: Path):
-    server = start_redis(tmp_path, unix_socket=tmp_path / "redis.sock")
-    try:
-        yield tmp_path / "redis.sock"
-    finally:
-        stop_redis(server)
 
 
 def test_an_rpm_limit_lets_exactly_that_many_through_then_says_when_to_come_back() -> None:

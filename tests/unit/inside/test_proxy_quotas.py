@@ -12,7 +12,6 @@ import asyncio
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
 import redis
 
 from entrypoint.inside.keys_file import KeyLimits, Quota
@@ -44,15 +43,6 @@ def charge(limiter: Limiter, tokens: int, limits: KeyLimits = DAY, name: str = "
     asyncio.run(limiter.charge(name, limits, tokens))
 
 
-@pytest.fixture
-def redis_socket(tmp_path: Path):
-    server = start_redis(tmp_path, unix_socket=tmp_path / "redis.sock")
-    try:
-        yield tmp_path / "redis.sock"
-    finally:
-        stop_redis(server)
-
-
 def test_the_request_that_crosses_the_quota_is_answered_and_the_next_is_refused_until_the_day_ends() -> None:
     clock = Clock("2026-12-07 18:00:00")
     limiter = Limiter("memory://", "t", clock=clock)
@@ -67,7 +57,7 @@ def test_the_request_that_crosses_the_quota_is_answered_and_the_next_is_refused_
     assert refused.retry_after == 6 * 3600
     assert "quota of 100 tokens per day (120 used)" in refused.message
     assert dict(refused.headers) == {"x-quota-limit-tokens-day": "100", "x-quota-remaining-tokens-day": "0",
-                                     "x-quota-reset-tokens-day": str(6 * 3600)}
+                                     "x-quota-reset-tokens-day": str(6 * 3600), "x-should-retry": "false"}
 
 
 def test_every_admitted_request_carries_the_tokens_left_per_period() -> None:
