@@ -17,6 +17,7 @@ import redis
 from entrypoint.inside.keys_file import KeyLimits, Quota
 from entrypoint.inside.proxy_limits import Limiter, Pass, Refusal
 from entrypoint.inside.proxy_quotas import quota_metrics_text
+from entrypoint.inside.proxy_usage import AnsweredRequest, Meter, access_line
 
 from harness import start_redis, stop_redis
 
@@ -178,3 +179,23 @@ def test_a_redis_gone_fails_open_and_the_tokens_counted_meanwhile_reach_redis_wh
         assert int(client.get("t/quota/team-a/day/2026-12-07")) == 30
     finally:
         stop_redis(servers[-1])
+
+
+def test_the_access_line_of_a_refused_request_says_which_limit_refused_it() -> None:
+    refused = AnsweredRequest("team-a", "-", "/v1/chat/completions", 429, None, 0.001, None, "quota-month")
+    assert access_line(0.0, refused).endswith("status=429 prompt_tokens=- completion_tokens=- ms=1.0 "
+                                              "refused=quota-month")
+    answered = AnsweredRequest("team-a", "demo", "/v1/chat/completions", 200, None, 0.001)
+    assert "refused" not in access_line(0.0, answered)
+
+
+def test_the_meter_adds_the_quota_headers_to_the_answer() -> None:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+    meter = Meter(send)
+    meter.headers = (("x-quota-remaining-tokens-day", "42"),)
+    asyncio.run(meter.send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json")]}))
+    assert sent[0]["headers"] == [(b"content-type", b"application/json"), (b"x-quota-remaining-tokens-day", b"42")]
