@@ -342,7 +342,7 @@ def build_config(
     api_keys = check_keys_file(opts.api_keys_file) if opts.api_keys_file is not None else ()
     port = default_port(env) if opts.port is None else opts.port
     _check_numbers(opts, port)
-    redis_url = _counts_store(opts, api_keys)
+    redis_url, state_dir = _counts_store(opts, api_keys)
     passed_through = check_pass_through(tuple(opts.engine_args))
     timing = _timing(opts, env)
     client = client_limits(opts)
@@ -365,13 +365,14 @@ def build_config(
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
         demo=demo, dry_run=opts.dry_run,
         warnings=_warnings(opts, env, model_dir, demo, api_keys),
-        gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url, client=client, state_dir=opts.state_dir,
+        gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url, client=client, state_dir=state_dir,
     )
 
 
-def _counts_store(opts: Options, api_keys: tuple[KeyEntry, ...]) -> RedisUrl | None:
-    """--redis-url, checked. A quota's count must outlive the container:
-    --state-dir or --redis-url, not both."""
+def _counts_store(opts: Options, api_keys: tuple[KeyEntry, ...]) -> tuple[RedisUrl | None, Path | None]:
+    """--redis-url, checked, and --state-dir, absolute (the private redis-server
+    runs in the run folder, not here). A quota's count must outlive the
+    container: --state-dir or --redis-url, not both."""
     redis_url = check_redis_url(opts.redis_url) if opts.redis_url else None
     if opts.state_dir is not None and redis_url is not None:
         raise EntryError("--state-dir and --redis-url are both set: the counts live in the Redis of --redis-url, "
@@ -380,4 +381,4 @@ def _counts_store(opts: Options, api_keys: tuple[KeyEntry, ...]) -> RedisUrl | N
         with_quota = [entry.line for entry in api_keys if entry.limits.quotas]
         if with_quota and opts.api_keys_file is not None:
             raise EntryError(quota_needs_a_store(with_quota[0], opts.api_keys_file))
-    return redis_url
+    return redis_url, opts.state_dir.absolute() if opts.state_dir is not None else None

@@ -103,3 +103,11 @@ def test_a_reload_that_brings_a_quota_without_a_durable_store_sets_that_line_asi
     holder = durable.holder_of(KEY)
     assert holder is not None and str(holder.limits.quotas[0]) == "100/day"
     assert durable.limited_names() == [("team-a", holder.limits)]
+
+
+def test_a_relative_state_dir_is_taken_from_where_llm_entry_starts(tmp_path: Path, keys_file: Path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = make_config(model_folder(tmp_path), api_keys_file=keys_file, state_dir=Path(".llm-entry-state"))
+    assert config.limits.state_dir == tmp_path / ".llm-entry-state"
+    assert f'dir "{tmp_path}/.llm-entry-state"' in render.render_redis_config(RUN_DIR, config.limits.state_dir)
