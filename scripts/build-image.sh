@@ -72,7 +72,7 @@ local_base() {
         command -v mmdebstrap >/dev/null 2>&1 || die "no base image $name and no mmdebstrap to build it: install mmdebstrap, or pass CPU_BASE=an-image"
         say "building the Debian $BASE_SUITE base with mmdebstrap (about a minute)"
         mkdir -p "$cache"
-        rm -rf "$tarball.part"
+        find "$cache" -maxdepth 1 -name 'base-*.tar*' -exec rm -f {} +   # keep one base
         mmdebstrap --quiet --format=tar --variant=minbase --include="$BASE_PACKAGES" \
             --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
             --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -115,9 +115,9 @@ PY
     dir="$cache/wheels-$key"
     if [ ! -f "$dir/.complete" ]; then
         say "preparing wheels in $dir (a few minutes the first time)"
-        rm -rf "$dir"
+        # Wheels for other dependencies are a gigabyte each: keep one set.
+        find "$cache" -maxdepth 1 -name 'wheels-*' -exec rm -rf {} +
         mkdir -p "$dir"
-        # shellcheck disable=SC2086
         printf '%s\n' "$reqs" > "$dir/requirements.txt"
         "$py" -m pip wheel --quiet --wheel-dir "$dir" -r "$dir/requirements.txt" >&2
         touch "$dir/.complete"

@@ -42,7 +42,7 @@ bash scripts/install-cpu-engine.sh .venv/bin/python
 # LITELLM_LOCAL_MODEL_COST_MAP is set (LITELLM_OFFLINE_MODE alone does not stop it).
 LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true .venv/bin/python - <<'PY'
 import importlib
-for module in ("vllm", "litellm", "supervisor", "transformers", "openai", "entrypoint.cli"):
+for module in ("vllm", "litellm", "supervisor", "transformers", "openai", "kubernetes_validate", "entrypoint.cli"):
     importlib.import_module(module)
 print("test dependencies import: ok")
 PY

@@ -116,7 +116,7 @@ def restricted(image: str, tmp_path_factory: pytest.TempPathFactory):
 
 def say_hi(container: Container, **extra):
     return container.client().chat.completions.create(
-        model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=8, **extra)
+        model="demo", messages=[{"role": "user", "content": "hi"}], **{"max_tokens": 8, **extra})
 
 
 def test_the_image_defaults_to_a_numeric_user_in_group_0(image):
@@ -155,22 +155,28 @@ def test_a_stop_lets_a_stream_in_flight_finish_and_exits_0(restricted):
     # Last in this module: it stops the container the tests above share.
     chunks: list[str] = []
     finish: list[str | None] = []
+    failed: list[BaseException] = []
     first = threading.Event()
 
     def stream() -> None:
-        for chunk in say_hi(restricted, stream=True, max_tokens=1500, extra_body={"ignore_eos": True}):
-            if chunk.choices:
-                chunks.append(chunk.choices[0].delta.content or "")
-                finish.append(chunk.choices[0].finish_reason)
-                first.set()
+        try:
+            for chunk in say_hi(restricted, stream=True, max_tokens=1000, extra_body={"ignore_eos": True}):
+                if chunk.choices:
+                    chunks.append(chunk.choices[0].delta.content or "")
+                    finish.append(chunk.choices[0].finish_reason)
+                    first.set()
+        except BaseException as error:   # shown by the assertions below, not lost in the thread
+            failed.append(error)
+            first.set()
 
     reader = threading.Thread(target=stream)
     reader.start()
-    assert first.wait(60), "the stream sent nothing"
+    assert first.wait(60) and not failed, f"the stream sent nothing: {failed}"
     stopped = podman("stop", "--time", str(STOP_GRACE), restricted.name, timeout=STOP_GRACE + 30, check=False)
     reader.join(STOP_GRACE + 30)
     assert stopped.returncode == 0, stopped.stderr
-    assert finish[-1] == "length", f"the stream ended early after {len(chunks)} chunks:\n{restricted.logs()[-3000:]}"
+    assert not failed and finish[-1] == "length", (
+        f"the stream ended early after {len(chunks)} chunks ({failed}):\n{restricted.logs()[-3000:]}")
     state = restricted.state()
     assert not state["Running"] and state["ExitCode"] == 0, restricted.logs()[-3000:]
 
@@ -181,11 +187,19 @@ def test_no_key_appears_in_the_log(restricted):
     assert MASTER_KEY not in logs and WRONG_KEY not in logs
 
 
-def test_the_image_still_runs_as_root(image, tmp_path):
-    container = Container(image, tmp_path, AS_ROOT)
+def test_the_image_still_runs_as_root_and_vllm_from_another_python(image, tmp_path):
+    # As the GPU image runs vLLM: --engine-python names a Python other than
+    # llm-entry's (here a wrapper of the same one, which leaves a mark).
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "engine-python").write_text('#!/bin/sh\n: > /tmp/engine-python-ran\nexec /opt/venv/bin/python "$@"\n')
+    (engine / "engine-python").chmod(0o755)
+    container = Container(image, tmp_path, AS_ROOT, ("--volume", f"{engine}:/opt/engine:ro",
+                                                     "--env", "LLM_ENTRY_ENGINE_PYTHON=/opt/engine/engine-python"))
     try:
         container.wait_started()
         assert say_hi(container).usage.completion_tokens > 0
+        assert podman("exec", container.name, "test", "-e", "/tmp/engine-python-ran", check=False).returncode == 0
         podman("stop", "--time", str(STOP_GRACE), container.name, timeout=STOP_GRACE + 30)
         assert container.state()["ExitCode"] == 0, container.logs()[-3000:]
     finally:
