@@ -107,7 +107,8 @@ COPY start.sh ./
 # shared install would: LiteLLM 1.103 needs openai<3, an older rich, websockets,
 # fastapi..., tests/container/test_gpu_install.py):
 #   - the image's own Python keeps vLLM's packages as they are and gets
-#     llm-entry alone (--no-deps): vLLM imports its guard from there;
+#     llm-entry alone (--no-deps): vLLM starts through llm-entry's launcher
+#     (entrypoint.inside.engine_cli) and imports its guard from there;
 #   - llm-entry, supervisord and the LiteLLM proxy run from a virtualenv of
 #     their own, which ENV PATH puts first; LLM_ENTRY_ENGINE_PYTHON runs vLLM
 #     with the image's Python.

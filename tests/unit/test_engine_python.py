@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from entrypoint.engine_options import VLLM_SERVER_MODULE
+from entrypoint.engine_options import ENGINE_CLI_MODULE
 from entrypoint.render import engine_command
 
 from fakes import make_config, model_folder
@@ -17,7 +17,7 @@ ENGINE_PYTHON = "/usr/bin/python3"
 
 def test_the_default_engine_runs_in_the_engine_python_and_keeps_its_guard(tmp_path: Path) -> None:
     config = make_config(model_folder(tmp_path), engine_python=ENGINE_PYTHON)
-    assert config.engine_cmd == (ENGINE_PYTHON, "-m", VLLM_SERVER_MODULE)
+    assert config.engine_cmd == (ENGINE_PYTHON, "-m", ENGINE_CLI_MODULE, "serve")
     assert config.engine_guarded
     command = engine_command(config)
     assert command[command.index("--middleware") + 1] == "entrypoint.inside.engine_guard.RequireInternalKey"
