@@ -120,6 +120,10 @@ SIZE = ByteSize()
 @option("--engine-cmd",
               help="Command that starts the engine, split like a shell line; llm-entry appends the vLLM "
                    f"arguments.  [default: this Python -m {ENGINE_CLI_MODULE} serve, which runs `vllm serve`]")
+@option("--engine-python",
+              help="The Python that runs vLLM (the default --engine-cmd) when it is not this one, as in the GPU "
+                   "image; it needs llm-entry installed too (pip install --no-deps), for the launcher and the "
+                   "guard vLLM imports.  [default: this Python]")
 @option("--proxy-workers", type=WORKERS, default=WORKERS.spell(default_of("proxy_workers")),
               help="LiteLLM worker processes, or auto: one per usable CPU up to 2 on a GPU node, "
                    "1 when the engine runs on the CPU.")

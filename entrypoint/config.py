@@ -59,6 +59,7 @@ class Options:
     max_model_len: int | None = None
     gpu_memory_utilization: float | None = None
     engine_cmd: str | None = None
+    engine_python: str | None = None   # None: this Python
     engine_args: tuple[str, ...] = ()
     proxy_workers: int | None = None   # None: auto (entrypoint.workers)
     cache_dir: Path | None = None
@@ -130,6 +131,7 @@ class Config:
     redis_url: RedisUrl | None = None   # --redis-url, checked; its password never shows
     client: ClientLimits = ClientLimits()   # what a client of the public port may send
     state_dir: Path | None = None     # --state-dir: the private redis-server's files
+    engine_python: str | None = None   # --engine-python: the Python of the default engine command
 
     @property
     def limits(self) -> LimitsPlan:
@@ -142,10 +144,11 @@ class Config:
 
     @property
     def engine_guarded(self) -> bool:
-        """Whether the engine runs in this interpreter, which can import the
+        """Whether the engine is the default command, in this interpreter or in
+        --engine-python's (which has llm-entry too), so it can import the
         middleware that puts every model route behind the internal key
         (entrypoint.inside.engine_guard). Another --engine-cmd may not have it."""
-        return self.engine_cmd == default_engine_cmd()
+        return self.engine_cmd == default_engine_cmd(self.engine_python)
 
     @property
     def local_url(self) -> str:
@@ -358,7 +361,7 @@ def build_config(
         host=opts.host, port=port, engine_port=opts.engine_port,
         probe_dir=opts.probe_dir, gpus=node, visible_gpus=visible, parallel=plan,
         max_model_len=opts.max_model_len, gpu_memory_utilization=opts.gpu_memory_utilization,
-        engine_cmd=engine_cmd(opts.engine_cmd),
+        engine_cmd=engine_cmd(opts.engine_cmd, opts.engine_python), engine_python=opts.engine_python,
         engine_args=(demo_args(opts.max_model_len) if demo else ()) + passed_through,
         engine_env=engine_env(env, visible == 0, demo, total_memory), proxy_workers=workers.workers,
         proxy_workers_reason=workers.reason, timing=timing, engine_restart=opts.engine_restart,

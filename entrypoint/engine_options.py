@@ -127,14 +127,17 @@ def hub_id_note(raw: str, env: Mapping[str, str]) -> str:
             "from the hub; if you meant a folder, fix the path.")
 
 
-def default_engine_cmd() -> tuple[str, ...]:
-    # Not the `vllm` console script: the CPU build's crashes at start.
-    return (sys.executable, "-m", ENGINE_CLI_MODULE, "serve")
+def default_engine_cmd(python: str | None = None) -> tuple[str, ...]:
+    # Not the `vllm` console script: the CPU build's crashes at start. Another
+    # Python (--engine-python: the GPU image's, whose packages llm-entry's may
+    # not change) needs llm-entry installed too, for this launcher and the
+    # guard the engine imports (entrypoint.inside.engine_guard).
+    return (python or sys.executable, "-m", ENGINE_CLI_MODULE, "serve")
 
 
-def engine_cmd(raw: str | None) -> tuple[str, ...]:
+def engine_cmd(raw: str | None, python: str | None = None) -> tuple[str, ...]:
     if raw is None or not raw.strip():
-        return default_engine_cmd()
+        return default_engine_cmd(python)   # --engine-cmd, when given, names its own Python
     try:
         return tuple(shlex.split(raw))
     except ValueError as error:

@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv, lint and type-check, and run every tier: unit,
 # integration (real supervisord + real LiteLLM + engine double), end-to-end
-# (real vLLM CPU build on the demo model) and the quick benchmark run.
+# (real vLLM CPU build on the demo model), the quick benchmark run and the
+# container tier (the CPU image built and run as a restricted pod; its build
+# cache lives outside the clone, LLM_ENTRY_BUILD_CACHE).
 # This is the README's test command; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# redis-server: the private one that keeps the keys' limits exact across proxy
-# workers; its tests run it for real. CI machines start without it.
+# What the tests run for real and CI machines start without, installed with apt:
+# redis-server (the private limiter of the proxy workers); podman, buildah,
+# runc and mmdebstrap (the container tier builds the CPU image from Debian's
+# packages and runs it as a restricted pod).
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"
     elif command -v sudo >/dev/null; then sudo "$@"
-    else echo "redis-server is missing and installing it needs root or sudo: install it (apt-get install redis-server)" >&2; return 1
+    else echo "installing $* needs root or sudo: install redis-server podman buildah runc mmdebstrap with apt" >&2; return 1
     fi
 }
-if ! command -v redis-server >/dev/null; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server \
-        || { as_root apt-get update && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; }
-    command -v redis-server >/dev/null || { echo "redis-server is still not on PATH after installing it" >&2; exit 1; }
+# The package of each is named as the program; runc lives in /usr/sbin.
+apt_programs=(redis-server podman buildah runc mmdebstrap)
+installed() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
+missing=()
+for program in "${apt_programs[@]}"; do installed "$program" || missing+=("$program"); done
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=600 "${missing[@]}"; }
+    apt_install || { as_root apt-get update && apt_install; }
+    for program in "${missing[@]}"; do
+        installed "$program" || { echo "$program is still missing after installing it with apt" >&2; exit 1; }
+    done
 fi
 
 PYTHON="${PYTHON:-python3}"
@@ -31,7 +42,7 @@ bash scripts/install-cpu-engine.sh .venv/bin/python
 # LITELLM_LOCAL_MODEL_COST_MAP is set (LITELLM_OFFLINE_MODE alone does not stop it).
 LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true .venv/bin/python - <<'PY'
 import importlib
-for module in ("vllm", "litellm", "supervisor", "transformers", "openai", "entrypoint.cli"):
+for module in ("vllm", "litellm", "supervisor", "transformers", "openai", "kubernetes_validate", "entrypoint.cli"):
     importlib.import_module(module)
 print("test dependencies import: ok")
 PY

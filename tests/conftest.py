@@ -4,6 +4,8 @@
 - tests/integration/: the real llm-entry with the engine test double.
 - tests/e2e/: the real vLLM CPU engine.
 - tests/bench/: the benchmark command's quick mode.
+- tests/container/: the CPU image built and run with podman; the GPU image's
+  install step checked with pip's resolver.
 
 The folder sets the marker, so `-m "not e2e and not bench"` selects by folder
 and a test cannot claim a tier it does not sit in."""
@@ -20,7 +22,7 @@ from harness import Entry
 from leftovers import SESSION_MARK, describe, kill, left_running
 from repo_paths import TESTS
 
-TIERS = ("unit", "integration", "e2e", "bench")
+TIERS = ("unit", "integration", "e2e", "bench", "container")
 MARKED_TIERS = frozenset(TIERS) - {"unit"}
 # What a process still running when the session ends gets to finish exiting.
 LEFTOVER_GRACE = 15.0
