@@ -42,7 +42,7 @@ def option(*names, **kwargs):
     default from the Options field of its name (--grace-period: grace_period).
     A default of None stays unset: build_config decides it, and the help says how."""
     kwargs.setdefault("show_envvar", True)
-    field_name = names[0].lstrip("-").replace("-", "_")
+    field_name = names[0].split("/")[0].lstrip("-").replace("-", "_")   # --ui/--no-ui: ui
     if _DEFAULTS.get(field_name) is not None and not kwargs.get("is_flag"):
         kwargs.setdefault("default", _DEFAULTS[field_name])
     return click.option(*names, **kwargs)
@@ -172,6 +172,9 @@ SIZE = ByteSize()
               help="Seconds a request body may go without a new byte (408).")
 @option("--keep-alive-timeout", type=SECONDS,
               help="Seconds an idle keep-alive connection stays open; keep it above a load balancer's idle timeout.")
+@option("--ui/--no-ui", show_default=False,
+              help="Serve a chat page at / for trying the model in a browser (the page needs no key; it asks "
+                   "for one to talk to the model). With --no-ui, / answers 404.  [default: --ui]")
 @option("--dry-run", is_flag=True, help="Print the engine command and the rendered configs; start nothing.")
 @click.version_option(__version__, prog_name="llm-entry")
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)

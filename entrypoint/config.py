@@ -81,6 +81,7 @@ class Options:
     header_timeout: float = ClientLimits.header_timeout
     body_timeout: float = ClientLimits.body_timeout
     keep_alive_timeout: float = ClientLimits.keep_alive_timeout
+    ui: bool = True    # the chat page at / (entrypoint.inside.ui_page)
     dry_run: bool = False
 
 
@@ -132,6 +133,7 @@ class Config:
     client: ClientLimits = ClientLimits()   # what a client of the public port may send
     state_dir: Path | None = None     # --state-dir: the private redis-server's files
     engine_python: str | None = None   # --engine-python: the Python of the default engine command
+    ui: bool = True                   # the chat page at /
 
     @property
     def limits(self) -> LimitsPlan:
@@ -369,6 +371,7 @@ def build_config(
         demo=demo, dry_run=opts.dry_run,
         warnings=_warnings(opts, env, model_dir, demo, api_keys),
         gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url, client=client, state_dir=state_dir,
+        ui=opts.ui,
     )
 
 

@@ -105,6 +105,7 @@ def proxy_launch(config: Config, python: str, run_dir: Path) -> LaunchSpec:
         (names.LIMITS_PREFIX_VARIABLE, limits_prefix(config)),
         *(((names.QUOTAS_DURABLE_VARIABLE, "1"),) if config.limits.durable else ()),
         *config.client.to_environment(),
+        (names.UI_VARIABLE, "1" if config.ui else "0"),
     ))
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install everything the tests need into .venv, lint and type-check, and run every tier: unit,
 # integration (real supervisord + real LiteLLM + engine double), end-to-end
-# (real vLLM CPU build on the demo model), the quick benchmark run and the
-# container tier (the CPU image built and run as a restricted pod; its build
-# cache lives outside the clone, LLM_ENTRY_BUILD_CACHE).
+# (real vLLM CPU build on the demo model), browser (the page at / in headless
+# chromium), the quick benchmark run and the container tier (the CPU image
+# built and run as a restricted pod; its build cache lives outside the clone,
+# LLM_ENTRY_BUILD_CACHE).
 # This is the README's test command; CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"
     elif command -v sudo >/dev/null; then sudo "$@"
-    else echo "installing $* needs root or sudo: install redis-server podman buildah runc mmdebstrap with apt" >&2; return 1
+    else echo "installing $* needs root or sudo: install redis-server podman buildah runc mmdebstrap chromium chromium-driver with apt" >&2; return 1
     fi
 }
 # The package of each is named as the program; runc lives in /usr/sbin.
@@ -30,6 +31,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
         installed "$program" || { echo "$program is still missing after installing it with apt" >&2; exit 1; }
     done
 fi
+# Debian's chromium and chromedriver (package chromium-driver): the browser tier drives the page at / in them.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_browser() { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -o DPkg::Lock::Timeout=600 chromium chromium-driver; }
+    apt_browser || { as_root apt-get update && apt_browser; }
+    { command -v chromium && command -v chromedriver; } >/dev/null \
+        || { echo "chromium or chromedriver is still not on PATH after installing them" >&2; exit 1; }
+fi
 
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
@@ -42,7 +50,7 @@ bash scripts/install-cpu-engine.sh .venv/bin/python
 # LITELLM_LOCAL_MODEL_COST_MAP is set (LITELLM_OFFLINE_MODE alone does not stop it).
 LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true .venv/bin/python - <<'PY'
 import importlib
-for module in ("vllm", "litellm", "supervisor", "transformers", "openai", "kubernetes_validate", "entrypoint.cli"):
+for module in ("vllm", "litellm", "supervisor", "transformers", "openai", "kubernetes_validate", "selenium", "entrypoint.cli"):
     importlib.import_module(module)
 print("test dependencies import: ok")
 PY

@@ -6,6 +6,7 @@
 - tests/bench/: the benchmark command's quick mode.
 - tests/container/: the CPU image built and run with podman; the GPU image's
   install step checked with pip's resolver.
+- tests/browser/: the page at / in headless chromium, against the real llm-entry.
 
 The folder sets the marker, so `-m "not e2e and not bench"` selects by folder
 and a test cannot claim a tier it does not sit in."""
@@ -22,7 +23,7 @@ from harness import Entry
 from leftovers import SESSION_MARK, describe, kill, left_running
 from repo_paths import TESTS
 
-TIERS = ("unit", "integration", "e2e", "bench", "container")
+TIERS = ("unit", "integration", "e2e", "bench", "container", "browser")
 MARKED_TIERS = frozenset(TIERS) - {"unit"}
 # What a process still running when the session ends gets to finish exiting.
 LEFTOVER_GRACE = 15.0

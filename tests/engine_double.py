@@ -36,6 +36,9 @@ Environment (all optional):
   ENGINE_DOUBLE_WEDGE_FILE=F           while file F exists no token is generated: answers
                                          and streams in flight wait, /health stays 200
                                          (a lost node of a multi-node engine looks so)
+                                       A client that closes its connection mid-stream
+                                         (during the hold, or between two tokens) makes
+                                         the double say "aborted a stream after N tokens"
   ENGINE_DOUBLE_ECHO=1                 JSON answers of chat and completions carry
                                          "echo": the request's headers (the key shown
                                          only as "the engine's key" or "another key") and
@@ -591,24 +594,44 @@ class EngineHandler(BaseHTTPRequestHandler):
         interval = self.server.state.config.token_interval
         payloads = ((is_token, (b"event: %s\n" % chunk["type"].encode() if named else b"")
                      + b"data: " + dumps(chunk) + b"\n\n") for is_token, chunk in events)
+        sent = 0
         for is_token, payload in payloads:
             if is_token and interval > 0:
                 time.sleep(interval)
             if is_token:
                 self.server.state.wait_while_wedged()
-            self._write_event(payload, chunked)
+            if self._client_gone(0):
+                return self._aborted_stream(sent)
+            try:
+                self._write_event(payload, chunked)
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                return self._aborted_stream(sent)
             if is_token:
                 self.server.state.count(generated=1)
+            sent += is_token
             if hold and is_token:
                 hold = False
-                self.wfile.flush()
                 deadline = time.monotonic() + 120
                 while os.path.exists(self.server.state.config.hold_file) and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                    if self._client_gone(0.02):
+                        return self._aborted_stream(sent)
         if not named:
             self._write_event(b"data: [DONE]\n\n", chunked)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
+
+    def _client_gone(self, wait: float) -> bool:
+        """Whether the client closed its connection (vLLM notices it and aborts the request)."""
+        readable, _, _ = select.select([self.connection], [], [], wait)
+        try:
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+
+    def _aborted_stream(self, tokens_sent: int) -> None:
+        say(f"aborted a stream after {tokens_sent} tokens: the client closed the connection")
+        self.close_connection = True
 
     def _write_event(self, payload: bytes, chunked: bool) -> None:
         if chunked:
@@ -710,8 +733,7 @@ class EngineHandler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + 120
         say(f"holding {request_id}")
         while os.path.exists(self.server.state.config.hold_file) and time.monotonic() < deadline:
-            readable, _, _ = select.select([self.connection], [], [], 0.02)
-            if readable and not self.connection.recv(1, socket.MSG_PEEK):
+            if self._client_gone(0.02):
                 say(f"aborted {request_id}: the client closed the connection")
                 self.close_connection = True
                 return False

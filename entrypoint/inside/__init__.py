@@ -4,10 +4,10 @@ Import rules, tested by tests/unit/test_import_rules.py:
 - These import the standard library alone (and each other): `launch`,
   `engine_cli` (vLLM only inside main()), `engine_guard`, `names`, `client_limits`, `log_lines`, the keys file
   (`weak_keys`, `keys_file`, `keys_file_changes`), the key check
-  (`key_ring`, `refusals`) and `asgi`. `launch` runs first in every program
+  (`key_ring`, `refusals`), `asgi` and the page at / (`ui_page`). `launch` runs first in every program
   supervisord starts, `engine_guard` inside vLLM, which has none of
   llm-entry's dependencies; the keys file's modules are read by llm-entry too.
-- The proxy's other modules (`proxy_*`, `metrics_page`, `litellm_auth`) run
+- The proxy's other modules (`proxy_*`, `metrics_page`, `litellm_auth`, `own_key`) run
   in each LiteLLM worker: they may import what the proxy's interpreter has
   (LiteLLM, aiohttp, prometheus_client, limits, redis); `litellm_auth` and
   `proxy_imports` import LiteLLM itself only lazily, inside functions,

@@ -39,6 +39,10 @@ HEADER_TIMEOUT_VARIABLE = "LLM_ENTRY_HEADER_TIMEOUT"
 BODY_TIMEOUT_VARIABLE = "LLM_ENTRY_BODY_TIMEOUT"
 KEEP_ALIVE_TIMEOUT_VARIABLE = "LLM_ENTRY_KEEP_ALIVE_TIMEOUT"
 
+# -- the page at / (entrypoint.inside.ui_page) ------------------------------------
+# "1" or "0": llm-entry's --ui/--no-ui, set for the proxy (the option's own variable, always set).
+UI_VARIABLE = "LLM_ENTRY_UI"
+
 # -- shutdown ------------------------------------------------------------------
 # LiteLLM's variable: how long its workers drain after a SIGTERM.
 PROXY_DRAIN_VARIABLE = "GRACEFUL_SHUTDOWN_TIMEOUT"

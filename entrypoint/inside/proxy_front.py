@@ -4,9 +4,10 @@ what it used, before a request goes to the engine relay or to LiteLLM.
 Nothing gets past the front without a known key, except the open routes
 (OPEN_ROUTES: the health routes probes and load balancers call, and CORS
 preflights, which browsers send without a key and LiteLLM's CORS middleware
-answers itself). Who calls is decided from the headers alone, before a byte
-of the body is read: a request without a known key gets 401, and its body
-is never read (the answer closes the connection). Then:
+answers itself) and the page at / with its files (entrypoint.inside.ui_page,
+answered here; 404 with --no-ui). Who calls is decided from the headers
+alone, before a byte of the body is read: a request without a known key gets
+401, and its body is never read (the answer closes the connection). Then:
 
 - A body larger than --max-body-size gets 413 (on Content-Length, or as a
   chunked body streams in), one that stalls gets 408
@@ -15,6 +16,8 @@ is never read (the answer closes the connection). Then:
   (entrypoint.inside.relayed_routes: chat, completions, Responses, Anthropic's
   Messages, tokenize, pooling, audio, ...) is admitted by the key's limits
   (429 otherwise), relayed to the engine, and metered.
+- GET /llm-entry/key answers any known key about itself alone
+  (entrypoint.inside.own_key).
 - GET /metrics answers the master key with the whole container's metrics
   (entrypoint.inside.metrics_page): 403 for a key from the file.
 - A key from the file opens only the routes that reach the model
@@ -50,17 +53,20 @@ from entrypoint.inside.asgi import (
 )
 from entrypoint.inside.client_limits import BodyRefused, ClientLimits, has_body, read_body
 from entrypoint.inside.key_ring import Holder, KeyRing, KeySource, holder_in, key_headers
+from entrypoint.inside.own_key import OWN_KEY_ROUTE, own_key_answer
 from entrypoint.inside.proxy_limits import Limiter, Refusal
 from entrypoint.inside.proxy_quotas import quota_metrics_text
 from entrypoint.inside.proxy_relay import EngineRelay, RelaySettings
 from entrypoint.inside.proxy_usage import AnsweredRequest, Meter, Usage, UsageBook, ask_for_usage, requested_model
 from entrypoint.inside.refusals import MODEL_ROUTES_ONLY, NOT_ALLOWED_REASON, Refused, log_refusal
 from entrypoint.inside.relayed_routes import RELAYED_LABELS, relayed_route
+from entrypoint.inside.ui_page import PAGE_ROUTES, Page, ui_enabled
 
 METRICS_ROUTE = "/metrics"
 # What answers without a key: the health routes (no model call, no body read).
 OPEN_ROUTES = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
 OPEN_METHODS = frozenset({"GET", "HEAD"})
+ANONYMOUS_ROUTES = OPEN_ROUTES | PAGE_ROUTES
 METRICS_TIMEOUT = 5.0          # seconds the engine's /metrics may take
 NO_MODEL = "-"                 # the model label of a request the engine did not take
 OTHER_ROUTE = "other"          # the route label of a request to a path nothing served
@@ -80,6 +86,7 @@ class FrontSettings:
     # Which routes a key from the file opens (LiteLLM's list of its LLM API
     # routes, given by proxy_app); None: LiteLLM alone judges its routes.
     reaches_model: Callable[[str], bool] | None = None
+    ui: bool = True                # the page at / (--ui/--no-ui)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> FrontSettings:
@@ -88,7 +95,7 @@ class FrontSettings:
         return cls(environ.get(names.LIMITS_STORAGE_VARIABLE) or names.MEMORY_STORAGE,
                    environ.get(names.LIMITS_PREFIX_VARIABLE) or LIMITS_PREFIX,
                    path(names.METRICS_DIR_VARIABLE), path(names.OWN_METRICS_VARIABLE),
-                   ClientLimits.from_environment(environ))
+                   ClientLimits.from_environment(environ), ui=ui_enabled(environ))
 
 
 def too_many(refused: Refusal) -> Response:
@@ -136,6 +143,7 @@ class ProxyFront:
         # LiteLLM's CORS settings (see proxy_app), for the requests a browser sends:
         # the middleware wraps every chunk's send, so others go without it.
         self._for_browsers = wrap(self._serve_model_route) if wrap else self._serve_model_route
+        self.page = Page(settings.ui)
 
     @property
     def limiter(self) -> Limiter:
@@ -152,10 +160,12 @@ class ProxyFront:
             await self._serve_websocket(scope, receive, send)
         elif scope["type"] != "http":
             return                       # no other kind of scope is served
-        elif (scope["method"] in OPEN_METHODS and scope["path"] in OPEN_ROUTES) or is_preflight(scope):
+        elif (scope["method"] in OPEN_METHODS and scope["path"] in ANONYMOUS_ROUTES) or is_preflight(scope):
             if has_body(scope["headers"]):
                 await respond(send, *closing(error_response(
                     413, "This route takes no request body.", "invalid_request_error")))
+            elif scope["path"] in PAGE_ROUTES and not is_preflight(scope):
+                await respond(send, *self.page.answer(scope["method"], scope["path"], scope["headers"]))
             else:
                 await self.app(scope, receive, send)
         else:
@@ -169,6 +179,8 @@ class ProxyFront:
             scope[HOLDER], scope[ROUTE] = holder, route
             browser = any(name == b"origin" for name, _ in scope["headers"])
             await (self._for_browsers if browser else self._serve_model_route)(scope, receive, send)
+        elif scope["method"] == "GET" and scope["path"] == OWN_KEY_ROUTE:
+            await self._answer_unread(scope, send, await own_key_answer(holder, self.limiter))
         elif scope["method"] == "GET" and scope["path"] == METRICS_ROUTE:
             await self._serve_metrics(scope, send, holder)
         elif (holder.source is not KeySource.MASTER and self._reaches_model is not None
@@ -179,9 +191,9 @@ class ProxyFront:
 
     async def _refuse_key(self, scope: Message, send: Callable, refused: Refused) -> None:
         log_refusal(scope["method"], scope["path"], client_address(scope), refused.reason)
-        await self._refuse(scope, send, refused.answer().response())
+        await self._answer_unread(scope, send, refused.answer().response())
 
-    async def _refuse(self, scope: Message, send: Callable, response: Response) -> None:
+    async def _answer_unread(self, scope: Message, send: Callable, response: Response) -> None:
         """An answer before the body was read: it closes the connection when a
         body follows, and carries LiteLLM's CORS headers for a browser."""
         if has_body(scope["headers"]):
@@ -200,8 +212,8 @@ class ProxyFront:
         except BodyRefused as refused:
             log_refusal(scope["method"], scope["path"], client_address(scope),
                         f"body refused with {refused.status}")
-            await self._refuse(scope, send, closing(error_response(refused.status, refused.message,
-                                                                   "invalid_request_error")))
+            await self._answer_unread(scope, send, closing(error_response(refused.status, refused.message,
+                                                                          "invalid_request_error")))
             return None
 
     async def _serve_websocket(self, scope: Message, receive: Callable, send: Callable) -> None:

@@ -114,6 +114,21 @@ class Pass:
 
 ADMITTED = Pass()   # for holders without a max_parallel: nothing to give back
 
+
+@dataclass(frozen=True)
+class InUse:
+    """How much of one limit a key holds now, as the counters say (its own-key answer)."""
+
+    limit: str               # "rpm", "tpm" or "max_parallel"
+    allowed: int
+    used: int                # a window's count may pass `allowed` (refused requests, the last answer's tokens)
+    resets_in: int | None    # whole seconds until the window ends; None: no window open, or max_parallel
+
+    @property
+    def left(self) -> int:
+        return max(0, self.allowed - self.used)
+
+
 _TAKE_LEASE = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
@@ -133,6 +148,13 @@ local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local renewed = redis.call('ZADD', KEYS[1], 'XX', 'CH', t + tonumber(ARGV[1]), ARGV[2])
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
 return renewed
+"""
+
+# The leases a key holds now, by Redis's clock (the one the leases were written with).
+_COUNT_LEASES = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+return redis.call('ZCOUNT', KEYS[1], '(' .. t, '+inf')
 """
 
 
@@ -162,6 +184,9 @@ class LocalLeases:
             self._in_flight[name] -= 1
         return give_back
 
+    async def held(self, name: str) -> int:
+        return self._in_flight.get(name, 0)
+
 
 class RedisLeases:
     """max_parallel across workers and replicas: a sorted set of leases per key,
@@ -175,6 +200,7 @@ class RedisLeases:
                                              socket_connect_timeout=REDIS_TIMEOUT)
         self._take = self.client.register_script(_TAKE_LEASE)
         self._renew = self.client.register_script(_RENEW_LEASE)
+        self._count = self.client.register_script(_COUNT_LEASES)
         self._prefix = prefix
         self._lease_seconds = lease_seconds
         self._renew_every = renew_every
@@ -193,6 +219,9 @@ class RedisLeases:
                 logger.warning("could not give back a max_parallel place in Redis (%s): it expires "
                                "within %g s", type(error).__name__, self._lease_seconds)
         return give_back
+
+    async def held(self, name: str) -> int:
+        return int(await self._count(keys=[f"{self._prefix}/in-flight/{name}"]))
 
     async def _keep(self, key: str, lease: str) -> None:
         while True:
@@ -263,6 +292,22 @@ class Limiter:
             return []
         return await self._with_fallback(
             lambda counters: proxy_quotas.report(counters.quotas, counters.prefix, keys, self._clock()))
+
+    async def in_use(self, name: str, limits: KeyLimits) -> tuple[InUse, ...]:
+        """What the key has used of each of its limits now, read from the counters that enforce them."""
+        return await self._with_fallback(lambda counters: self._in_use(counters, name, limits))
+
+    async def _in_use(self, counters: Counters, name: str, limits: KeyLimits) -> tuple[InUse, ...]:
+        found = []
+        for limit, allowed in (("rpm", limits.rpm), ("tpm", limits.tpm)):
+            if allowed is not None:
+                key = _PerMinute(allowed, namespace=f"{counters.prefix}/{limit}").key_for(name)
+                used = await counters.windows.storage.get(key)
+                ends = await counters.windows.storage.get_expiry(key)   # epoch time, as the library keeps it
+                found.append(InUse(limit, allowed, used, max(1, math.ceil(ends - time.time())) if used else None))
+        if limits.max_parallel is not None:
+            found.append(InUse("max_parallel", limits.max_parallel, await counters.leases.held(name), None))
+        return tuple(found)
 
     async def _admit(self, counters: Counters, name: str, limits: KeyLimits) -> Pass | Refusal:
         headers: tuple[tuple[str, str], ...] = ()

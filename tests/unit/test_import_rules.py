@@ -14,7 +14,8 @@ from repo_paths import REPO
 
 INSIDE = REPO / "entrypoint" / "inside"
 STANDARD_LIBRARY_ONLY = ("launch", "engine_guard", "names", "client_limits", "log_lines", "weak_keys", "keys_file",
-                         "quota_periods", "keys_file_changes", "key_ring", "refusals", "asgi", "engine_cli")
+                         "quota_periods", "keys_file_changes", "key_ring", "refusals", "asgi", "engine_cli",
+                         "ui_page")
 # llm-entry's own modules that code inside may use: the error type alone.
 SHARED_WITH_THE_OUTSIDE = {"entrypoint.errors"}
 

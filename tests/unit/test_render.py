@@ -286,7 +286,7 @@ def test_the_proxy_learns_the_engines_address_and_no_key_from_its_launch_spec() 
                               "LLM_ENTRY_LIMITS_PREFIX": f"llm-entry/{CONFIG.served_model_name}",
                               "LLM_ENTRY_MAX_BODY_SIZE": "67108864", "LLM_ENTRY_MAX_HEADER_SIZE": "65536",
                               "LLM_ENTRY_HEADER_TIMEOUT": "15.0", "LLM_ENTRY_BODY_TIMEOUT": "30.0",
-                              "LLM_ENTRY_KEEP_ALIVE_TIMEOUT": "5.0"}
+                              "LLM_ENTRY_KEEP_ALIVE_TIMEOUT": "5.0", "LLM_ENTRY_UI": "1"}
     assert spec.unset == ()
 
 

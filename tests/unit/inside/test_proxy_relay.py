@@ -101,7 +101,7 @@ def relay_to_nowhere() -> tuple[ProxyFront, Inner]:
 
 
 OTHER_ROUTES = [("GET", "/v1/models"), ("POST", "/v1/images/generations"), ("GET", "/v1/chat/completions"),
-                ("POST", "/v1/chat/completions/"), ("POST", "/key/generate"), ("GET", "/"), ("GET", "/openapi.json"),
+                ("POST", "/v1/chat/completions/"), ("POST", "/key/generate"), ("POST", "/"), ("GET", "/openapi.json"),
                 ("GET", "/ui/"), ("GET", "/public/litellm_model_cost_map"), ("DELETE", "/v1/files/x"),
                 ("PUT", "/config/update"), ("GET", "/health")]
 
