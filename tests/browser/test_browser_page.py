@@ -22,7 +22,6 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
 
 from bench.procs import wait_for
 
@@ -114,8 +113,9 @@ def last_answer(driver: WebDriver) -> str:
 
 def use_key(driver: WebDriver, entry: Entry, key: str) -> None:
     hook(driver, "key").send_keys(key)
-    models = Select(driver.find_element(By.ID, "model"))
-    wait_for(lambda: [o.text for o in models.options] == [entry.served_model_name], 30,
+    # Read in one script: the page replaces the options while they load.
+    listed = "return Array.from(document.getElementById('model').options, option => option.text)"
+    wait_for(lambda: driver.execute_script(listed) == [entry.served_model_name], 30,
              "the page to list the served model from /v1/models")
 
 
