@@ -10,11 +10,13 @@ which the benchmarks use too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -217,6 +219,18 @@ class Entry:
         wait_for(lambda: not [p for p in self.seen if alive(p)], timeout,
                  "every process of the run to be gone")
         assert self.seen, "no process was recorded: the check would prove nothing"
+
+
+@contextlib.contextmanager
+def running(tmp: Path, **kwargs) -> Iterator[Entry]:
+    """An llm-entry started and ready; at the end everything it started is
+    stopped, whatever happened (for module-scoped fixtures)."""
+    entry = Entry(tmp, **kwargs).start()
+    try:
+        entry.wait_ready()
+        yield entry
+    finally:
+        entry.kill_everything()
 
 
 # -- a redis-server of the test's own --------------------------------------------

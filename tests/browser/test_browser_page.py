@@ -25,7 +25,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from bench.procs import wait_for
 
-from harness import WRONG_KEY, Entry
+from harness import WRONG_KEY, Entry, running
 from repo_paths import REPO
 
 ARTEFACTS = Path(os.environ.get("LLM_ENTRY_TEST_ARTEFACTS") or REPO / "test-artefacts") / "browser"
@@ -53,15 +53,11 @@ def entry(tmp_path_factory) -> Iterator[Entry]:
     keys = tmp / "keys"
     keys.write_text(f"{TEAM_KEY} name=team rpm=100 tpm=200000 max_parallel=4\n{LIMITED_KEY} name=limited rpm=1\n")
     hold = tmp / "hold"
-    entry = Entry(tmp, args=["--api-keys-file", str(keys)], env={
-        "ENGINE_DOUBLE_TOKENS": str(TOKENS), "ENGINE_DOUBLE_TOKEN_INTERVAL": str(TOKEN_INTERVAL),
-        "ENGINE_DOUBLE_HOLD_FILE": str(hold)}).start()
-    entry.hold = hold
-    try:
-        entry.wait_ready()
+    with running(tmp, args=["--api-keys-file", str(keys)], env={
+            "ENGINE_DOUBLE_TOKENS": str(TOKENS), "ENGINE_DOUBLE_TOKEN_INTERVAL": str(TOKEN_INTERVAL),
+            "ENGINE_DOUBLE_HOLD_FILE": str(hold)}) as entry:
+        entry.hold = hold
         yield entry
-    finally:
-        entry.kill_everything()
 
 
 @pytest.fixture(scope="module")

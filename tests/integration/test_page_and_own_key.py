@@ -18,7 +18,7 @@ import requests
 
 from bench.procs import wait_for
 
-from harness import MASTER_KEY, WRONG_KEY, Entry
+from harness import MASTER_KEY, WRONG_KEY, Entry, running
 
 TEAM_KEY = "sk-team-" + secrets.token_hex(16)
 OTHER_KEY = "sk-other-" + secrets.token_hex(16)
@@ -33,24 +33,16 @@ def entry(tmp_path_factory) -> Iterator[Entry]:
     keys = tmp / "keys"
     keys.write_text(f"{TEAM_KEY} name=team rpm=10 tpm=1000 max_parallel=2\n{OTHER_KEY} name=other rpm=7\n")
     hold = tmp / "hold"
-    entry = Entry(tmp, args=["--api-keys-file", str(keys), "--proxy-workers", "2"],
-                  env={"ENGINE_DOUBLE_HOLD_FILE": str(hold)}).start()
-    entry.hold = hold
-    try:
-        entry.wait_ready()
+    with running(tmp, args=["--api-keys-file", str(keys), "--proxy-workers", "2"],
+                 env={"ENGINE_DOUBLE_HOLD_FILE": str(hold)}) as entry:
+        entry.hold = hold
         yield entry
-    finally:
-        entry.kill_everything()
 
 
 @pytest.fixture(scope="module")
 def without_ui(tmp_path_factory) -> Iterator[Entry]:
-    entry = Entry(tmp_path_factory.mktemp("no-ui"), env={"LLM_ENTRY_UI": "0"}).start()
-    try:
-        entry.wait_ready()
+    with running(tmp_path_factory.mktemp("no-ui"), env={"LLM_ENTRY_UI": "0"}) as entry:
         yield entry
-    finally:
-        entry.kill_everything()
 
 
 def get(entry: Entry, path: str, key: str | None = None, **headers: str) -> requests.Response:
