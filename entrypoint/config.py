@@ -368,10 +368,9 @@ def build_config(
         engine_env=engine_env(env, visible == 0, demo, total_memory), proxy_workers=workers.workers,
         proxy_workers_reason=workers.reason, timing=timing, engine_restart=opts.engine_restart,
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,
-        demo=demo, dry_run=opts.dry_run,
+        demo=demo, dry_run=opts.dry_run, ui=opts.ui,
         warnings=_warnings(opts, env, model_dir, demo, api_keys),
         gpus_reason=describe_gpus(node, visible, env), redis_url=redis_url, client=client, state_dir=state_dir,
-        ui=opts.ui,
     )
 
 

@@ -15,8 +15,9 @@ like need its database.
      "quotas": []}
 
 `limits` holds null for a limit the key does not have; `usage` one entry per
-limit it has; `quotas` is where longer-term allowances will be listed, in the
-same shape as `usage`.
+limit it has; `quotas` one per token quota (entrypoint.inside.proxy_quotas),
+in the same shape with its `period` ("day", "month", ...), read from the
+quota's own counter.
 
 Import rules: those of proxy_limits (standard library, `limits`, redis-py).
 """
@@ -30,12 +31,16 @@ from entrypoint.inside.asgi import Response
 from entrypoint.inside.key_ring import Holder
 from entrypoint.inside.keys_file import LIMIT_FIELDS
 from entrypoint.inside.proxy_limits import InUse, Limiter
+from entrypoint.inside.proxy_quotas import QUOTA_LIMIT
 
 OWN_KEY_ROUTE = "/llm-entry/key"
 
 
 def in_use_entry(found: InUse) -> dict:
-    return {**dataclasses.asdict(found), "left": found.left}
+    entry = {**dataclasses.asdict(found), "left": found.left}
+    if found.period is None:
+        del entry["period"]
+    return entry
 
 
 def own_key_body(holder: Holder, in_use: tuple[InUse, ...]) -> dict:
@@ -43,8 +48,8 @@ def own_key_body(holder: Holder, in_use: tuple[InUse, ...]) -> dict:
         "name": holder.name,
         "source": holder.source.value,
         "limits": {field: getattr(holder.limits, field) for field in LIMIT_FIELDS},
-        "usage": [in_use_entry(found) for found in in_use],
-        "quotas": [],
+        "usage": [in_use_entry(found) for found in in_use if found.limit != QUOTA_LIMIT],
+        "quotas": [in_use_entry(found) for found in in_use if found.limit == QUOTA_LIMIT],
     }
 
 

@@ -123,6 +123,7 @@ class InUse:
     allowed: int
     used: int                # a window's count may pass `allowed` (refused requests, the last answer's tokens)
     resets_in: int | None    # whole seconds until the window ends; None: no window open, or max_parallel
+    period: str | None = None   # a quota's period ("day", "month", ...)
 
     @property
     def left(self) -> int:
@@ -307,6 +308,11 @@ class Limiter:
                 found.append(InUse(limit, allowed, used, max(1, math.ceil(ends - time.time())) if used else None))
         if limits.max_parallel is not None:
             found.append(InUse("max_parallel", limits.max_parallel, await counters.leases.held(name), None))
+        if limits.quotas:
+            now = self._clock()
+            for state in await proxy_quotas.states(counters.quotas, counters.prefix, name, limits.quotas, now):
+                found.append(InUse(QUOTA_LIMIT, state.quota.tokens, state.used, state.span.seconds_left(now),
+                                   state.quota.period))
         return tuple(found)
 
     async def _admit(self, counters: Counters, name: str, limits: KeyLimits) -> Pass | Refusal:

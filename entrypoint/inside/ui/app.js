@@ -98,11 +98,11 @@ function showKeyInfo(info) {
   const list = document.createElement("dl");
   const uses = info.usage.concat(info.quotas || []);
   for (const use of uses) {
-    row(list, LIMIT_NAMES[use.limit] || use.limit,
+    row(list, use.period ? "Tokens / " + use.period : LIMIT_NAMES[use.limit] || use.limit,
         use.left.toLocaleString() + " / " + use.allowed.toLocaleString() + " left");
   }
   if (uses.length === 0) row(list, "Limits", "none");
-  const resets = Math.max(0, ...uses.map((use) => use.resets_in || 0));
+  const resets = Math.max(0, ...info.usage.map((use) => use.resets_in || 0));
   const note = document.createElement("p");
   note.className = "note";
   note.textContent = resets ? "This minute ends in " + resets + " s." : "";

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.inside.key_ring import MASTER_HOLDER, Holder, KeySource
-from entrypoint.inside.keys_file import KeyLimits
+from entrypoint.inside.keys_file import KeyLimits, Quota
 from entrypoint.inside.own_key import own_key_answer, own_key_body
 from entrypoint.inside.proxy_limits import InUse, Limiter, Pass
 
@@ -86,3 +86,18 @@ def test_the_master_key_is_told_it_has_no_limits() -> None:
     assert status == 200 and (b"cache-control", b"no-store") in headers
     assert json.loads(body) == {"name": "master", "source": "master key",
                                 "limits": {"rpm": None, "tpm": None, "max_parallel": None}, "usage": [], "quotas": []}
+
+
+def test_a_keys_quotas_are_listed_with_their_period_from_the_quotas_counters(storage) -> None:
+    limits = KeyLimits(rpm=5, quotas=(Quota(1000, "day"), Quota(20000, "month")))
+
+    async def go() -> dict:
+        limiter = Limiter(storage, "llm-entry/test")
+        await limiter.admit("team-q", limits)
+        await limiter.charge("team-q", limits, 42)
+        return own_key_body(Holder(KeySource.KEYS_FILE, "team-q", limits), await limiter.in_use("team-q", limits))
+    body = asyncio.run(go())
+    assert [use["limit"] for use in body["usage"]] == ["rpm"] and "period" not in body["usage"][0]
+    assert [(q["limit"], q["period"], q["allowed"], q["used"], q["left"]) for q in body["quotas"]] == [
+        ("quota", "day", 1000, 42, 958), ("quota", "month", 20000, 42, 19958)]
+    assert all(0 < q["resets_in"] <= 31 * 86400 for q in body["quotas"])
