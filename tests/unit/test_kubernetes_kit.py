@@ -1,11 +1,13 @@
 """deploy/kubernetes/: every manifest validates (kubernetes-validate --strict,
-the newest and an older Kubernetes; the ServiceMonitor against its CRD kept in
-the repository), the overlays and examples validate as kustomize renders them,
-and the figures tied to llm-entry's code agree with it."""
+the newest and an older Kubernetes; the ServiceMonitor and the LeaderWorkerSet
+against their CRDs kept in schemas/), the overlays and examples validate as
+kustomize renders them, and the figures tied to llm-entry's code agree with it
+(the multi-node example's own: test_kubernetes_multi_node.py)."""
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -33,8 +35,11 @@ def manifests() -> list[Path]:
                   if SCHEMAS not in path.parents and documents(path)[0]["kind"] not in KUSTOMIZE)
 
 
+@functools.cache
 def crd_schemas() -> dict[tuple[str, str], dict]:
-    """(apiVersion, kind) -> the openAPIV3Schema of each CRD kept in schemas/."""
+    """(apiVersion, kind) -> the openAPIV3Schema of each CRD kept in schemas/
+    (read once: the LeaderWorkerSet CRD alone takes seconds to parse; callers
+    must not change what it returns)."""
     found = {}
     for path in SCHEMAS.glob("*.yaml"):
         for crd in documents(path):
@@ -63,12 +68,29 @@ def strict(schema: dict) -> dict:
     return schema
 
 
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator | None:
+    """A strict validator of everything but apiVersion, kind and metadata, for
+    a resource with a CRD in schemas/ (None without one). Built once: checking
+    the LeaderWorkerSet CRD's schema itself takes seconds."""
+    custom = crd_schemas().get((api_version, kind))
+    if custom is None:
+        return None
+    closed = strict(custom)
+    schema = {**closed, "properties": {k: v for k, v in closed["properties"].items()
+                                       if k not in ("apiVersion", "kind", "metadata")}}
+    checker = jsonschema.validators.validator_for(schema)
+    checker.check_schema(schema)
+    return checker(schema)
+
+
 def validate(resource: dict, version: str) -> None:
-    custom = crd_schemas().get((resource["apiVersion"], resource["kind"]))
+    custom = crd_validator(resource["apiVersion"], resource["kind"])
     if custom is not None:
-        jsonschema.validate({k: v for k, v in resource.items() if k not in ("apiVersion", "kind", "metadata")},
-                            {**strict(custom), "properties": {k: v for k, v in strict(custom)["properties"].items()
-                                                              if k not in ("apiVersion", "kind", "metadata")}})
+        error = jsonschema.exceptions.best_match(
+            custom.iter_errors({k: v for k, v in resource.items() if k not in ("apiVersion", "kind", "metadata")}))
+        if error is not None:
+            raise error
         return
     try:
         kubernetes_validate.validate(resource, version, strict=True)
@@ -104,6 +126,17 @@ def render(folder: Path) -> list[dict]:
     return resources
 
 
+def pod_templates(resource: dict) -> list[dict]:
+    """The pod templates a resource creates pods from: a Deployment's, a
+    LeaderWorkerSet's leader and worker templates."""
+    if resource["kind"] == "Deployment":
+        return [resource["spec"]["template"]]
+    if resource["kind"] == "LeaderWorkerSet":
+        group = resource["spec"]["leaderWorkerTemplate"]
+        return [group["leaderTemplate"], group["workerTemplate"]]
+    return []
+
+
 def containers(resources: list[dict]) -> list[dict]:
     return [c for r in resources if r["kind"] == "Deployment" for c in r["spec"]["template"]["spec"]["containers"]]
 
@@ -136,7 +169,7 @@ def test_every_manifest_validates_strictly(path, version):
         validate(resource, version)
 
 
-RENDERED = [KIT, KIT / "overlays" / "cpu", KIT / "examples" / "shared-redis"]
+RENDERED = [KIT, KIT / "overlays" / "cpu", KIT / "examples" / "shared-redis", KIT / "examples" / "multi-node"]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -201,10 +234,9 @@ def test_the_port_is_llm_entrys_default():
 
 @pytest.mark.parametrize("folder", RENDERED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_pod_is_restricted(folder):
-    for resource in render(folder):
-        if resource["kind"] != "Deployment":
-            continue
-        pod = resource["spec"]["template"]["spec"]
+    pods = [template["spec"] for resource in render(folder) for template in pod_templates(resource)]
+    assert pods, f"{folder}: no pod templates"
+    for pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["enableServiceLinks"] is False and pod["automountServiceAccountToken"] is False
