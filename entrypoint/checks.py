@@ -10,6 +10,7 @@ start it belongs to, so the monitor can ignore results from before a restart.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,38 @@ def engine_check(port: int, internal_key: Secret, served_model_name: str) -> Che
         if response.status_code != 200:
             return False, f"/health answered {response.status_code}"
         return proof.prove(session, deadline)
+
+    return check
+
+
+def headless_engine_check() -> Check:
+    """A worker's engine serves no HTTP: while it runs (the monitor checks that
+    first) it counts as up, and its exit ends the run. Whether the group still
+    generates is proven at the leader (engine_proof), which sees a lost worker."""
+
+    def check(session: requests.Session, deadline: float) -> tuple[bool, str]:
+        return True, "runs headless (no HTTP to check); its exit is watched"
+
+    return check
+
+
+def leader_check(host: str, port: int, leader: str, clock: Callable[[], float] = time.monotonic) -> Check:
+    """A worker's view of its leader: a TCP connection to the rendezvous port,
+    opened and closed within the deadline. The port listens from the moment
+    the leader's engine starts its group until that engine is gone (vLLM's
+    torch.distributed store, which takes a bare connection in its stride:
+    measured here), so a refused connection means the leader is not there."""
+
+    def check(session: requests.Session, deadline: float) -> tuple[bool, str]:
+        try:
+            with socket.create_connection((host, port), timeout=time_left(deadline, clock)):
+                pass
+        except TimeoutError:
+            return False, f"{leader} does not answer: connect timed out"
+        except OSError as error:
+            why = "connection refused" if isinstance(error, ConnectionRefusedError) else (error.strerror or str(error))
+            return False, f"{leader} does not answer: {why}"
+        return True, f"{leader} answers"
 
     return check
 

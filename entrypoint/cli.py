@@ -21,6 +21,7 @@ from .engine_options import ENGINE_CLI_MODULE
 from .errors import EXIT_BAD_CONFIG, EntryError
 from .gpus import query_node_gpus
 from .inside.client_limits import parse_size, spell_size
+from .node_group import NODE_PARALLELISMS
 from .render import dry_run_text
 
 PATH = click.Path(path_type=Path)
@@ -175,6 +176,19 @@ SIZE = ByteSize()
 @option("--ui/--no-ui", show_default=False,
               help="Serve a chat page at / for trying the model in a browser (the page needs no key; it asks "
                    "for one to talk to the model). With --no-ui, / answers 404.  [default: --ui]")
+@option("--nodes", type=click.INT,
+              help="Nodes one model spans, one llm-entry each (vLLM's multi-node mode, no Ray); 1 is a single "
+                   "node.  [default: LWS_GROUP_SIZE, else 1]")
+@option("--node-rank", type=click.INT,
+              help="This node's rank in the group: 0 is the leader (engine, proxy, probes), 1 and up are "
+                   "workers (engine headless, no proxy).  [default: LWS_WORKER_INDEX, else 0]")
+@option("--leader-address",
+              help="Address at which every node of the group reaches the leader.  [default: LWS_LEADER_ADDRESS]")
+@option("--rendezvous-port", type=click.INT,
+              help="The leader's port where the workers' engines join the group (vLLM's --master-port).")
+@option("--node-parallelism", type=click.Choice(NODE_PARALLELISMS),
+              help="How the model is split across nodes: pipeline (a stage per node, tensor parallel within "
+                   "each) or tensor (tensor parallel over every GPU of the group).")
 @option("--dry-run", is_flag=True, help="Print the engine command and the rendered configs; start nothing.")
 @click.version_option(__version__, prog_name="llm-entry")
 @click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)

@@ -28,9 +28,10 @@ from .gpus import NodeGpus, describe_gpus, visible_gpu_count
 from .inside import names
 from .inside.client_limits import KIB, ClientLimits, spell_size
 from .inside.keys_file import KeyEntry
-from .keys import Secret, check_keys_file, resolve_master_key
+from .keys import Secret, check_keys_file, new_internal_key, resolve_master_key
 from .limiter_store import LimitsPlan, RedisUrl, check_redis_url, plan_limits, quota_needs_a_store
-from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts
+from .node_group import DEFAULT_RENDEZVOUS_PORT, NodeGroup, plan_node_group
+from .parallel import HeadCounts, ParallelPlan, choose_tensor_parallel, load_head_counts, spread_over_nodes
 from .workers import choose_proxy_workers, read_usable_cpus
 
 WORKSPACE_PORT = 8080
@@ -82,6 +83,11 @@ class Options:
     body_timeout: float = ClientLimits.body_timeout
     keep_alive_timeout: float = ClientLimits.keep_alive_timeout
     ui: bool = True    # the chat page at / (entrypoint.inside.ui_page)
+    nodes: int | None = None            # None: LWS_GROUP_SIZE, else 1 (entrypoint.node_group)
+    node_rank: int | None = None        # None: LWS_WORKER_INDEX, else 0
+    leader_address: str | None = None   # None: LWS_LEADER_ADDRESS
+    rendezvous_port: int = DEFAULT_RENDEZVOUS_PORT
+    node_parallelism: str = "pipeline"
     dry_run: bool = False
 
 
@@ -134,6 +140,7 @@ class Config:
     state_dir: Path | None = None     # --state-dir: the private redis-server's files
     engine_python: str | None = None   # --engine-python: the Python of the default engine command
     ui: bool = True                   # the chat page at /
+    group: NodeGroup = NodeGroup()    # this node's place in a multi-node group; one node by default
 
     @property
     def limits(self) -> LimitsPlan:
@@ -302,6 +309,16 @@ def _check_numbers(opts: Options, port: int) -> None:
                          f"use one of {', '.join(RESTART_POLICIES)}.")
 
 
+def _node_group(opts: Options, env: Mapping[str, str]) -> NodeGroup:
+    group = plan_node_group(opts.nodes, opts.node_rank, opts.leader_address, opts.rendezvous_port,
+                            opts.node_parallelism, env)
+    if group.multi_node and opts.engine_restart != "never":
+        raise EntryError(f"--engine-restart {opts.engine_restart} cannot restart one node of a group of "
+                         f"{group.nodes}: the others' engines belong to the old group. Leave it at never; "
+                         "the node exits and its LeaderWorkerSet (RecreateGroupOnPodRestart) restarts the group.")
+    return group
+
+
 # Below these a request head or body cannot carry an ordinary request.
 MIN_HEADER_SIZE = 8 * KIB
 MIN_BODY_SIZE = 1 * KIB
@@ -322,14 +339,26 @@ def client_limits(opts: Options) -> ClientLimits:
 
 
 def _parallel_plan(opts: Options, env: Mapping[str, str], node: NodeGpus, model_dir: Path | None,
-                   demo: bool) -> tuple[int, ParallelPlan]:
+                   demo: bool, group: NodeGroup) -> tuple[int, ParallelPlan]:
     visible = visible_gpu_count(env, node.count)
     heads: HeadCounts | None
     if demo:
         heads = HeadCounts(demo_recipe.NUM_HEADS, demo_recipe.NUM_KV_HEADS)
     else:
         heads = load_head_counts(model_dir) if model_dir is not None else None
-    return visible, choose_tensor_parallel(visible, heads, opts.tensor_parallel_size)
+    plan = choose_tensor_parallel(visible, heads, opts.tensor_parallel_size)
+    if not group.multi_node:
+        return visible, plan
+    return visible, spread_over_nodes(plan, heads, group.nodes, group.parallelism)
+
+
+def _master_key(opts: Options, env: Mapping[str, str], group: NodeGroup) -> Secret:
+    """The key clients must present. A worker serves nothing, so it needs none
+    (one given is still checked): a random one stands in, used by nothing."""
+    if group.is_worker and not opts.master_key and opts.master_key_file is None:
+        return new_internal_key()
+    return resolve_master_key(opts.master_key, opts.master_key_file, opts.master_key_on_command_line,
+                              master_key_source(opts, env))
 
 
 def build_config(
@@ -341,8 +370,8 @@ def build_config(
 ) -> Config:
     """Validate everything the user gave; raise EntryError on the first problem."""
     model, model_dir, demo = resolve_model(opts.model, opts.cache_dir, env)
-    master_key = resolve_master_key(opts.master_key, opts.master_key_file, opts.master_key_on_command_line,
-                                    master_key_source(opts, env))
+    group = _node_group(opts, env)
+    master_key = _master_key(opts, env, group)
     # Read now: a missing file or a bad line fails here, not in the proxy.
     api_keys = check_keys_file(opts.api_keys_file) if opts.api_keys_file is not None else ()
     port = default_port(env) if opts.port is None else opts.port
@@ -352,19 +381,19 @@ def build_config(
     timing = _timing(opts, env)
     client = client_limits(opts)
     node = query_node_gpus()
-    visible, plan = _parallel_plan(opts, env, node, model_dir, demo)
+    visible, plan = _parallel_plan(opts, env, node, model_dir, demo, group)
     workers = choose_proxy_workers(opts.proxy_workers, usable_cpus(), visible)
     served = opts.served_model_name or (
         demo_model.DEMO_MODEL_NAME if demo else (model_dir.name if model_dir is not None else model)
     )
     return Config(
         model=model, model_dir=model_dir, served_model_name=served, master_key=master_key,
-        api_keys_file=opts.api_keys_file, api_keys=api_keys,
+        api_keys_file=opts.api_keys_file, api_keys=api_keys, group=group,
         host=opts.host, port=port, engine_port=opts.engine_port,
         probe_dir=opts.probe_dir, gpus=node, visible_gpus=visible, parallel=plan,
         max_model_len=opts.max_model_len, gpu_memory_utilization=opts.gpu_memory_utilization,
         engine_cmd=engine_cmd(opts.engine_cmd, opts.engine_python), engine_python=opts.engine_python,
-        engine_args=(demo_args(opts.max_model_len) if demo else ()) + passed_through,
+        engine_args=(demo_args(opts.max_model_len, group.multi_node) if demo else ()) + passed_through,
         engine_env=engine_env(env, visible == 0, demo, total_memory), proxy_workers=workers.workers,
         proxy_workers_reason=workers.reason, timing=timing, engine_restart=opts.engine_restart,
         max_restarts=opts.max_restarts, restart_window=opts.restart_window,

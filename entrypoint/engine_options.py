@@ -33,8 +33,13 @@ MANAGED_FLAGS: dict[str, str] = {
     "--model": "use llm-entry's --model",
     "--served-model-name": "use llm-entry's --served-model-name",
     "--tensor-parallel-size": "use llm-entry's --tensor-parallel-size, which is checked against the GPUs and heads",
+    "--nnodes": "use llm-entry's --nodes",
+    "--node-rank": "use llm-entry's --node-rank",
+    "--master-addr": "use llm-entry's --leader-address",
+    "--master-port": "use llm-entry's --rendezvous-port",
+    "--headless": "llm-entry runs every node of rank 1 and up headless; set --node-rank",
 }
-SHORT_FLAGS = {"-tp": "--tensor-parallel-size"}
+SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-n": "--nnodes", "-r": "--node-rank"}
 
 
 def default_cache_dir() -> Path:
@@ -221,9 +226,17 @@ def config_file_keys(path: str) -> list[str]:
     return [str(key) for key in config]
 
 
-def demo_args(max_model_len: int | None) -> tuple[str, ...]:
-    """The demo's engine arguments, without its --max-model-len when the user chose one."""
+def demo_args(max_model_len: int | None, multi_node: bool = False) -> tuple[str, ...]:
+    """The demo's engine arguments, without its --max-model-len when the user
+    chose one, and without --enforce-eager across nodes: vLLM 0.32's CPU
+    worker of a later pipeline stage makes its buffer for the previous stage's
+    activations only in the compile warm-up that --enforce-eager skips, and
+    then fails its first request (AssertionError in
+    sync_and_gather_intermediate_tensors; measured here, both nodes on one
+    machine). Compiling costs about 30 s of the start."""
     args = list(demo_model.DEMO_ENGINE_ARGS)
+    if multi_node and "--enforce-eager" in args:
+        args.remove("--enforce-eager")
     if max_model_len is not None and "--max-model-len" in args:
         at = args.index("--max-model-len")
         del args[at:at + 2]

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 
 from .config import Timing
 from .errors import EXIT_HUNG, EXIT_STARTUP_TIMEOUT
+from .node_group import LEADER
+
+# What a long silence means, by who is silent: a program that stops answering
+# looks hung; a worker's leader that stops answering is gone.
+SILENCE_MEANS = {LEADER: "it is gone, and a worker cannot serve without it"}
 
 
 @dataclass
@@ -65,7 +70,7 @@ def assess(vitals: Vitals, now: float, timing: Timing) -> Verdict:
     if silent > timing.hang_timeout:
         return fatal(vitals, "not answering", EXIT_HUNG,
                      f"has not passed a check for {silent:.0f} s (--hang-timeout {timing.hang_timeout:g} s): "
-                     "it looks hung")
+                     + SILENCE_MEANS.get(vitals.name, "it looks hung"))
     failures, detail = vitals.failures_at(now, timing.check_timeout)
     if failures >= timing.unready_after:
         return Verdict(False, f"{vitals.name} failing checks ({failures} in a row): {detail}")

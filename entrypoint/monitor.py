@@ -22,7 +22,8 @@ from .config import Config
 from .errors import EXIT_HUNG, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_SUPERVISOR_FAILED, EntryError
 from .health import Verdict, combine
 from .host import Host
-from .inside.names import LIMITER
+from .inside.names import ENGINE, LIMITER
+from .node_group import LEADER
 from .outcome import Failure, Outcome
 from .processes import describe_wait_status
 from .readiness import Readiness
@@ -100,15 +101,20 @@ class Monitor:
         if program.restart_pending_since is not None:
             return self.restart_policy.restarts.advance(program)
         if state is None:
+            if program.name == LEADER:   # another node: always there to be checked
+                self._follow_checks(program, alive=True)
             return None
         if state.alive:
             program.pgids.add(state.pid)
         elif state.state in EXITED_STATES:
             return self.restart_policy.decide(program, state)
+        self._follow_checks(program, state.alive)
+        return None
+
+    def _follow_checks(self, program: Program, alive: bool) -> None:
         checker = self.checkers.get(program.name)
         if checker is not None:
-            checker.follow(program.generation, state.alive)
-        return None
+            checker.follow(program.generation, alive)
 
     # -- supervisord's silence -------------------------------------------------
     def _supervisor_answers(self) -> None:
@@ -150,7 +156,9 @@ class Monitor:
 
     def _show(self, verdict: Verdict) -> Outcome | None:
         if verdict.fatal:
-            hung = (verdict.program,) if verdict.exit_code == EXIT_HUNG and verdict.program else ()
+            # A worker's engine without its leader has nothing to drain.
+            program = ENGINE if verdict.program == LEADER else verdict.program
+            hung: tuple[str, ...] = (program,) if verdict.exit_code == EXIT_HUNG and program else ()
             return self._fail(Failure(verdict.exit_code, verdict.fatal, kill_at_once=hung))
         self.readiness.show(verdict, self.host.clock())
         return None

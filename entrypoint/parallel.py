@@ -24,6 +24,7 @@ class HeadCounts:
 class ParallelPlan:
     tensor_parallel_size: int
     reason: str   # one line for the log: how the size was chosen
+    pipeline_parallel_size: int = 1   # more than 1 only across nodes (entrypoint.node_group)
 
 
 def read_head_counts(config: dict) -> HeadCounts | None:
@@ -104,3 +105,21 @@ def _check_requested(gpus: int, heads: HeadCounts | None, size: int) -> Parallel
             f"attention heads and {heads.kv} KV heads: use one of {valid} or leave it out."
         )
     return ParallelPlan(size, f"{_describe(gpus, heads)}: tensor parallel {size} (requested)")
+
+
+def spread_over_nodes(per_node: ParallelPlan, heads: HeadCounts | None, nodes: int, parallelism: str) -> ParallelPlan:
+    """The group's plan from one node's: a pipeline stage per node, or tensor
+    parallelism over every GPU of the group, which the heads must allow."""
+    tensor = per_node.tensor_parallel_size
+    if parallelism == "tensor":
+        tensor *= nodes
+        if heads is not None and not is_valid_size(tensor, heads):
+            raise EntryError(
+                f"--node-parallelism tensor splits the model {tensor} ways ({per_node.tensor_parallel_size} "
+                f"a node x {nodes} nodes), which a model with {heads.attention} attention heads and {heads.kv} "
+                "KV heads does not allow: use --node-parallelism pipeline, or a smaller --tensor-parallel-size."
+            )
+        return ParallelPlan(tensor, f"{per_node.reason}; x {nodes} nodes: tensor parallel {tensor} "
+                                    "across the group (requested)")
+    return ParallelPlan(tensor, f"{per_node.reason} (each node); pipeline parallel {nodes}, one stage a node",
+                        pipeline_parallel_size=nodes)

@@ -11,12 +11,19 @@ import sys
 from . import limiter_store, ports
 from .config import Config
 from .errors import EntryError
+from .inside.names import LIMITER
+from .render import supervised_programs
 
 
 def preflight(config: Config) -> None:
     """Everything that can be wrong with the input, checked before any start."""
-    ports.check_free(config.host, config.port, "--port")
-    ports.check_free("127.0.0.1", config.engine_port, "--engine-port")
+    group = config.group
+    if not group.is_worker:   # a worker listens on neither
+        ports.check_free(config.host, config.port, "--port")
+        ports.check_free("127.0.0.1", config.engine_port, "--engine-port")
+    if group.multi_node and not group.is_worker:
+        # Where every worker joins the group; vLLM would fail after loading otherwise.
+        ports.check_free("0.0.0.0", group.rendezvous_port, "--rendezvous-port")
     if not shutil.which(config.engine_cmd[0]):
         raise EntryError(
             f"engine command {config.engine_cmd[0]!r} was not found: install vLLM "
@@ -28,7 +35,7 @@ def preflight(config: Config) -> None:
             "pip install 'llm-entry[gpu]' (CUDA) or scripts/install-cpu-engine.sh (CPU), "
             "or point --engine-cmd at another engine."
         )
-    if config.limits.private and not shutil.which("redis-server"):
+    if LIMITER in supervised_programs(config) and not shutil.which("redis-server"):
         raise EntryError(limiter_store.missing_redis_server(config.proxy_workers))
     if config.limits.state_dir is not None:
         limiter_store.check_state_dir(config.limits.state_dir)

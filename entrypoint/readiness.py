@@ -15,6 +15,10 @@ PROGRESS_EVERY = 10.0
 
 def ready_line(config: Config, after: float) -> str:
     """The line that says the container serves, and to whom."""
+    group = config.group
+    if group.is_worker:
+        return (f"ready in {after:.1f} s: node rank {group.rank} of {group.nodes} runs its part of model "
+                f"{config.served_model_name!r} for {group.leader}, which serves it")
     holders = "holders of the master key"
     if config.api_keys_file is not None:
         holders += f" or of a key in --api-keys-file {config.api_keys_file}"

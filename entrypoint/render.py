@@ -24,6 +24,7 @@ AUTH_MODULE = "llm_entry_auth"
 LITELLM_CONFIG = "litellm.yaml"
 SUPERVISORD_CONFIG = "supervisord.conf"
 SUPERVISORD_LIMITER = "supervisord-limiter.conf"
+SUPERVISORD_PROXY = "supervisord-proxy.conf"
 REDIS_CONFIG = "redis.conf"
 PROXY_LOGGING = "proxy-logging.json"
 ENGINE_LAUNCH = "engine.launch.json"
@@ -50,26 +51,45 @@ def template(name: str) -> Template:
 
 
 def engine_command(config: Config) -> list[str]:
-    """The vLLM command line. No key is on it: vLLM reads VLLM_API_KEY."""
-    args = [
-        *config.engine_cmd,
-        "--model", config.model,
-        "--served-model-name", config.served_model_name,
-        "--host", "127.0.0.1",
-        "--port", str(config.engine_port),
+    """The vLLM command line. No key is on it: vLLM reads VLLM_API_KEY. A
+    worker of a multi-node group serves no HTTP: no address, no port."""
+    worker = config.group.is_worker
+    args = [*config.engine_cmd, "--model", config.model, "--served-model-name", config.served_model_name]
+    if not worker:
+        args += ["--host", "127.0.0.1", "--port", str(config.engine_port)]
+    args += [
         "--tensor-parallel-size", str(config.parallel.tensor_parallel_size),
         "--shutdown-timeout", str(shutdown_plan(config.timing).engine_drain),
-        # Every health check would otherwise write an access log line.
-        "--disable-uvicorn-access-log",
     ]
-    if config.engine_guarded:
+    if not worker:
+        # Every health check would otherwise write an access log line.
+        args += ["--disable-uvicorn-access-log"]
+    if config.engine_guarded and not worker:
         # vLLM's own key check leaves /invocations, /tokenize, ... open.
         args += ["--middleware", engine_guard.IMPORT_PATH]
+    if config.group.multi_node:
+        args += group_flags(config)
     if config.max_model_len is not None:
         args += ["--max-model-len", str(config.max_model_len)]
     if config.gpu_memory_utilization is not None and not config.on_cpu:
         args += ["--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}"]
     return args + list(config.engine_args)
+
+
+def group_flags(config: Config) -> list[str]:
+    """vLLM's native multi-node flags (no Ray: the CPU build has none, and the
+    mp backend is what --nnodes needs); a worker runs headless, with no API
+    server and no port of its own."""
+    group = config.group
+    flags = [
+        "--pipeline-parallel-size", str(config.parallel.pipeline_parallel_size),
+        "--distributed-executor-backend", "mp",
+        "--nnodes", str(group.nodes),
+        "--node-rank", str(group.rank),
+        "--master-addr", str(group.leader_address),
+        "--master-port", str(group.rendezvous_port),
+    ]
+    return flags + (["--headless"] if group.is_worker else [])
 
 
 @dataclass(frozen=True)
@@ -115,7 +135,10 @@ def limits_prefix(config: Config) -> str:
 
 
 def supervised_programs(config: Config) -> tuple[str, ...]:
-    """The programs supervisord runs, in the order the monitor follows them."""
+    """The programs supervisord runs, in the order the monitor follows them. A
+    worker of a multi-node group runs its engine only: the leader serves."""
+    if config.group.is_worker:
+        return (ENGINE,)
     return (ENGINE, PROXY, LIMITER) if config.limits.private else (ENGINE, PROXY)
 
 
@@ -188,20 +211,29 @@ def render_supervisord_config(config: Config, python: str, run_dir: Path) -> str
         limiter_command=supervisor_command_line(launcher_command(python, run_dir / LIMITER_LAUNCH)),
         stop_wait=shutdown_plan(config.timing).supervisord_stop_wait,
     )
-    limiter = template(SUPERVISORD_LIMITER).substitute(values) if LIMITER in supervised_programs(config) else ""
-    return template(SUPERVISORD_CONFIG).substitute(values, limiter_program=limiter)
+    programs = supervised_programs(config)
+    limiter = template(SUPERVISORD_LIMITER).substitute(values) if LIMITER in programs else ""
+    proxy = template(SUPERVISORD_PROXY).substitute(values) if PROXY in programs else ""
+    return template(SUPERVISORD_CONFIG).substitute(values, proxy_program=proxy, limiter_program=limiter)
 
 
 def render_run_files(config: Config, python: str, run_dir: Path) -> list[RenderedFile]:
     """Every file the run folder holds before supervisord starts."""
+    proxy = PROXY in supervised_programs(config)
     return [
         RenderedFile(SUPERVISORD_CONFIG, render_supervisord_config(config, python, run_dir)),
-        RenderedFile(LITELLM_CONFIG, render_litellm_config(config)),
+        *([RenderedFile(LITELLM_CONFIG, render_litellm_config(config))] if proxy else []),
         RenderedFile(ENGINE_LAUNCH, engine_launch(config).to_json()),
+        *(proxy_files(config, python, run_dir) if proxy else []),
+    ] + limiter_files(config, run_dir)
+
+
+def proxy_files(config: Config, python: str, run_dir: Path) -> list[RenderedFile]:
+    return [
         RenderedFile(PROXY_LAUNCH, proxy_launch(config, python, run_dir).to_json()),
         RenderedFile(PROXY_LOGGING, template(PROXY_LOGGING).template),
         RenderedFile(AUTH_MODULE + ".py", template(AUTH_MODULE + ".py.tmpl").template),
-    ] + limiter_files(config, run_dir)
+    ]
 
 
 def limiter_files(config: Config, run_dir: Path) -> list[RenderedFile]:
@@ -216,16 +248,21 @@ def dry_run_text(config: Config, python: str, run_dir: Path) -> str:
     lines = [
         f"# {config.gpus_reason}",
         f"# {config.parallel.reason}",
+        *([f"# {config.group.reason}"] if config.group.multi_node else []),
         "# engine command:",
         shlex.join(engine_command(config)),
         "# engine settings: " + (" ".join(f"{n}={v}" for n, v in config.engine_env) or "none")
         + " (VLLM_API_KEY is generated at every start)",
-        f"# {config.proxy_workers_reason}",
-        f"# {config.limits.reason}",
-        "# proxy command:",
-        shlex.join(proxy_command(config, python, run_dir)),
     ]
-    files = render_run_files(config, python, run_dir)
-    for file in files[:2] + [file for file in files if file.name == REDIS_CONFIG]:
-        lines += [f"# {file.name}:", file.content.rstrip("\n")]
+    if PROXY in supervised_programs(config):
+        lines += [
+            f"# {config.proxy_workers_reason}",
+            f"# {config.limits.reason}",
+            "# proxy command:",
+            shlex.join(proxy_command(config, python, run_dir)),
+        ]
+    shown = (SUPERVISORD_CONFIG, LITELLM_CONFIG, REDIS_CONFIG)
+    for file in render_run_files(config, python, run_dir):
+        if file.name in shown:
+            lines += [f"# {file.name}:", file.content.rstrip("\n")]
     return "\n".join(lines) + "\n"

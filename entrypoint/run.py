@@ -18,7 +18,7 @@ from types import TracebackType
 
 from . import limiter_store
 from .board import ProgramBoard
-from .checks import Check, Checker, engine_check, proxy_check, redis_check
+from .checks import Check, Checker, engine_check, headless_engine_check, leader_check, proxy_check, redis_check
 from .config import Config
 from .console import Console
 from .demo import model as demo_model
@@ -31,6 +31,7 @@ from .key_watch import RELOAD_MARKER, KeyWatch
 from .keys import Secret, new_internal_key
 from .logs import LogForwarder, LogTail
 from .monitor import Monitor
+from .node_group import LEADER
 from .outcome import Outcome
 from .own_metrics import OwnMetrics
 from .preflight import preflight
@@ -65,6 +66,11 @@ def announce(config: Config, console: Console) -> None:
 
 
 def program_check(config: Config, name: str, run_dir: Path, internal_key: Secret) -> Check:
+    group = config.group
+    if name == LEADER:
+        return leader_check(str(group.leader_address), group.rendezvous_port, group.leader)
+    if name == ENGINE and group.is_worker:
+        return headless_engine_check()
     if name == ENGINE:
         return engine_check(config.engine_port, internal_key, config.served_model_name)
     if name == PROXY:
@@ -79,7 +85,16 @@ def make_checkers(config: Config, board: ProgramBoard, run_dir: Path, internal_k
             for name in board.names}
 
 
+def watched(config: Config) -> tuple[str, ...]:
+    """What the board follows: the supervised programs, and a worker's leader."""
+    return supervised_programs(config) + ((LEADER,) if config.group.is_worker else ())
+
+
 def starting_line(config: Config) -> str:
+    group = config.group
+    if group.is_worker:
+        return (f"starting the engine headless, node rank {group.rank} of {group.nodes}, "
+                f"for {group.leader} (no proxy, no public port on this node)")
     line = (f"starting engine (127.0.0.1:{config.engine_port}) and proxy "
             f"({config.host}:{config.port}) together")
     if LIMITER in supervised_programs(config):
@@ -168,7 +183,7 @@ class Run:
         self._running.callback(shutil.rmtree, run_dir, ignore_errors=True)
         programs = supervised_programs(config)
         supervisor = Supervisor(run_dir)
-        self.metrics = OwnMetrics(run_dir / names.OWN_METRICS_FILE, programs)
+        self.metrics = OwnMetrics(run_dir / names.OWN_METRICS_FILE, watched(config))
         key_watch = KeyWatch(config, console, run_dir / RELOAD_MARKER, self.signals.take_reload,
                              self.metrics).start()
         self._running.callback(key_watch.stop)
@@ -188,7 +203,7 @@ class Run:
     def _watch_programs(self, run_dir: Path, programs: tuple[str, ...], internal_key: Secret) -> None:
         config, clock = self.config, self.host.clock
         metrics = self.metrics
-        self.board = ProgramBoard(programs, clock(), metrics)
+        self.board = ProgramBoard(watched(config), clock(), metrics)
         checkers = make_checkers(config, self.board, run_dir, internal_key)
         for checker in checkers.values():
             self._checking.callback(checker.stop)

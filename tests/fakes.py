@@ -20,6 +20,7 @@ from typing import NamedTuple
 from entrypoint.config import Config, Options, Timing, build_config
 from entrypoint.console import Console
 from entrypoint.gpus import NodeGpus
+from entrypoint.node_group import NodeGroup
 from entrypoint.supervision import ProgramState, SupervisorError
 
 WALL_OFFSET = 1_700_000_000.0   # wall time = fake monotonic time + this
@@ -47,6 +48,7 @@ class FakeConfig:
     port: int = 8080
     served_model_name: str = "tiny"
     api_keys_file: Path | None = None
+    group: NodeGroup = NodeGroup()
 
 
 class FakeClock:

@@ -65,7 +65,7 @@ def test_the_modules_litellm_loads_while_it_starts_import_it_only_lazily(module)
 # into one frozen Config and the text of every file and command line; they
 # never act, so they never import the modules that do (the module map in docs/architecture.md).
 PACKAGE = REPO / "entrypoint"
-PLANNING = {"config", "engine_options", "gpus", "parallel", "workers", "ports", "keys", "limiter_store",
+PLANNING = {"config", "engine_options", "gpus", "parallel", "node_group", "workers", "ports", "keys", "limiter_store",
             "render", "shutdown_plan", "environment"}
 PLANNING_MAY_USE = {"errors", "inside.names", "inside.engine_guard", "inside.client_limits",
                     "inside.weak_keys", "inside.keys_file", "inside.quota_periods", "demo.model", "demo.recipe"}
