@@ -59,8 +59,11 @@ def announce(config: Config, console: Console) -> None:
     if config.gpus.warning:
         console.say(config.gpus.warning)
     console.say(config.parallel.reason)
-    console.say(config.proxy_workers_reason)
-    console.say(config.limits.reason)
+    if config.group.multi_node:
+        console.say(config.group.reason)
+    if not config.group.is_worker:   # a worker runs no proxy: nothing of it to tell
+        console.say(config.proxy_workers_reason)
+        console.say(config.limits.reason)
     if config.demo:
         console.say(f"demo model: {config.model} (tiny, random weights: it answers gibberish)")
 

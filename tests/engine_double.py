@@ -11,7 +11,8 @@ Standard library only, so that it starts in a fraction of a second.
 
 Flags: --model, --served-model-name N [N ...], --host, --port, --api-key K [K ...]
 (else VLLM_API_KEY), --shutdown-timeout S, --tensor-parallel-size/-tp,
---max-model-len, --enable-log-requests; any other flag is accepted and ignored.
+--max-model-len, --enable-log-requests, --headless (no API server, as a
+multi-node worker's engine); any other flag is accepted and ignored.
 
 Environment (all optional):
   ENGINE_DOUBLE_STARTUP_DELAY=S        port closed for S seconds ("loading")
@@ -148,6 +149,7 @@ class Config:
     echo: bool = False
     hold_file: str = ""
     wedge_file: str = ""
+    headless: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shutdown-timeout", type=float, default=0.0)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--enable-log-requests", action="store_true")
+    parser.add_argument("--headless", action="store_true")
     return parser
 
 
@@ -195,6 +198,7 @@ def build_config(args: list[str], environ: dict[str, str]) -> Config:
         echo=_env_flag(environ, "ENGINE_DOUBLE_ECHO"),
         hold_file=environ.get("ENGINE_DOUBLE_HOLD_FILE", ""),
         wedge_file=environ.get("ENGINE_DOUBLE_WEDGE_FILE", ""),
+        headless=known.headless,
     )
 
 
@@ -987,6 +991,9 @@ def run(config: Config) -> int:
         if not load(config, signals):
             return EXIT_OK
         state = EngineState(config)
+        if config.headless:   # a multi-node worker's engine: no API server, it only runs
+            say("headless: no API server (a multi-node worker's engine)")
+            return serve(config, state, signals)
         try:
             server = EngineServer(config, state)
         except OSError as error:
