@@ -355,7 +355,7 @@ def _parallel_plan(opts: Options, env: Mapping[str, str], node: NodeGpus, model_
 def _master_key(opts: Options, env: Mapping[str, str], group: NodeGroup) -> Secret:
     """The key clients must present. A worker serves nothing, so it needs none
     (one given is still checked): a random one stands in, used by nothing."""
-    if group.is_worker and not opts.master_key and opts.master_key_file is None:
+    if group.is_worker and opts.master_key is None and opts.master_key_file is None:
         return new_internal_key()
     return resolve_master_key(opts.master_key, opts.master_key_file, opts.master_key_on_command_line,
                               master_key_source(opts, env))

@@ -60,16 +60,6 @@ class NodeGroup:
         host = self.leader_address or ""
         return f"[{host}]:{self.rendezvous_port}" if ":" in host else f"{host}:{self.rendezvous_port}"
 
-    def layout(self, tensor_per_node: int) -> tuple[int, int]:
-        """(tensor parallel size, pipeline parallel size) of the whole group:
-        tensor parallelism within a node and a pipeline stage per node by
-        default (the traffic between nodes is one activation per stage, not an
-        all-reduce per layer), or tensor parallelism across every GPU of the
-        group when asked."""
-        if self.parallelism == "tensor":
-            return tensor_per_node * self.nodes, 1
-        return tensor_per_node, self.nodes
-
 
 def _whole_number(name: str, raw: str, variable: str) -> int:
     try:
@@ -82,26 +72,13 @@ def _whole_number(name: str, raw: str, variable: str) -> int:
 def plan_node_group(nodes: int | None, rank: int | None, leader_address: str | None, rendezvous_port: int,
                     parallelism: str, env: Mapping[str, str]) -> NodeGroup:
     """The group from the options, else from LeaderWorkerSet's variables, checked."""
-    said = []
-    if nodes is None:
-        raw = env.get(LWS_GROUP_SIZE, "").strip()
-        nodes = _whole_number("--nodes", raw, LWS_GROUP_SIZE) if raw else 1
-        if raw:
-            said.append(f"{LWS_GROUP_SIZE}={nodes}")
-    if rank is None:
-        raw = env.get(LWS_WORKER_INDEX, "").strip()
-        rank = _whole_number("--node-rank", raw, LWS_WORKER_INDEX) if raw else 0
-        if raw:
-            said.append(f"{LWS_WORKER_INDEX}={rank}")
+    said: list[str] = []   # the variables that decided, for the log line and the messages
+    nodes = _from_variable(nodes, "--nodes", LWS_GROUP_SIZE, 1, env, said)
+    rank = _from_variable(rank, "--node-rank", LWS_WORKER_INDEX, 0, env, said)
     if leader_address is None and env.get(LWS_LEADER_ADDRESS, "").strip():
         leader_address = env[LWS_LEADER_ADDRESS].strip()
         said.append(f"{LWS_LEADER_ADDRESS}={leader_address}")
-    if nodes < 1:
-        raise EntryError(f"--nodes {nodes} must be 1 or more.")
-    if not 0 <= rank < nodes:
-        raise EntryError(f"--node-rank {rank} is not a node of a group of {nodes}: "
-                         f"use 0 for the leader and 1 to {nodes - 1} for the workers." if nodes > 1 else
-                         f"--node-rank {rank} needs a group: set --nodes (or LWS_GROUP_SIZE) to the number of nodes.")
+    _check_size_and_rank(nodes, rank, said)
     if not 1 <= rendezvous_port <= 65535:
         raise EntryError(f"--rendezvous-port {rendezvous_port} is not a TCP port: use a number from 1 to 65535.")
     if parallelism not in NODE_PARALLELISMS:
@@ -117,3 +94,28 @@ def plan_node_group(nodes: int | None, rank: int | None, leader_address: str | N
     reason = (f"node rank {rank} of {nodes}{source}, {role}; rendezvous at {group.rendezvous_address}; "
               f"{parallelism} parallel across nodes")
     return NodeGroup(nodes, rank, leader_address, rendezvous_port, parallelism, reason)
+
+
+def _from_variable(value: int | None, option: str, variable: str, default: int, env: Mapping[str, str],
+                   said: list[str]) -> int:
+    if value is not None:
+        return value
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    value = _whole_number(option, raw, variable)
+    said.append(f"{variable}={value}")
+    return value
+
+
+def _check_size_and_rank(nodes: int, rank: int, said: list[str]) -> None:
+    if nodes < 1:
+        raise EntryError(f"--nodes {nodes} must be 1 or more.")
+    rank_option = f"{LWS_WORKER_INDEX}={rank}" if f"{LWS_WORKER_INDEX}={rank}" in said else f"--node-rank {rank}"
+    if rank < 0:
+        raise EntryError(f"{rank_option} must be 0 or more: 0 is the leader, 1 and up the workers.")
+    if rank >= nodes and nodes == 1:
+        raise EntryError(f"{rank_option} needs a group: set --nodes (or LWS_GROUP_SIZE) to the number of nodes.")
+    if rank >= nodes:
+        workers = "1 for the worker" if nodes == 2 else f"1 to {nodes - 1} for the workers"
+        raise EntryError(f"{rank_option} is not a node of a group of {nodes}: use 0 for the leader and {workers}.")

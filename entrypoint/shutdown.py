@@ -157,7 +157,9 @@ class Shutdown:
                   for name in (PROXY, ENGINE, LIMITER)}
         self.learn_groups(groups)
         for name in outcome.kill_at_once:
-            self.console.say(f"{name} looks hung: killing its process group at once")
+            # A worker's engine is killed at once only when its leader is gone.
+            why = "has lost its leader" if self.config.group.is_worker else "looks hung"
+            self.console.say(f"{name} {why}: killing its process group at once")
             self.kill_groups(groups[name])
         proxy_by = plan.proxy_deadline(was_ready)
         delay = self.config.timing.drain_delay

@@ -126,15 +126,26 @@ def test_an_ipv6_leader_is_bracketed_in_its_rendezvous_address() -> None:
     assert group.leader == "the leader (node rank 0 of 2) at [fd00::5]:29600"
 
 
-@pytest.mark.parametrize("rank", [4, 7, -1])
+@pytest.mark.parametrize("rank", [4, 7])
 def test_a_rank_outside_the_group_is_refused_with_the_ranks_there_are(rank: int) -> None:
     assert plan_refused(nodes=4, rank=rank, leader=LEADER_ADDRESS) == (
         f"--node-rank {rank} is not a node of a group of 4: use 0 for the leader and 1 to 3 for the workers.")
 
 
-def test_a_rank_from_the_variable_outside_the_group_is_refused_too() -> None:
+def test_a_rank_outside_a_group_of_two_names_the_one_worker_rank() -> None:
+    assert plan_refused(nodes=2, rank=2, leader=LEADER_ADDRESS) == (
+        "--node-rank 2 is not a node of a group of 2: use 0 for the leader and 1 for the worker.")
+
+
+@pytest.mark.parametrize("nodes", [1, 4])
+def test_a_negative_rank_is_refused_as_such(nodes: int) -> None:
+    assert plan_refused(nodes=nodes, rank=-1, leader=LEADER_ADDRESS) == (
+        "--node-rank -1 must be 0 or more: 0 is the leader, 1 and up the workers.")
+
+
+def test_a_rank_from_the_variable_outside_the_group_names_the_variable() -> None:
     message = plan_refused(env={**LWS, "LWS_WORKER_INDEX": "2"})
-    assert message.startswith("--node-rank 2 is not a node of a group of 2")
+    assert message.startswith("LWS_WORKER_INDEX=2 is not a node of a group of 2")
 
 
 def test_a_node_rank_without_a_group_is_refused() -> None:
@@ -184,15 +195,6 @@ def test_fewer_than_one_node_is_refused(nodes: int) -> None:
 
 # --- how the model is split across the nodes ----------------------------------------
 
-def test_the_layout_is_a_pipeline_stage_per_node_by_default() -> None:
-    assert NodeGroup(2, 0, LEADER_ADDRESS).layout(8) == (8, 2)
-    assert NodeGroup(4, 0, LEADER_ADDRESS).layout(2) == (2, 4)
-
-
-def test_the_tensor_layout_splits_over_every_gpu_of_the_group() -> None:
-    assert NodeGroup(2, 0, LEADER_ADDRESS, parallelism="tensor").layout(8) == (16, 1)
-
-
 def test_spreading_over_nodes_adds_a_pipeline_stage_per_node_by_default() -> None:
     per_node = choose_tensor_parallel(8, LLAMA_8B, None)
     assert spread_over_nodes(per_node, LLAMA_8B, 2, "pipeline") == ParallelPlan(
@@ -205,13 +207,6 @@ def test_spreading_tensor_parallel_over_nodes_multiplies_the_size() -> None:
     assert spread_over_nodes(per_node, LLAMA_8B, 2, "tensor") == ParallelPlan(
         16, "8 GPUs, 32 heads (8 KV): tensor parallel 8; x 2 nodes: tensor parallel 16 across the group (requested)",
         pipeline_parallel_size=1)
-
-
-@pytest.mark.parametrize("parallelism", ["pipeline", "tensor"])
-def test_the_spread_plan_and_the_groups_layout_agree(parallelism: str) -> None:
-    plan_ = spread_over_nodes(choose_tensor_parallel(4, LLAMA_8B, None), LLAMA_8B, 2, parallelism)
-    layout = NodeGroup(2, 0, LEADER_ADDRESS, parallelism=parallelism).layout(4)
-    assert (plan_.tensor_parallel_size, plan_.pipeline_parallel_size) == layout
 
 
 def test_tensor_parallel_over_nodes_is_refused_for_heads_that_do_not_split_that_many_ways() -> None:
@@ -295,6 +290,10 @@ def test_a_worker_given_a_weak_master_key_is_still_refused(model_dir: Path) -> N
 def test_a_worker_given_a_weak_master_key_by_variable_names_the_variable(model_dir: Path) -> None:
     message = refused(model_dir, {"LLM_ENTRY_MASTER_KEY": "a1B2c3D4"}, master_key="a1B2c3D4", **group_of_two(1))
     assert message.startswith("the master key from LLM_ENTRY_MASTER_KEY is shorter than 16 characters")
+
+
+def test_a_worker_given_an_empty_master_key_is_refused_like_the_leader(model_dir: Path) -> None:
+    assert "is empty" in refused(model_dir, master_key="", **group_of_two(1))
 
 
 def test_a_worker_given_a_good_master_key_keeps_it(model_dir: Path) -> None:
