@@ -195,3 +195,47 @@ def test_the_keys_reach_the_leader_only():
     assert args[args.index("--master-key-file") + 1] == f"{mount['mountPath']}/master-key"
     assert not [v for v in template("worker")["spec"]["volumes"] if "secret" in v]
     assert "--master-key-file" not in container("worker")["args"]
+
+
+# --- the templates' command lines, as llm-entry reads them in the pods ----------------------------
+
+def dry_run_in_pod(role: str, tmp_path) -> str:
+    """What `llm-entry ARGS --dry-run` prints in a pod of the template: its
+    args (the mounted paths moved under tmp_path) and literal variables, what
+    LWS injects, and 8 GPUs a node."""
+    from entrypoint import cli
+    from entrypoint.config import Options, build_config
+    from entrypoint.gpus import NodeGpus
+    from entrypoint.render import dry_run_text
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"num_attention_heads": 128, "num_key_value_heads": 128}')
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "master-key").write_text("sk-" + "5f0c2b9e7a4d1c8f3e6b0a9d2c7f4e1b")
+    (keys / "api-keys").write_text("")
+    moved = {"/models/model": str(model), "/etc/llm-entry/keys/master-key": str(keys / "master-key"),
+             "/etc/llm-entry/keys/api-keys": str(keys / "api-keys")}
+    args = [moved.get(arg, arg) for arg in container(role)["args"]]
+    env = {item["name"]: item["value"] for item in container(role).get("env", []) if "value" in item}
+    env |= {"LWS_GROUP_SIZE": "2", "LWS_WORKER_INDEX": "0" if role == "leader" else "1",
+            "LWS_LEADER_ADDRESS": "llm-entry-0.llm-entry.default"}
+    params = cli.command.make_context("llm-entry", [*args, "--dry-run"]).params
+    options = Options(**{name: value for name, value in params.items() if name != "engine_args"})
+    return dry_run_text(build_config(options, env, lambda: NodeGpus(8, "nvidia-smi")), "python", tmp_path / "run")
+
+
+def test_the_leader_template_starts_the_leader_of_a_pipeline_over_two_nodes(tmp_path):
+    text = dry_run_in_pod("leader", tmp_path)
+    assert "node rank 0 of 2 (from LWS_GROUP_SIZE=2, LWS_WORKER_INDEX=0, LWS_LEADER_ADDRESS=" in text
+    assert ("--tensor-parallel-size 8 --shutdown-timeout" in text and "--pipeline-parallel-size 2" in text
+            and "--master-addr llm-entry-0.llm-entry.default --master-port 29501" in text)
+    assert "--headless" not in text and "# proxy command:" in text
+
+
+def test_the_worker_template_starts_a_headless_worker_without_keys(tmp_path):
+    text = dry_run_in_pod("worker", tmp_path)
+    assert "node rank 1 of 2 (from LWS_GROUP_SIZE=2, LWS_WORKER_INDEX=1, LWS_LEADER_ADDRESS=" in text
+    assert "--node-rank 1 --master-addr llm-entry-0.llm-entry.default --master-port 29501 --headless" in text
+    assert "# proxy command:" not in text
