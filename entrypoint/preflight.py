@@ -37,6 +37,8 @@ def preflight(config: Config) -> None:
         )
     if LIMITER in supervised_programs(config) and not shutil.which("redis-server"):
         raise EntryError(limiter_store.missing_redis_server(config.proxy_workers))
+    if group.is_worker:
+        return   # the rest is the proxy's: a worker runs none
     if config.limits.state_dir is not None:
         limiter_store.check_state_dir(config.limits.state_dir)
     if config.redis_url is not None:

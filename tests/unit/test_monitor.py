@@ -48,8 +48,9 @@ DEFAULT_CONFIG = FakeConfig()
 
 class World:
     def __init__(self, tmp_path: Path, config: FakeConfig = DEFAULT_CONFIG, signal_at: tuple[float, ...] = (),
-                 programs: tuple[str, ...] = ("engine", "proxy")):
-        self.clock = FakeClock(1000.0)
+                 programs: tuple[str, ...] = ("engine", "proxy"), checkers: dict | None = None,
+                 start: float = 1000.0):
+        self.clock = FakeClock(start)
         self.processes = FakeProcesses(self.clock)
         self.supervisor = FakeSupervisor(self.clock, self.processes)
         self.probes = ProbeFiles(tmp_path / "probe", TTL, clock=self.clock.wall)
@@ -62,8 +63,10 @@ class World:
         self.board = ProgramBoard(programs, self.clock(), unwritten_metrics(programs))
         readiness = Readiness(config, self.probes, self.console, self.board.metrics, self.board.started)
         restart_policy = RestartPolicy(config, host, self.board, self.forwarder, self.console)
-        self.monitor = Monitor(config, self.board, host, readiness, restart_policy, checkers={})
+        self.monitor = Monitor(config, self.board, host, readiness, restart_policy, checkers=checkers or {})
         for name in programs:
+            if name not in PIDS:
+                continue   # on the board, but no supervisord program (a worker's leader)
             self.processes.add(PIDS[name])
             self.supervisor.run(name, PIDS[name])
 

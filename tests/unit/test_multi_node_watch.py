@@ -12,39 +12,29 @@ from pathlib import Path
 
 import pytest
 import requests
+from test_monitor import World
 
-from entrypoint.board import ProgramBoard
 from entrypoint.checks import leader_check
 from entrypoint.config import Timing
 from entrypoint.errors import EXIT_ENGINE_FAILED, EXIT_HUNG, EXIT_STARTUP_TIMEOUT
 from entrypoint.health import Vitals, assess
-from entrypoint.host import Host
 from entrypoint.keys import Secret
-from entrypoint.monitor import TICK, Monitor
+from entrypoint.monitor import TICK
 from entrypoint.node_group import NodeGroup
-from entrypoint.probe_files import NOT_HEALTHY, NOT_READY, ProbeFiles
-from entrypoint.readiness import Readiness, ready_line
-from entrypoint.restarts import RestartPolicy
+from entrypoint.probe_files import NOT_HEALTHY, NOT_READY
+from entrypoint.readiness import ready_line
 from entrypoint.run import program_check, starting_line, watched
 
 from fakes import (
     FakeClock,
     FakeConfig,
-    FakeForwarder,
-    FakeProcesses,
-    FakeReaper,
-    FakeSignals,
-    FakeSupervisor,
     make_config,
     model_folder,
-    quiet_console,
-    unwritten_metrics,
 )
 
 TIMING = Timing(startup_timeout=100.0, check_interval=2.0, check_timeout=3.0, unready_after=2,
                 hang_timeout=30.0, heartbeat_ttl=15.0, grace_period=25.0, drain_delay=0.0)
 START = 1000.0
-TTL = 15.0
 ENGINE_PID = 200
 LEADER_TEXT = "the leader (node rank 0 of 2) at 127.0.0.1:29501"
 REFUSED = f"{LEADER_TEXT} does not answer: connection refused"
@@ -171,26 +161,12 @@ class FollowedChecker:
         self.followed.append((generation, alive))
 
 
-class WorkerWorld:
+class WorkerWorld(World):
     """A worker's monitor: supervisord runs the engine; the leader is on the board only."""
 
     def __init__(self, tmp_path: Path, config: FakeConfig = WORKER_CONFIG):
-        self.clock = FakeClock(START)
-        self.processes = FakeProcesses(self.clock)
-        self.supervisor = FakeSupervisor(self.clock, self.processes)
-        self.probes = ProbeFiles(tmp_path / "probe", TTL, clock=self.clock.wall)
-        self.probes.prepare()
-        self.console, self.out, _ = quiet_console()
-        host = Host(self.supervisor, FakeSignals(self.clock), FakeReaper(self.processes),
-                    processes=self.processes, clock=self.clock)
-        programs = ("engine", "leader")
-        self.board = ProgramBoard(programs, self.clock(), unwritten_metrics(programs))
-        readiness = Readiness(config, self.probes, self.console, self.board.metrics, self.board.started)
-        restart_policy = RestartPolicy(config, host, self.board, FakeForwarder(), self.console)
         self.checkers = {"engine": FollowedChecker(), "leader": FollowedChecker()}
-        self.monitor = Monitor(config, self.board, host, readiness, restart_policy, checkers=self.checkers)
-        self.processes.add(ENGINE_PID)
-        self.supervisor.run("engine", ENGINE_PID)
+        super().__init__(tmp_path, config, programs=("engine", "leader"), checkers=self.checkers, start=START)
 
     def passes(self, *names: str) -> None:
         for name in names:
@@ -199,14 +175,14 @@ class WorkerWorld:
     def fails(self, name: str, detail: str) -> None:
         self.board.report(name, self.board.programs[name].generation, False, detail, self.clock())
 
-    def tick(self):
-        outcome = self.monitor.tick()
-        self.clock.sleep(TICK)
+    def until_the_end(self):
+        """Tick with the engine passing and the leader refusing, until the run ends."""
+        outcome = None
+        while outcome is None:
+            self.passes("engine")
+            self.fails("leader", REFUSED)
+            outcome = self.tick()
         return outcome
-
-    def file(self, name: str) -> str | None:
-        path = self.probes.dir / name
-        return path.read_text() if path.exists() else None
 
 
 def ready_worker(tmp_path: Path) -> WorkerWorld:
@@ -259,11 +235,7 @@ def test_a_leader_failing_its_checks_makes_the_worker_not_ready_before_the_hang_
 
 def test_a_leader_gone_past_the_hang_timeout_fails_with_exit_6_and_kills_the_engine_at_once(tmp_path: Path) -> None:
     world = ready_worker(tmp_path)
-    outcome = None
-    while outcome is None:
-        world.passes("engine")
-        world.fails("leader", REFUSED)
-        outcome = world.tick()
+    outcome = world.until_the_end()
     assert outcome.exit_code == EXIT_HUNG
     assert outcome.kill_at_once == ("engine",)
     assert outcome.summary.startswith("leader has not passed a check for 30 s (--hang-timeout 30 s): it is gone")
@@ -273,11 +245,7 @@ def test_a_leader_gone_past_the_hang_timeout_fails_with_exit_6_and_kills_the_eng
 
 def test_a_leader_never_seen_fails_the_worker_at_the_startup_timeout_without_killing_at_once(tmp_path: Path) -> None:
     world = WorkerWorld(tmp_path)
-    outcome = None
-    while outcome is None:
-        world.passes("engine")
-        world.fails("leader", REFUSED)
-        outcome = world.tick()
+    outcome = world.until_the_end()
     assert outcome.exit_code == EXIT_STARTUP_TIMEOUT
     assert outcome.summary.startswith("leader was not ready after 100 s (--startup-timeout 100 s)")
     assert outcome.kill_at_once == ()
