@@ -198,7 +198,8 @@ def command(ctx: click.Context, engine_args: tuple[str, ...], **options) -> None
 
     Arguments after `--` are passed to the engine unchanged, except the flags
     llm-entry sets itself (--host, --port, --api-key, --model,
-    --served-model-name, --tensor-parallel-size), which are refused.
+    --served-model-name, --tensor-parallel-size, and across nodes --nnodes,
+    --node-rank, --master-addr, --master-port, --headless), which are refused.
     """
     console = Console()
     from_argv = ctx.get_parameter_source("master_key") is ParameterSource.COMMANDLINE
