@@ -64,9 +64,9 @@ def engine_command(config: Config) -> list[str]:
     if not worker:
         # Every health check would otherwise write an access log line.
         args += ["--disable-uvicorn-access-log"]
-    if config.engine_guarded and not worker:
-        # vLLM's own key check leaves /invocations, /tokenize, ... open.
-        args += ["--middleware", engine_guard.IMPORT_PATH]
+        if config.engine_guarded:
+            # vLLM's own key check leaves /invocations, /tokenize, ... open.
+            args += ["--middleware", engine_guard.IMPORT_PATH]
     if config.group.multi_node:
         args += group_flags(config)
     if config.max_model_len is not None:
